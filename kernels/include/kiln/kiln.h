@@ -1,0 +1,7 @@
+/* kiln: the whole C ABI. */
+#ifndef KILN_KILN_H_
+#define KILN_KILN_H_
+
+#include "kiln/core.h"
+
+#endif /* KILN_KILN_H_ */

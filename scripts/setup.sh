@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kiln builds and tests with, if any is missing. Needs apt-get (and
+# root or sudo) only when something is missing; on a machine that has them it does nothing.
+set -euo pipefail
+
+packages=(cmake ninja-build g++ catch2 libcli11-dev nlohmann-json3-dev ccache fortunes-min)
+# Optional: mpirun for the two-process test, and the default corpus's larger text.
+optional=(openmpi-bin libopenmpi-dev fortunes)
+
+missing=()
+for p in "${packages[@]}" "${optional[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if ! command -v apt-get >/dev/null; then
+  echo "setup: missing packages (${missing[*]}) and no apt-get to install them" >&2
+  exit 1
+fi
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+echo "setup: installing ${missing[*]}"
+$sudo apt-get update -qq
+# Required packages must install; optional ones may be unavailable on other distributions.
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${optional[@]}" >/dev/null \
+  || echo "setup: optional packages (${optional[*]}) not installed; their tests will be skipped"
