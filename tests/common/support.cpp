@@ -7,6 +7,11 @@
 
 namespace kiln::test {
 
+bool quick_mode() {
+  const char* env = std::getenv("KILN_TEST_QUICK");
+  return env && *env && std::string(env) != "0";
+}
+
 std::uint64_t seed() {
   static std::once_flag once;
   static std::uint64_t value = 0;

@@ -12,6 +12,10 @@
 
 namespace kiln::test {
 
+// True when KILN_TEST_QUICK=1: GPU tests then skip their largest shapes (the sanitizer runs of
+// scripts/gpu-check.sh set it, since compute-sanitizer slows kernels down a hundredfold).
+bool quick_mode();
+
 // The process's test seed: KILN_TEST_SEED if set, else fresh entropy. Printed on first use.
 std::uint64_t seed();
 
