@@ -1,6 +1,9 @@
 // kiln: the whole public C++ API (the C ABI plus the runtime).
 #pragma once
 
+#include "kiln/data.hpp"
 #include "kiln/device.hpp"
 #include "kiln/error.hpp"
+#include "kiln/io.hpp"
 #include "kiln/kiln.h"
+#include "kiln/tokenizer.hpp"
