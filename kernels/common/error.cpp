@@ -2,6 +2,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <string>
+#include <string_view>
 
 #include "kernels/common/capi.hpp"
 #include "kernels/common/check.hpp"
@@ -10,9 +11,19 @@
 namespace kiln {
 namespace {
 
-std::string describe(const std::string& message, const char* expression, const char* file,
+// Sources are named from the project root: the build maps the root away with
+// -fmacro-prefix-map, and a compiler cache that rewrites paths relative to the build folder
+// leaves leading "../" (or "./"), stripped here.
+std::string project_relative(const char* file) {
+  if (!file) return {};
+  std::string_view f(file);
+  while (f.starts_with("../") || f.starts_with("./")) f.remove_prefix(f.starts_with("./") ? 2 : 3);
+  return std::string(f);
+}
+
+std::string describe(const std::string& message, const char* expression, const std::string& file,
                      int line) {
-  if (!file || !*file) return message;
+  if (file.empty()) return message;
   std::string s = message + " [";
   if (expression && *expression) s += std::string(expression) + " at ";
   return s + file + ":" + std::to_string(line) + "]";
@@ -22,11 +33,11 @@ std::string describe(const std::string& message, const char* expression, const c
 
 Error::Error(Status status, const std::string& message, const char* expression, const char* file,
              int line)
-    : std::runtime_error(describe(message, expression, file, line)),
+    : std::runtime_error(describe(message, expression, project_relative(file), line)),
       status_(status),
       message_(message),
       expression_(expression ? expression : ""),
-      file_(file ? file : ""),
+      file_(project_relative(file)),
       line_(line) {}
 
 namespace impl {
