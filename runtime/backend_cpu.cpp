@@ -70,12 +70,26 @@ class CpuBackend final : public Backend {
   void upload_f32(void* dst, DType dtype, const float* src, int64_t n) override {
     check_dtype(dtype, "upload_f32");
     T* d = static_cast<T*>(dst);
-    for (int64_t i = 0; i < n; ++i) d[i] = static_cast<T>(src[i]);
+    for (int64_t i = 0; i < n; ++i)
+      d[i] = static_cast<T>(src[i]);
   }
   void download_f32(float* dst, const void* src, DType dtype, int64_t n) override {
     check_dtype(dtype, "download_f32");
     const T* s = static_cast<const T*>(src);
-    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
+    for (int64_t i = 0; i < n; ++i)
+      dst[i] = static_cast<float>(s[i]);
+  }
+  void upload_f64(void* dst, DType dtype, const double* src, int64_t n) override {
+    check_dtype(dtype, "upload_f64");
+    T* d = static_cast<T*>(dst);
+    for (int64_t i = 0; i < n; ++i)
+      d[i] = static_cast<T>(src[i]);
+  }
+  void download_f64(double* dst, const void* src, DType dtype, int64_t n) override {
+    check_dtype(dtype, "download_f64");
+    const T* s = static_cast<const T*>(src);
+    for (int64_t i = 0; i < n; ++i)
+      dst[i] = static_cast<double>(s[i]);
   }
   void convert(void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t n) override {
     check_dtype(dst_dtype, "convert");
@@ -128,8 +142,8 @@ class CpuBackend final : public Backend {
   void layernorm_bwd(void* dx, void* dgamma, void* dbeta, const void* dy, const void* x,
                      const void* gamma, const void* mean, const void* rstd, int64_t N,
                      int64_t C) override {
-    ref::layernorm_bwd_ref(p(dx), p(dgamma), p(dbeta), cp(dy), cp(x), cp(gamma), cp(mean),
-                           cp(rstd), N, C);
+    ref::layernorm_bwd_ref(p(dx), p(dgamma), p(dbeta), cp(dy), cp(x), cp(gamma), cp(mean), cp(rstd),
+                           N, C);
   }
   void linear_fwd(void* out, void* pre_gelu, const void* in, const void* weight, const void* bias,
                   int64_t M, int64_t K, int64_t N) override {
@@ -144,8 +158,8 @@ class CpuBackend final : public Backend {
                   int64_t N) override {
     if (d_in) {
       // d_in (M, K) = d_out (M, N) @ weight (N, K).
-      cpu_gemm<T>(pool_, M, K, N, {cp(d_out), N, 1}, {cp(weight), K, 1}, p(d_in), K, false,
-                  nullptr, pack(N));
+      cpu_gemm<T>(pool_, M, K, N, {cp(d_out), N, 1}, {cp(weight), K, 1}, p(d_in), K, false, nullptr,
+                  pack(N));
       if (dgelu_pre) {
         // In place: the reference reads dy[i] before writing dx[i].
         pool_.parallel_for(M, 16, [&](int, int64_t r0, int64_t r1) {
@@ -206,8 +220,8 @@ class CpuBackend final : public Backend {
       for (int64_t h = h0; h < h1; ++h) {
         const T* k = cp(qkv_cache) + C + h * HD;
         ref::attention_fwd_ref(p(out) + h * HD, p(lse) + h * Tq,
-                               cp(qkv_cache) + past * 3 * C + h * HD, k, k + C, 1, Tq, Tk, 1, 1,
-                               HD, scale, true, layout);
+                               cp(qkv_cache) + past * 3 * C + h * HD, k, k + C, 1, Tq, Tk, 1, 1, HD,
+                               scale, true, layout);
       }
     });
   }
@@ -220,7 +234,8 @@ class CpuBackend final : public Backend {
   }
   void accumulate_loss(double* sum, const void* losses, int64_t N, double scale) override {
     double s = 0;
-    for (int64_t i = 0; i < N; ++i) s += static_cast<double>(cp(losses)[i]);
+    for (int64_t i = 0; i < N; ++i)
+      s += static_cast<double>(cp(losses)[i]);
     *sum += scale * s;
   }
   void optimizer_update(const OptimizerUpdate& u) override {
@@ -255,10 +270,11 @@ class CpuBackend final : public Backend {
   }
   // The GEMM's packing scratch for reduction length k, from the bound workspace.
   T* pack(int64_t k) {
-    const std::size_t need = static_cast<std::size_t>(pool_.size() * gemm_pack_elements(k)) * sizeof(T);
+    const std::size_t need =
+        static_cast<std::size_t>(pool_.size() * gemm_pack_elements(k)) * sizeof(T);
     KILN_CHECK(workspace_ != nullptr && workspace_bytes_ >= need, Status::invalid_argument,
-               "cpu backend: the bound workspace (", workspace_bytes_, " bytes) is smaller than the ",
-               need, " bytes a GEMM with reduction length ", k,
+               "cpu backend: the bound workspace (", workspace_bytes_,
+               " bytes) is smaller than the ", need, " bytes a GEMM with reduction length ", k,
                " needs (plan with workspace_bytes and bind it with set_workspace)");
     return workspace_;
   }

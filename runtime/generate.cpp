@@ -53,7 +53,8 @@ int32_t sample_token(std::span<const float> logits, const SamplingConfig& config
     }
     keep = n;
     total = 0;
-    for (std::size_t i = 0; i < keep; ++i) total += prob[i];
+    for (std::size_t i = 0; i < keep; ++i)
+      total += prob[i];
   }
   const double target = std::clamp(u, 0.0, 1.0) * total;
   double cumulative = 0;
@@ -147,19 +148,17 @@ std::vector<float> Generator::State::run(std::span<const int32_t> tokens) {
     be.attention_cached(at(r.atty), at(r.lse), at(cache), past, n, NH, HD);
     be.linear_fwd(at(r.proj_out), nullptr, at(r.atty), param(ParamKind::attproj_w, l),
                   param(ParamKind::attproj_b, l), n, C, C);
-    be.residual_layernorm_fwd(at(r.res), at(r.ln), at(r.mean), at(r.rstd), at(r.x),
-                              at(r.proj_out), param(ParamKind::ln2_w, l),
-                              param(ParamKind::ln2_b, l), n, C, eps);
+    be.residual_layernorm_fwd(at(r.res), at(r.ln), at(r.mean), at(r.rstd), at(r.x), at(r.proj_out),
+                              param(ParamKind::ln2_w, l), param(ParamKind::ln2_b, l), n, C, eps);
     be.linear_fwd(at(r.fch_gelu), at(r.fch), at(r.ln), param(ParamKind::fc_w, l),
                   param(ParamKind::fc_b, l), n, C, 4 * C);
     be.linear_fwd(at(r.proj_out), nullptr, at(r.fch_gelu), param(ParamKind::fcproj_w, l),
                   param(ParamKind::fcproj_b, l), n, 4 * C, C);
     const bool last = l + 1 == L;
-    be.residual_layernorm_fwd(at(r.x), at(r.ln), at(r.mean), at(r.rstd), at(r.res),
-                              at(r.proj_out),
+    be.residual_layernorm_fwd(at(r.x), at(r.ln), at(r.mean), at(r.rstd), at(r.res), at(r.proj_out),
                               last ? param(ParamKind::lnf_w) : param(ParamKind::ln1_w, l + 1),
-                              last ? param(ParamKind::lnf_b) : param(ParamKind::ln1_b, l + 1), n,
-                              C, eps);
+                              last ? param(ParamKind::lnf_b) : param(ParamKind::ln1_b, l + 1), n, C,
+                              eps);
   }
   // Only the last position's logits are needed.
   be.linear_fwd(at(r.logits), nullptr, row(r.ln, n - 1, C), param(ParamKind::wte), nullptr, 1, C,

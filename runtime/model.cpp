@@ -72,8 +72,8 @@ void ModelConfig::validate() const {
 
 int64_t ModelConfig::num_parameters() const {
   const int64_t C = n_embd, L = n_layer;
-  const int64_t per_layer = 2 * C + (3 * C * C + 3 * C) + (C * C + C) + 2 * C + (4 * C * C + 4 * C) +
-                            (4 * C * C + C);
+  const int64_t per_layer =
+      2 * C + (3 * C * C + 3 * C) + (C * C + C) + 2 * C + (4 * C * C + 4 * C) + (4 * C * C + C);
   return vocab_size * C + max_seq_len * C + L * per_layer + 2 * C;
 }
 
@@ -89,9 +89,9 @@ std::string ModelConfig::describe() const {
 }
 
 double ModelConfig::flops_per_token(int64_t seq_len) const {
-  return 6.0 * static_cast<double>(num_parameters()) +
-         6.0 * static_cast<double>(n_layer) * static_cast<double>(n_embd) *
-             static_cast<double>(seq_len);
+  return 6.0 * static_cast<double>(num_parameters()) + 6.0 * static_cast<double>(n_layer) *
+                                                           static_cast<double>(n_embd) *
+                                                           static_cast<double>(seq_len);
 }
 
 namespace {
@@ -129,14 +129,16 @@ ModelConfig model_preset(std::string_view name, int64_t vocab_size) {
     }
   }
   std::string known;
-  for (const Preset& p : kPresets) known += std::string(known.empty() ? "" : ", ") + p.name;
+  for (const Preset& p : kPresets)
+    known += std::string(known.empty() ? "" : ", ") + p.name;
   KILN_CHECK_ARG(false, "model: unknown preset '", name, "' (known: ", known, ")");
   return {};
 }
 
 std::vector<std::string> model_preset_names() {
   std::vector<std::string> names;
-  for (const Preset& p : kPresets) names.emplace_back(p.name);
+  for (const Preset& p : kPresets)
+    names.emplace_back(p.name);
   return names;
 }
 
@@ -218,7 +220,8 @@ ParamLayout::ParamLayout(const ModelConfig& config) : config_(config.resolved())
   // Backward order: final norm, layers from last to first, embeddings.
   std::vector<Bucket> ordered;
   ordered.push_back(buckets_.back());
-  for (int64_t l = config_.n_layer; l >= 1; --l) ordered.push_back(buckets_[l]);
+  for (int64_t l = config_.n_layer; l >= 1; --l)
+    ordered.push_back(buckets_[l]);
   ordered.push_back(buckets_.front());
   buckets_ = std::move(ordered);
 }
@@ -238,8 +241,8 @@ const ParamTensor& ParamLayout::get(ParamKind kind, int64_t layer) const {
   }
   KILN_CHECK_ARG(layer >= 0 && layer < config_.n_layer, "ParamLayout: layer ", layer,
                  " out of range [0, ", config_.n_layer, ")");
-  const int64_t index =
-      2 + layer * per_layer_ + (static_cast<int64_t>(kind) - static_cast<int64_t>(ParamKind::ln1_w));
+  const int64_t index = 2 + layer * per_layer_ +
+                        (static_cast<int64_t>(kind) - static_cast<int64_t>(ParamKind::ln1_w));
   return tensors_[static_cast<std::size_t>(index)];
 }
 

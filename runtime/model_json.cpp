@@ -69,8 +69,8 @@ TrainConfig train_from_json(const nlohmann::json& j) {
   t.mask_fraction = j.at("mask_fraction").get<double>();
   t.recompute.gelu = j.at("recompute_gelu").get<bool>();
   t.recompute.layernorm = j.at("recompute_layernorm").get<bool>();
-  t.on_nonfinite =
-      j.at("on_nonfinite").get<std::string>() == "stop" ? NonFinitePolicy::stop : NonFinitePolicy::skip;
+  t.on_nonfinite = j.at("on_nonfinite").get<std::string>() == "stop" ? NonFinitePolicy::stop
+                                                                     : NonFinitePolicy::skip;
   t.cuda_graph = j.at("cuda_graph").get<bool>();
   const auto& o = j.at("optimizer");
   t.optimizer.lr = o.at("lr").get<double>();

@@ -40,8 +40,8 @@ std::size_t MemoryPlan::add(std::string name, MemoryGroup group, DType dtype, in
 
 std::size_t MemoryPlan::add_bytes(std::string name, MemoryGroup group, std::size_t bytes) {
   const std::size_t offset = (total_ + kAlign - 1) / kAlign * kAlign;
-  regions_.push_back({std::move(name), group, DType::f32, static_cast<int64_t>(bytes / 4), offset,
-                      bytes});
+  regions_.push_back(
+      {std::move(name), group, DType::f32, static_cast<int64_t>(bytes / 4), offset, bytes});
   total_ = offset + bytes;
   return regions_.size() - 1;
 }
@@ -56,7 +56,8 @@ const Region& MemoryPlan::find(std::string_view name) const {
 
 std::vector<std::size_t> MemoryPlan::bytes_by_group() const {
   std::vector<std::size_t> bytes(static_cast<std::size_t>(MemoryGroup::io) + 1, 0);
-  for (const Region& r : regions_) bytes[static_cast<std::size_t>(r.group)] += r.bytes;
+  for (const Region& r : regions_)
+    bytes[static_cast<std::size_t>(r.group)] += r.bytes;
   return bytes;
 }
 
@@ -108,22 +109,23 @@ TrainingRegions build_training_plan(MemoryPlan& plan, const ModelConfig& model,
   r.stats = plan.add_bytes("stats", G::io, kStatCount * sizeof(double));
 
   r.encoded = plan.add("encoded", G::activations, act, BT * C);
-  r.ln_scratch = train.recompute.layernorm ? plan.add("ln_scratch", G::activations, act, BT * C)
-                                           : kNoRegion;
-  r.gelu_scratch = train.recompute.gelu
-                       ? plan.add("gelu_scratch", G::activations, act, BT * 4 * C)
-                       : kNoRegion;
+  r.ln_scratch =
+      train.recompute.layernorm ? plan.add("ln_scratch", G::activations, act, BT * C) : kNoRegion;
+  r.gelu_scratch =
+      train.recompute.gelu ? plan.add("gelu_scratch", G::activations, act, BT * 4 * C) : kNoRegion;
   for (int64_t l = 0; l < L; ++l) {
     const std::string p = "layer" + std::to_string(l) + ".";
     LayerRegions lr;
-    lr.ln1 = train.recompute.layernorm ? r.ln_scratch : plan.add(p + "ln1", G::activations, act, BT * C);
+    lr.ln1 =
+        train.recompute.layernorm ? r.ln_scratch : plan.add(p + "ln1", G::activations, act, BT * C);
     lr.ln1_mean = plan.add(p + "ln1_mean", G::activations, st, BT);
     lr.ln1_rstd = plan.add(p + "ln1_rstd", G::activations, st, BT);
     lr.qkv = plan.add(p + "qkv", G::activations, act, BT * 3 * C);
     lr.atty = plan.add(p + "atty", G::activations, act, BT * C);
     lr.lse = plan.add(p + "lse", G::activations, st, B * NH * T);
     lr.res2 = plan.add(p + "res2", G::activations, act, BT * C);
-    lr.ln2 = train.recompute.layernorm ? r.ln_scratch : plan.add(p + "ln2", G::activations, act, BT * C);
+    lr.ln2 =
+        train.recompute.layernorm ? r.ln_scratch : plan.add(p + "ln2", G::activations, act, BT * C);
     lr.ln2_mean = plan.add(p + "ln2_mean", G::activations, st, BT);
     lr.ln2_rstd = plan.add(p + "ln2_rstd", G::activations, st, BT);
     lr.fch = plan.add(p + "fch", G::activations, act, BT * 4 * C);
@@ -138,18 +140,16 @@ TrainingRegions build_training_plan(MemoryPlan& plan, const ModelConfig& model,
   r.logits = plan.add("logits", G::activations, act, BT * Vp);
   r.losses = plan.add("losses", G::activations, st, BT);
   r.proj_out = plan.add("proj_out", G::activations, act, BT * C);
-  r.stat_scratch_mean = train.recompute.layernorm
-                            ? plan.add("recompute_mean", G::activations, st, BT)
-                            : kNoRegion;
-  r.stat_scratch_rstd = train.recompute.layernorm
-                            ? plan.add("recompute_rstd", G::activations, st, BT)
-                            : kNoRegion;
+  r.stat_scratch_mean =
+      train.recompute.layernorm ? plan.add("recompute_mean", G::activations, st, BT) : kNoRegion;
+  r.stat_scratch_rstd =
+      train.recompute.layernorm ? plan.add("recompute_rstd", G::activations, st, BT) : kNoRegion;
 
   r.dres = plan.add("dresidual", G::activation_grads, act, BT * C);
   r.dc = plan.add("dC", G::activation_grads, act, BT * C);
   r.d4c = plan.add("d4C", G::activation_grads, act, BT * 4 * C);
-  r.workspace = workspace_bytes > 0 ? plan.add_bytes("workspace", G::workspace, workspace_bytes)
-                                    : kNoRegion;
+  r.workspace =
+      workspace_bytes > 0 ? plan.add_bytes("workspace", G::workspace, workspace_bytes) : kNoRegion;
   return r;
 }
 
@@ -162,8 +162,8 @@ GenerationRegions build_generation_plan(MemoryPlan& plan, const ModelConfig& mod
   const DType act = types.compute, st = types.stat;
   using G = MemoryGroup;
   GenerationRegions r;
-  r.params = own_params ? plan.add("params", G::parameters, types.compute, layout.total())
-                        : kNoRegion;
+  r.params =
+      own_params ? plan.add("params", G::parameters, types.compute, layout.total()) : kNoRegion;
   r.tokens = plan.add_bytes("tokens", G::io, static_cast<std::size_t>(T) * 4);
   for (int64_t l = 0; l < model.n_layer; ++l) {
     r.qkv_cache.push_back(
@@ -180,8 +180,8 @@ GenerationRegions build_generation_plan(MemoryPlan& plan, const ModelConfig& mod
   r.rstd = plan.add("rstd", G::activations, st, T);
   r.lse = plan.add("lse", G::activations, st, model.n_head * T);
   r.logits = plan.add("logits", G::activations, act, T * Vp);
-  r.workspace = workspace_bytes > 0 ? plan.add_bytes("workspace", G::workspace, workspace_bytes)
-                                    : kNoRegion;
+  r.workspace =
+      workspace_bytes > 0 ? plan.add_bytes("workspace", G::workspace, workspace_bytes) : kNoRegion;
   return r;
 }
 

@@ -35,10 +35,10 @@ void OptimizerConfig::validate() const {
   KILN_CHECK_ARG(warmup_steps >= 0, "optimizer: warmup_steps must be >= 0 (got ", warmup_steps,
                  ")");
   KILN_CHECK_ARG(decay_steps >= 0, "optimizer: decay_steps must be >= 0 (got ", decay_steps, ")");
-  KILN_CHECK_ARG(finite(beta1) && beta1 >= 0 && beta1 < 1, "optimizer: beta1 must lie in [0, 1) (got ",
-                 beta1, ")");
-  KILN_CHECK_ARG(finite(beta2) && beta2 >= 0 && beta2 < 1, "optimizer: beta2 must lie in [0, 1) (got ",
-                 beta2, ")");
+  KILN_CHECK_ARG(finite(beta1) && beta1 >= 0 && beta1 < 1,
+                 "optimizer: beta1 must lie in [0, 1) (got ", beta1, ")");
+  KILN_CHECK_ARG(finite(beta2) && beta2 >= 0 && beta2 < 1,
+                 "optimizer: beta2 must lie in [0, 1) (got ", beta2, ")");
   KILN_CHECK_ARG(finite(eps) && eps > 0, "optimizer: eps must be > 0 (got ", eps, ")");
   KILN_CHECK_ARG(finite(weight_decay) && weight_decay >= 0,
                  "optimizer: weight_decay must be >= 0 (got ", weight_decay, ")");

@@ -129,9 +129,8 @@ void TrainerState::backward(bool reduce) {
     const void* x = at(l == 0 ? r.encoded : r.layers[static_cast<std::size_t>(l - 1)].res3);
     // MLP output projection (its input's gradient passes through GELU's derivative).
     if (train.recompute.gelu) be.gelu_fwd(at(a.fch_gelu), at(a.fch), BT * 4 * C);
-    be.linear_bwd(at(r.d4c), grad(ParamKind::fcproj_w, l), grad(ParamKind::fcproj_b, l),
-                  at(r.dres), at(a.fch_gelu), param(ParamKind::fcproj_w, l), at(a.fch), BT, 4 * C,
-                  C);
+    be.linear_bwd(at(r.d4c), grad(ParamKind::fcproj_w, l), grad(ParamKind::fcproj_b, l), at(r.dres),
+                  at(a.fch_gelu), param(ParamKind::fcproj_w, l), at(a.fch), BT, 4 * C, C);
     if (train.recompute.layernorm) {
       be.layernorm_fwd(at(a.ln2), at(r.stat_scratch_mean), at(r.stat_scratch_rstd), at(a.res2),
                        param(ParamKind::ln2_w, l), param(ParamKind::ln2_b, l), BT, C, eps);
@@ -139,8 +138,7 @@ void TrainerState::backward(bool reduce) {
     be.linear_bwd(at(r.dc), grad(ParamKind::fc_w, l), grad(ParamKind::fc_b, l), at(r.d4c),
                   at(a.ln2), param(ParamKind::fc_w, l), nullptr, BT, C, 4 * C);
     be.layernorm_bwd(at(r.dres), grad(ParamKind::ln2_w, l), grad(ParamKind::ln2_b, l), at(r.dc),
-                     at(a.res2), param(ParamKind::ln2_w, l), at(a.ln2_mean), at(a.ln2_rstd), BT,
-                     C);
+                     at(a.res2), param(ParamKind::ln2_w, l), at(a.ln2_mean), at(a.ln2_rstd), BT, C);
     // Attention output projection, attention, QKV projection.
     be.linear_bwd(at(r.dc), grad(ParamKind::attproj_w, l), grad(ParamKind::attproj_b, l),
                   at(r.dres), at(a.atty), param(ParamKind::attproj_w, l), nullptr, BT, C, C);
@@ -267,9 +265,9 @@ StepResult Trainer::step(std::span<const int32_t> inputs, std::span<const int32_
   int64_t count = 0;
   for (int64_t micro = 0; micro < A; ++micro) {
     const std::size_t off = static_cast<std::size_t>(micro) * n;
-    count += s.stage(inputs.subspan(off, n),
-                     m.kind == ModelKind::encoder ? targets : targets.subspan(off, n), s.step,
-                     micro);
+    count +=
+        s.stage(inputs.subspan(off, n),
+                m.kind == ModelKind::encoder ? targets : targets.subspan(off, n), s.step, micro);
   }
   KILN_CHECK(count > 0, Status::data_error,
              "trainer: every target of the step is the ignore index: no loss to train on");
@@ -291,7 +289,8 @@ StepResult Trainer::step(std::span<const int32_t> inputs, std::span<const int32_
     if (s.train.cuda_graph) {
       s.run_graph(dloss);
       if (last && multi_rank) {
-        for (const ParamLayout::Bucket& b : s.layout.buckets()) s.reduce_bucket(b);
+        for (const ParamLayout::Bucket& b : s.layout.buckets())
+          s.reduce_bucket(b);
       }
     } else {
       s.micro_step(dloss, last && multi_rank);
@@ -398,8 +397,7 @@ std::vector<float> Trainer::logits(std::span<const int32_t> inputs) {
 
 std::vector<float> Trainer::parameters() const {
   std::vector<float> out(static_cast<std::size_t>(s_->layout.total()));
-  s_->backend->download_f32(out.data(), s_->at(s_->r.master), s_->types.master,
-                            s_->layout.total());
+  s_->backend->download_f32(out.data(), s_->at(s_->r.master), s_->types.master, s_->layout.total());
   return out;
 }
 
@@ -418,6 +416,30 @@ void Trainer::set_parameters(std::span<const float> params) {
 std::vector<float> Trainer::gradients() const {
   std::vector<float> out(static_cast<std::size_t>(s_->layout.total()));
   s_->backend->download_f32(out.data(), s_->at(s_->r.grads), s_->types.grad, s_->layout.total());
+  return out;
+}
+
+std::vector<double> Trainer::parameters_f64() const {
+  std::vector<double> out(static_cast<std::size_t>(s_->layout.total()));
+  s_->backend->download_f64(out.data(), s_->at(s_->r.master), s_->types.master, s_->layout.total());
+  return out;
+}
+
+void Trainer::set_parameters(std::span<const double> params) {
+  impl::TrainerState& s = *s_;
+  KILN_CHECK_ARG(static_cast<int64_t>(params.size()) == s.layout.total(),
+                 "trainer: set_parameters needs ", s.layout.total(), " values, got ",
+                 params.size());
+  s.backend->upload_f64(s.at(s.r.master), s.types.master, params.data(), s.layout.total());
+  if (s.types.separate_master) {
+    s.backend->convert(s.at(s.r.params), s.types.compute, s.at(s.r.master), s.types.master,
+                       s.layout.total());
+  }
+}
+
+std::vector<double> Trainer::gradients_f64() const {
+  std::vector<double> out(static_cast<std::size_t>(s_->layout.total()));
+  s_->backend->download_f64(out.data(), s_->at(s_->r.grads), s_->types.grad, s_->layout.total());
   return out;
 }
 

@@ -23,9 +23,9 @@ struct LayerRegions {
   std::size_t lse;                      // (B, NH, T)
   std::size_t res2;                     // (B*T, C) residual after attention
   std::size_t ln2, ln2_mean, ln2_rstd;
-  std::size_t fch;                      // (B*T, 4C) pre-GELU
-  std::size_t fch_gelu;                 // (B*T, 4C)
-  std::size_t res3;                     // (B*T, C) residual after the MLP (the layer's output)
+  std::size_t fch;       // (B*T, 4C) pre-GELU
+  std::size_t fch_gelu;  // (B*T, 4C)
+  std::size_t res3;      // (B*T, C) residual after the MLP (the layer's output)
 };
 
 struct TrainingRegions {
@@ -33,14 +33,14 @@ struct TrainingRegions {
   std::size_t inputs, targets, stats;                 // int32 (B*T) x2, kStatCount doubles
   std::size_t encoded;                                // (B*T, C)
   std::vector<LayerRegions> layers;
-  std::size_t lnf, lnf_mean, lnf_rstd;                // (B*T, C), (B*T), (B*T)
-  std::size_t logits;                                 // (B*T, Vp), dlogits in place
-  std::size_t losses;                                 // (B*T)
-  std::size_t proj_out;                               // (B*T, C) linear output before residual
-  std::size_t dres, dc, d4c;                          // (B*T, C), (B*T, C), (B*T, 4C)
-  std::size_t ln_scratch, gelu_scratch;               // recompute targets (or kNoRegion)
-  std::size_t stat_scratch_mean, stat_scratch_rstd;   // (B*T) recompute LN statistics
-  std::size_t workspace;                              // kNoRegion when 0 bytes
+  std::size_t lnf, lnf_mean, lnf_rstd;               // (B*T, C), (B*T), (B*T)
+  std::size_t logits;                                // (B*T, Vp), dlogits in place
+  std::size_t losses;                                // (B*T)
+  std::size_t proj_out;                              // (B*T, C) linear output before residual
+  std::size_t dres, dc, d4c;                         // (B*T, C), (B*T, C), (B*T, 4C)
+  std::size_t ln_scratch, gelu_scratch;              // recompute targets (or kNoRegion)
+  std::size_t stat_scratch_mean, stat_scratch_rstd;  // (B*T) recompute LN statistics
+  std::size_t workspace;                             // kNoRegion when 0 bytes
 };
 
 TrainingRegions build_training_plan(MemoryPlan& plan, const ModelConfig& model,
@@ -49,9 +49,9 @@ TrainingRegions build_training_plan(MemoryPlan& plan, const ModelConfig& model,
 
 // A generator: batch 1, up to max_seq_len positions, a qkv cache per layer.
 struct GenerationRegions {
-  std::size_t params;  // kNoRegion when the weights are borrowed from a Trainer
-  std::size_t tokens;  // int32 (maxT)
-  std::vector<std::size_t> qkv_cache;  // per layer (maxT, 3C)
+  std::size_t params;                      // kNoRegion when the weights are borrowed from a Trainer
+  std::size_t tokens;                      // int32 (maxT)
+  std::vector<std::size_t> qkv_cache;      // per layer (maxT, 3C)
   std::size_t x, ln, atty, proj_out, res;  // (maxT, C)
   std::size_t fch, fch_gelu;               // (maxT, 4C)
   std::size_t mean, rstd;                  // (maxT)

@@ -22,14 +22,17 @@ void micro_tile(double* __restrict acc, const T* __restrict a, int64_t a_rs, int
   for (int64_t k = 0; k < K; ++k) {
     const T* brow = bp + k * ldb;
     double b[kNr];
-    for (int64_t j = 0; j < kNr; ++j) b[j] = static_cast<double>(brow[j]);
+    for (int64_t j = 0; j < kNr; ++j)
+      b[j] = static_cast<double>(brow[j]);
     for (int64_t i = 0; i < kMr; ++i) {
       const double ai = static_cast<double>(a[i * a_rs + k * a_cs]);
-      for (int64_t j = 0; j < kNr; ++j) c[i][j] += ai * b[j];
+      for (int64_t j = 0; j < kNr; ++j)
+        c[i][j] += ai * b[j];
     }
   }
   for (int64_t i = 0; i < kMr; ++i) {
-    for (int64_t j = 0; j < kNr; ++j) acc[i * kNr + j] = c[i][j];
+    for (int64_t j = 0; j < kNr; ++j)
+      acc[i * kNr + j] = c[i][j];
   }
 }
 
@@ -116,7 +119,8 @@ void cpu_colsum_accumulate(ThreadPool& pool, T* db, const T* dy, int64_t M, int6
       // Rows in order: each column's sum runs m ascending, reading dy row by row.
       for (int64_t m = 0; m < M; ++m) {
         const T* row = dy + m * N + n0;
-        for (int64_t j = 0; j < nc; ++j) s[j] += static_cast<double>(row[j]);
+        for (int64_t j = 0; j < nc; ++j)
+          s[j] += static_cast<double>(row[j]);
       }
       for (int64_t j = 0; j < nc; ++j) {
         db[n0 + j] = static_cast<T>(static_cast<double>(db[n0 + j]) + s[j]);

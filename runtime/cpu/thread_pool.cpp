@@ -7,7 +7,8 @@ namespace kiln::impl {
 ThreadPool::ThreadPool(int threads) {
   const int n = std::max(1, threads);
   ranges_.resize(static_cast<std::size_t>(n));
-  for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { worker(i); });
+  for (int i = 1; i < n; ++i)
+    workers_.emplace_back([this, i] { worker(i); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -16,7 +17,8 @@ ThreadPool::~ThreadPool() {
     stop_ = true;
   }
   start_cv_.notify_all();
-  for (std::thread& t : workers_) t.join();
+  for (std::thread& t : workers_)
+    t.join();
 }
 
 void ThreadPool::worker(int index) {

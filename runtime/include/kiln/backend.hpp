@@ -27,12 +27,12 @@ KILN_API const char* backend_kind_name(BackendKind kind);
 
 // The dtypes a backend computes and stores in.
 struct BackendTypes {
-  DType compute;          // compute copy of the parameters, activations and their gradients
-  DType master;           // master weights and AdamW moments
-  DType grad;             // parameter gradients (accumulated over micro-steps)
-  DType stat;             // LayerNorm mean / rstd, attention log-sum-exp, per-token losses
-  bool separate_master;   // the compute parameters are a copy of the master weights (cuda: bf16
-                          // of fp32); false: the ops read the master weights directly (cpu)
+  DType compute;         // compute copy of the parameters, activations and their gradients
+  DType master;          // master weights and AdamW moments
+  DType grad;            // parameter gradients (accumulated over micro-steps)
+  DType stat;            // LayerNorm mean / rstd, attention log-sum-exp, per-token losses
+  bool separate_master;  // the compute parameters are a copy of the master weights (cuda: bf16
+                         // of fp32); false: the ops read the master weights directly (cpu)
 };
 
 // The arguments of one optimizer update over the whole flat parameter buffer (ParamLayout).
@@ -82,9 +82,11 @@ class KILN_API Backend {
   // Host fp32 -> backend `dtype` (rounded to nearest even for bf16), and back.
   virtual void upload_f32(void* dst, DType dtype, const float* src, int64_t n) = 0;
   virtual void download_f32(float* dst, const void* src, DType dtype, int64_t n) = 0;
+  // The same from / to double (exact for the fp64 cpu backend of the gradient checks).
+  virtual void upload_f64(void* dst, DType dtype, const double* src, int64_t n) = 0;
+  virtual void download_f64(double* dst, const void* src, DType dtype, int64_t n) = 0;
   // Backend-to-backend conversion (master -> compute copy of the parameters).
-  virtual void convert(void* dst, DType dst_dtype, const void* src, DType src_dtype,
-                       int64_t n) = 0;
+  virtual void convert(void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t n) = 0;
   // Waits for all work issued so far; throws kiln::Error if any of it failed.
   virtual void synchronize() = 0;
 
@@ -119,9 +121,9 @@ class KILN_API Backend {
   // d_in (M, K) = d_out (M, N) @ weight (N, K) (skipped when d_in is null), times gelu'(dgelu_pre)
   // elementwise when dgelu_pre (M, K) is non-null; dweight (N, K) += d_out^T @ in;
   // dbias (N) += colsum(d_out) when non-null. dweight, dbias: grad dtype.
-  virtual void linear_bwd(void* d_in, void* dweight, void* dbias, const void* d_out,
-                          const void* in, const void* weight, const void* dgelu_pre, int64_t M,
-                          int64_t K, int64_t N) = 0;
+  virtual void linear_bwd(void* d_in, void* dweight, void* dbias, const void* d_out, const void* in,
+                          const void* weight, const void* dgelu_pre, int64_t M, int64_t K,
+                          int64_t N) = 0;
   // y (n) = gelu(x) (recomputing a GELU output the forward did not keep).
   virtual void gelu_fwd(void* y, const void* x, int64_t n) = 0;
   // Self-attention over packed qkv (B, T, 3, NH, HD): out (B, T, NH, HD), lse (B, NH, T) stat.
@@ -139,8 +141,8 @@ class KILN_API Backend {
   // Fused softmax cross-entropy over logits (N, Vp) (first V columns real), in place:
   // losses (N) stat = logsumexp - logit[target] (0 where target == ignore_index);
   // logits become dlogits = (softmax - onehot) * dloss (0 in padding and ignored rows).
-  virtual void classifier(void* losses, void* logits, const int32_t* targets, int64_t N,
-                          int64_t V, int64_t Vp, double dloss, int32_t ignore_index) = 0;
+  virtual void classifier(void* losses, void* logits, const int32_t* targets, int64_t N, int64_t V,
+                          int64_t Vp, double dloss, int32_t ignore_index) = 0;
   // *sum += scale * sum(losses (N) stat dtype), deterministic; `sum` is one double of backend
   // memory (a slot of the statistics block).
   virtual void accumulate_loss(double* sum, const void* losses, int64_t N, double scale) = 0;

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "kiln/error.hpp"
 #include "kiln/export.h"
 
 namespace kiln {
@@ -27,12 +28,12 @@ KILN_API const char* model_kind_name(ModelKind kind);
 struct KILN_API ModelConfig {
   int64_t n_layer = 0;
   int64_t n_head = 0;
-  int64_t n_embd = 0;       // C, the channels; n_head must divide it
-  int64_t vocab_size = 0;   // V, the real vocabulary
-  int64_t padded_vocab = 0; // Vp >= V, the rows of the embedding / columns of the logits; 0 means
-                            // "V rounded up to a multiple of 128" (50257 -> 50304), resolved by
-                            // resolved()
-  int64_t max_seq_len = 0;  // the rows of the position embedding
+  int64_t n_embd = 0;        // C, the channels; n_head must divide it
+  int64_t vocab_size = 0;    // V, the real vocabulary
+  int64_t padded_vocab = 0;  // Vp >= V, the rows of the embedding / columns of the logits; 0 means
+                             // "V rounded up to a multiple of 128" (50257 -> 50304), resolved by
+                             // resolved()
+  int64_t max_seq_len = 0;   // the rows of the position embedding
   ModelKind kind = ModelKind::decoder;
   int32_t mask_token_id = -1;  // encoder: the id that replaces masked inputs (< vocab_size)
   double layernorm_eps = 1e-5;
@@ -95,12 +96,12 @@ KILN_API const char* param_kind_name(ParamKind kind);
 
 struct ParamTensor {
   ParamKind kind;
-  int64_t layer;   // -1 for wte, wpe, lnf_*
-  int64_t rows;    // rows x cols, row-major; a vector has rows == 1
+  int64_t layer;  // -1 for wte, wpe, lnf_*
+  int64_t rows;   // rows x cols, row-major; a vector has rows == 1
   int64_t cols;
-  int64_t offset;  // in elements from the start of the parameter buffer
-  bool decay;      // AdamW weight decay applies: the matrices (wte, wpe and the four weights of
-                   // each layer), not the biases and LayerNorm parameters (GPT-2 / nanoGPT)
+  int64_t offset;    // in elements from the start of the parameter buffer
+  bool decay;        // AdamW weight decay applies: the matrices (wte, wpe and the four weights of
+                     // each layer), not the biases and LayerNorm parameters (GPT-2 / nanoGPT)
   std::string name;  // Hugging Face GPT-2's name: "wte.weight", "h.3.attn.c_attn.weight", ...
   int64_t numel() const { return rows * cols; }
 };

@@ -21,9 +21,9 @@ KILN_API LrSchedule parse_lr_schedule(const std::string& name);
 
 struct KILN_API OptimizerConfig {
   double lr = 6e-4;
-  double min_lr = 0.0;        // the floor the decay ends at
-  int64_t warmup_steps = 0;   // lr * (step + 1) / warmup_steps for step < warmup_steps
-  int64_t decay_steps = 0;    // the step the decay reaches min_lr (usually the run's total steps)
+  double min_lr = 0.0;       // the floor the decay ends at
+  int64_t warmup_steps = 0;  // lr * (step + 1) / warmup_steps for step < warmup_steps
+  int64_t decay_steps = 0;   // the step the decay reaches min_lr (usually the run's total steps)
   LrSchedule schedule = LrSchedule::cosine;
   double beta1 = 0.9;
   double beta2 = 0.95;
@@ -60,9 +60,9 @@ struct KILN_API TrainConfig {
   OptimizerConfig optimizer;
   Recompute recompute;
   NonFinitePolicy on_nonfinite = NonFinitePolicy::skip;
-  uint64_t seed = 1337;        // the encoder's masking draws (with the step: resume-exact)
-  double mask_fraction = 0.15; // encoder: the fraction of input tokens masked
-  bool cuda_graph = false;     // cuda: capture the micro-step as a CUDA graph and replay it
+  uint64_t seed = 1337;         // the encoder's masking draws (with the step: resume-exact)
+  double mask_fraction = 0.15;  // encoder: the fraction of input tokens masked
+  bool cuda_graph = false;      // cuda: capture the micro-step as a CUDA graph and replay it
 
   // Throws kiln::Error(invalid_argument) naming the problem: zero or negative sizes, T over the
   // model's max_seq_len, a bad optimizer setting, mask_fraction outside (0, 1].

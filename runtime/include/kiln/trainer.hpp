@@ -30,14 +30,18 @@
 
 namespace kiln {
 
+namespace impl {
+struct TrainerState;
+}  // namespace impl
+
 struct StepResult {
-  int64_t step = 0;        // optimizer steps done after this one (1 after the first)
-  double lr = 0;           // the learning rate this step used
-  int64_t tokens = 0;      // tokens processed by this rank (B * T * grad_accum)
-  bool stats_read = false; // the fields below are valid (step(..., read_stats = true))
-  double loss = 0;         // mean loss over the positions that count
-  double grad_norm = 0;    // global gradient norm before clipping
-  bool skipped = false;    // loss or norm not finite: parameters and moments untouched
+  int64_t step = 0;         // optimizer steps done after this one (1 after the first)
+  double lr = 0;            // the learning rate this step used
+  int64_t tokens = 0;       // tokens processed by this rank (B * T * grad_accum)
+  bool stats_read = false;  // the fields below are valid (step(..., read_stats = true))
+  double loss = 0;          // mean loss over the positions that count
+  double grad_norm = 0;     // global gradient norm before clipping
+  bool skipped = false;     // loss or norm not finite: parameters and moments untouched
 };
 
 // The classifier's ignore index: targets equal to it count for nothing.
@@ -108,6 +112,10 @@ class KILN_API Trainer {
   void set_parameters(std::span<const float> params);
   // The accumulated parameter gradients of the last step (layout().total(); tests). Waits.
   std::vector<float> gradients() const;
+  // The same three in double: exact on the fp64 cpu backend (gradient checks).
+  std::vector<double> parameters_f64() const;
+  void set_parameters(std::span<const double> params);
+  std::vector<double> gradients_f64() const;
   // Zeroes the AdamW moments and the step count.
   void reset_optimizer();
   // Backend pointer to the compute copy of the parameters (what the ops read).
@@ -123,8 +131,7 @@ class KILN_API Trainer {
   CheckpointInfo load_checkpoint(const std::filesystem::path& path);
 
  private:
-  struct State;
-  std::unique_ptr<State> s_;
+  std::unique_ptr<impl::TrainerState> s_;
 };
 
 // Reads a checkpoint's metadata and master weights (layout total floats) without a trainer
