@@ -2,8 +2,10 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cstdio>
 #include <cstring>
 #include <system_error>
+#include <utility>
 
 #include "kernels/common/check.hpp"
 #include "kiln/data.hpp"
@@ -93,6 +95,61 @@ void write_token_shard(const std::filesystem::path& path, std::span<const std::i
   TokenShardWriter w(path, vocab_size, eot_token);
   w.write(tokens);
   w.commit();
+}
+
+// ---- a numbered set of shards ----
+
+ShardSetWriter::ShardSetWriter(std::filesystem::path dir, std::string split,
+                               std::int64_t shard_tokens, std::int32_t vocab_size,
+                               std::int32_t eot_token)
+    : ShardSetWriter(std::move(dir), std::move(split), shard_tokens, vocab_size, eot_token,
+                     token_dtype_for(vocab_size)) {}
+
+ShardSetWriter::ShardSetWriter(std::filesystem::path dir, std::string split,
+                               std::int64_t shard_tokens, std::int32_t vocab_size,
+                               std::int32_t eot_token, TokenDtype dtype)
+    : dir_(std::move(dir)),
+      split_(std::move(split)),
+      shard_tokens_(shard_tokens),
+      vocab_size_(vocab_size),
+      eot_token_(eot_token),
+      dtype_(dtype) {
+  KILN_CHECK_ARG(shard_tokens >= 1, "ShardSetWriter: shard_tokens must be >= 1 (got ", shard_tokens,
+                 ")");
+  KILN_CHECK_ARG(!split_.empty() && split_.find('/') == std::string::npos,
+                 "ShardSetWriter: the split name '", split_,
+                 "' must be a non-empty file name part");
+}
+
+ShardSetWriter::~ShardSetWriter() = default;
+
+void ShardSetWriter::write(std::span<const std::int32_t> tokens) {
+  while (!tokens.empty()) {
+    if (!current_) {
+      char name[32];
+      std::snprintf(name, sizeof name, "_%06zu.bin", paths_.size());
+      current_ = std::make_unique<TokenShardWriter>(dir_ / (split_ + name), vocab_size_, eot_token_,
+                                                    dtype_);
+    }
+    const auto room = static_cast<std::size_t>(shard_tokens_ - current_->size());
+    const std::size_t n = std::min(room, tokens.size());
+    current_->write(tokens.first(n));
+    total_ += static_cast<std::int64_t>(n);
+    tokens = tokens.subspan(n);
+    if (current_->size() == shard_tokens_) {
+      current_->commit();
+      paths_.push_back(current_->path());
+      current_.reset();
+    }
+  }
+}
+
+void ShardSetWriter::commit() {
+  if (current_ && current_->size() > 0) {
+    current_->commit();
+    paths_.push_back(current_->path());
+  }
+  current_.reset();
 }
 
 // ---- reader -------------------------------------------------------------------------------------

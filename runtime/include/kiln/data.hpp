@@ -75,6 +75,34 @@ KILN_API void write_token_shard(const std::filesystem::path& path,
                                 std::span<const std::int32_t> tokens, std::int32_t vocab_size,
                                 std::int32_t eot_token = -1);
 
+// Writes a stream of tokens as numbered shards of at most `shard_tokens` tokens each:
+// `dir`/<split>_000000.bin, <split>_000001.bin, ... (the names find_shards() lists). Each shard is
+// written atomically when full; commit() writes the last, partial one. Without commit() the
+// partial shard is dropped (the full ones stay).
+class KILN_API ShardSetWriter {
+ public:
+  ShardSetWriter(std::filesystem::path dir, std::string split, std::int64_t shard_tokens,
+                 std::int32_t vocab_size, std::int32_t eot_token = -1);
+  ShardSetWriter(std::filesystem::path dir, std::string split, std::int64_t shard_tokens,
+                 std::int32_t vocab_size, std::int32_t eot_token, TokenDtype dtype);
+  ~ShardSetWriter();
+  void write(std::span<const std::int32_t> tokens);
+  void commit();
+  std::int64_t tokens() const noexcept { return total_; }  // written so far, all shards
+  // The shards completed so far (all of them after commit()).
+  const std::vector<std::filesystem::path>& paths() const noexcept { return paths_; }
+
+ private:
+  std::filesystem::path dir_;
+  std::string split_;
+  std::int64_t shard_tokens_;
+  std::int32_t vocab_size_, eot_token_;
+  TokenDtype dtype_;
+  std::unique_ptr<TokenShardWriter> current_;
+  std::int64_t total_ = 0;
+  std::vector<std::filesystem::path> paths_;
+};
+
 // A shard opened for reading (memory-mapped). Opening checks the header (magic, version, header
 // checksum, dtype, vocab size) and that the file length matches the count; with `verify` it also
 // checks the payload's checksum. Every failure is a kiln::Error naming the file:
