@@ -3,5 +3,9 @@
 #define KILN_KILN_H_
 
 #include "kiln/core.h"
+#include "kiln/gelu.h"
+#include "kiln/layernorm.h"
+#include "kiln/rmsnorm.h"
+#include "kiln/softmax.h"
 
 #endif /* KILN_KILN_H_ */
