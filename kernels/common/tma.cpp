@@ -1,0 +1,49 @@
+#include "kernels/common/tma.hpp"
+
+#include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
+#include <cuda_runtime_api.h>
+
+#include <mutex>
+
+#include "kernels/common/check.hpp"
+
+namespace kiln::impl {
+namespace {
+
+PFN_cuTensorMapEncodeTiled_v12000 encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+  static std::once_flag once;
+  static cudaError_t error = cudaSuccess;
+  static cudaDriverEntryPointQueryResult query = cudaDriverEntryPointSuccess;
+  std::call_once(once, [] {
+    void* p = nullptr;
+    error = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault,
+                                             &query);
+    if (error == cudaSuccess && query == cudaDriverEntryPointSuccess)
+      fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+    cudaGetLastError();  // leave no sticky error for a later launch check
+  });
+  if (error != cudaSuccess)
+    throw_cuda_error(error, "cudaGetDriverEntryPointByVersion", __FILE__, __LINE__);
+  KILN_CHECK(fn != nullptr, Status::not_supported,
+             "the CUDA driver does not provide cuTensorMapEncodeTiled (query result ",
+             static_cast<int>(query), "): TMA needs a CUDA 12 driver");
+  return fn;
+}
+
+}  // namespace
+
+void encode_tensor_map_2d(CUtensorMap* map, const TensorMap2d& g) {
+  const cuuint64_t dims[2] = {g.inner, g.outer};
+  const cuuint64_t strides[1] = {g.row_stride};  // the innermost stride is the element size
+  const cuuint32_t box[2] = {g.box_inner, g.box_outer};
+  const cuuint32_t element_strides[2] = {1, 1};
+  const CUresult r = encoder()(map, g.dtype, 2, const_cast<void*>(g.base), dims, strides, box,
+                               element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, g.swizzle,
+                               g.l2_promotion, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  KILN_CHECK_ARG(r == CUDA_SUCCESS, "cuTensorMapEncodeTiled failed (CUresult ", static_cast<int>(r),
+                 ") for base ", g.base, ", ", g.inner, " x ", g.outer, " elements, row stride ",
+                 g.row_stride, " bytes, box ", g.box_inner, " x ", g.box_outer);
+}
+
+}  // namespace kiln::impl
