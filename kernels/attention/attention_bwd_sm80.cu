@@ -121,12 +121,9 @@ __global__ void __launch_bounds__(kBwdThreads, 2) attention_bwd_dkdv_kernel(cons
   const LaneOffsets<HD> lkv = lanes_a<HD>(lane, warp_key);  // K, V rows as the A operand
   const LaneOffsets<HD> lqn = lanes_bn<HD>(lane);           // Q, dO as n-major B (S^T, dP^T)
   const LaneOffsets<HD> lqk = lanes_bk<HD>(lane);           // Q, dO as k-major B (dK, dV)
-  // dS^T as the k-major A operand of dQ (rows = keys, this warp's 16 queries): the lane's chunk
-  // (warp * 2 + 0/1) is fixed, so its swizzle is too; only the key row advances.
-  const int ds_row = (lane >> 4) * 8 + (lane & 7);
-  const std::uint32_t ds_lane =
-      ds_addr + static_cast<std::uint32_t>(
-                    (ds_row * kBr + (((warp * 2 + ((lane >> 3) & 1)) ^ (ds_row & 7)) << 3)) * 2);
+  // dS^T as the k-major A operand of dQ: this warp's 16 queries are a fixed chunk pair, so only
+  // the key row advances.
+  const std::uint32_t ds_lane = ds_addr + lane_at_fixed_m<kBr>(lane, warp);
   const LaneOffsets<HD> lkk = lanes_bk<HD>(lane);  // K as k-major B (dQ)
 
   for (int step = 0; step < steps; ++step) {
