@@ -6,4 +6,5 @@
 #include "kiln/error.hpp"
 #include "kiln/io.hpp"
 #include "kiln/kiln.h"
+#include "kiln/safetensors.hpp"
 #include "kiln/tokenizer.hpp"
