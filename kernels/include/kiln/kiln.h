@@ -2,6 +2,7 @@
 #ifndef KILN_KILN_H_
 #define KILN_KILN_H_
 
+#include "kiln/attention.h"
 #include "kiln/core.h"
 
 #endif /* KILN_KILN_H_ */
