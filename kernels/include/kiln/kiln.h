@@ -3,6 +3,9 @@
 #define KILN_KILN_H_
 
 #include "kiln/attention.h"
+#include "kiln/classifier.h"
 #include "kiln/core.h"
+#include "kiln/embedding.h"
+#include "kiln/optimizer.h"
 
 #endif /* KILN_KILN_H_ */
