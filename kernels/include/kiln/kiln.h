@@ -6,6 +6,10 @@
 #include "kiln/classifier.h"
 #include "kiln/core.h"
 #include "kiln/embedding.h"
+#include "kiln/gelu.h"
+#include "kiln/layernorm.h"
 #include "kiln/optimizer.h"
+#include "kiln/rmsnorm.h"
+#include "kiln/softmax.h"
 
 #endif /* KILN_KILN_H_ */
