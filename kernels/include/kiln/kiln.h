@@ -2,6 +2,11 @@
 #ifndef KILN_KILN_H_
 #define KILN_KILN_H_
 
+#include "kiln/attention.h"
 #include "kiln/core.h"
+#include "kiln/gelu.h"
+#include "kiln/layernorm.h"
+#include "kiln/rmsnorm.h"
+#include "kiln/softmax.h"
 
 #endif /* KILN_KILN_H_ */

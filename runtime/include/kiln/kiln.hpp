@@ -1,6 +1,16 @@
 // kiln: the whole public C++ API (the C ABI plus the runtime).
 #pragma once
 
+#include "kiln/backend.hpp"
+#include "kiln/communicator.hpp"
+#include "kiln/data.hpp"
 #include "kiln/device.hpp"
 #include "kiln/error.hpp"
+#include "kiln/generate.hpp"
+#include "kiln/io.hpp"
 #include "kiln/kiln.h"
+#include "kiln/model.hpp"
+#include "kiln/plan.hpp"
+#include "kiln/tokenizer.hpp"
+#include "kiln/train_config.hpp"
+#include "kiln/trainer.hpp"

@@ -1,0 +1,80 @@
+// Internal launchers of kiln attention (kernels/attention/): the validated call every
+// implementation receives, and one entry per implementation. Argument checks and dispatch live in
+// attention.cpp; the public API is kiln/attention.h.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kiln/attention.h"
+
+namespace kiln::impl {
+
+using bf16 = __nv_bfloat16;
+
+// Strides of one (B, T, NH, HD) tensor in elements (head dim contiguous).
+struct AttnStrides {
+  int64_t b = 0, t = 0, h = 0;
+};
+
+// A call that passed every argument check. Sizes fit in int (checked).
+struct AttnShape {
+  int B = 0, Tq = 0, Tk = 0, NHq = 0, NHkv = 0, HD = 0;
+  float scale = 0;       // multiplies Q K^T
+  float scale_log2 = 0;  // scale * log2(e): the kernels work in exp2
+  bool causal = false;
+  bool deterministic = false;
+  AttnStrides q, k, v, o;  // dQ, dK, dV, dO share them
+  int group() const { return NHq / NHkv; }
+};
+
+struct AttnFwdArgs {
+  AttnShape s;
+  const bf16* q;  // (B, Tq, NHq, HD), strides s.q
+  const bf16* k;  // (B, Tk, NHkv, HD), strides s.k
+  const bf16* v;  // (B, Tk, NHkv, HD), strides s.v
+  bf16* o;        // (B, Tq, NHq, HD), strides s.o
+  float* lse;     // (B, NHq, Tq) contiguous
+};
+
+struct AttnBwdArgs {
+  AttnShape s;
+  const bf16* q;     // (B, Tq, NHq, HD), strides s.q
+  const bf16* k;     // (B, Tk, NHkv, HD), strides s.k
+  const bf16* v;     // (B, Tk, NHkv, HD), strides s.v
+  const bf16* o;     // (B, Tq, NHq, HD), strides s.o
+  const bf16* dout;  // (B, Tq, NHq, HD), strides s.o
+  const float* lse;  // (B, NHq, Tq) contiguous
+  bf16* dq;          // (B, Tq, NHq, HD), strides s.q
+  bf16* dk;          // (B, Tk, NHkv, HD), strides s.k
+  bf16* dv;          // (B, Tk, NHkv, HD), strides s.v
+};
+
+// Rounds a workspace part up so the next one starts 256-byte aligned.
+constexpr std::size_t attn_align(std::size_t bytes) {
+  return (bytes + 255) / 256 * 256;
+}
+
+// --- sm_80 kernels (mma.sync; any device of compute capability >= 8.0) ---------------------------
+// Head dims served by the sm_80 and sm_90 kernels.
+constexpr bool attn_kernel_head_dim(int hd) {
+  return hd == 64 || hd == 128;
+}
+void attention_fwd_sm80(const AttnFwdArgs& a, cudaStream_t stream);
+std::size_t attention_bwd_sm80_workspace(const AttnShape& s);
+void attention_bwd_sm80(const AttnBwdArgs& a, void* workspace, cudaStream_t stream);
+
+// Shared by the sm_80 and sm_90 backward: D = rowsum(dO * O) into `dsum` (B, NHq, Tq), and, when
+// `dq_accum` (B, NHq, Tq, HD) is not null, zeroes it for the atomic dQ accumulation.
+void attention_bwd_preprocess(const AttnBwdArgs& a, float* dsum, float* dq_accum,
+                              cudaStream_t stream);
+// dQ (bf16, strides s.q) = scale * dq_accum.
+void attention_bwd_convert_dq(const AttnBwdArgs& a, const float* dq_accum, cudaStream_t stream);
+
+// --- sm_90a kernels (wgmma, TMA; compute capability 9.0; built only with KILN_HAS_SM90A) ---------
+void attention_fwd_sm90(const AttnFwdArgs& a, cudaStream_t stream);
+
+}  // namespace kiln::impl

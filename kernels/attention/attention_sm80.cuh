@@ -1,0 +1,198 @@
+// Device pieces shared by the sm_80 attention kernels (forward, backward): the swizzled
+// shared-memory tile layout, tile loads with cp.async, and exp2.
+//
+// Fragment conventions (PTX ISA, mma.m16n8k16): lane = 4 g + t. A 16x8 fp32 accumulator tile holds
+// rows g and g + 8, columns 2t and 2t + 1: c[0], c[1] in row g, c[2], c[3] in row g + 8. Two such
+// tiles side by side (columns 0-7 and 8-15) are exactly the A operand of the next mma over k = 16
+// once packed to bf16 pairs (pack_a below): this is how P (or dS) feeds the second GEMM straight
+// from registers.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/attention/attention.hpp"
+#include "kernels/common/reduce.cuh"
+#include "kernels/common/sm80.cuh"
+#include "kernels/common/vec.cuh"
+
+namespace kiln::attn {
+
+using bf16 = __nv_bfloat16;
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// Element offset of (row, col) in a row-major tile of kCols bf16 whose 16-byte chunks are
+// XOR-swizzled by row % 8. ldmatrix reads eight rows at one chunk column; with rows of 128 or 256
+// bytes those would all fall in the same four banks; the swizzle spreads them over all 32. Row-wise
+// 16-byte stores (cp.async) stay conflict-free. col % 8 is kept, so 4-byte writes of bf16 pairs
+// land where ldmatrix expects them.
+template <int kCols>
+__device__ __forceinline__ int swz(int row, int col) {
+  static_assert(kCols % 64 == 0, "rows of at least eight 16-byte chunks");
+  return row * kCols + ((((col >> 3) ^ (row & 7)) << 3) | (col & 7));
+}
+
+// 16-byte cp.async to a shared-window address; zero-fills (reads nothing) when !valid.
+__device__ __forceinline__ void cp_async_16(std::uint32_t smem, const void* gmem, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem),
+               "r"(valid ? 16 : 0)
+               : "memory");
+}
+
+// Asynchronously copies a kRows x kCols bf16 tile from global memory (row stride `stride`
+// elements, 16-byte aligned rows) into a swizzled shared tile at shared address `smem`. Rows >=
+// rows_valid are zero-filled (never read), so partial tiles need no other care: zero keys score 0
+// and are masked, zero values contribute nothing. Each thread copies one column chunk of every
+// kRowsPerPass-th row; kRowsPerPass is a multiple of 8, so the swizzle of its chunk is the same in
+// every pass and the addresses advance by constants (nothing to hoist into registers).
+template <int kRows, int kCols, int kThreads>
+__device__ __forceinline__ void load_tile(std::uint32_t smem, const bf16* gmem, int64_t stride,
+                                          int rows_valid, int tid) {
+  constexpr int kChunksPerRow = kCols / 8;
+  constexpr int kRowsPerPass = kThreads / kChunksPerRow;
+  static_assert(kThreads % kChunksPerRow == 0 && kRowsPerPass % 8 == 0 && kRows % kRowsPerPass == 0,
+                "whole passes of whole swizzle periods");
+  const int row = tid / kChunksPerRow, col = (tid % kChunksPerRow) * 8;
+  const std::uint32_t s = smem + static_cast<std::uint32_t>(swz<kCols>(row, col) * 2);
+  const bf16* g = gmem + row * stride + col;
+  const int64_t step = kRowsPerPass * stride;
+#pragma unroll
+  for (int i = 0; i < kRows / kRowsPerPass; ++i) {
+    const bool valid = row + i * kRowsPerPass < rows_valid;
+    cp_async_16(s + i * kRowsPerPass * kCols * 2, valid ? g : gmem, valid);
+    g += step;
+  }
+}
+
+// 4-byte cp.async (through L1: .ca is the only form for sizes below 16), zero-filled when invalid.
+__device__ __forceinline__ void cp_async_4(void* smem, const void* gmem, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dev::smem_addr(smem)),
+               "l"(gmem), "r"(valid ? 4 : 0)
+               : "memory");
+}
+
+// 2^x with the MUFU unit (relative error ~2^-22; exp2(-inf) = 0).
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Two adjacent 16x8 accumulator tiles (columns 0-7 in c0, 8-15 in c1) as the bf16 A operand of
+// an m16n8k16 mma over those 16 columns.
+__device__ __forceinline__ void pack_a(std::uint32_t (&a)[4], const float (&c0)[4],
+                                       const float (&c1)[4]) {
+  a[0] = dev::pack_bf16x2(c0[0], c0[1]);
+  a[1] = dev::pack_bf16x2(c0[2], c0[3]);
+  a[2] = dev::pack_bf16x2(c1[0], c1[1]);
+  a[3] = dev::pack_bf16x2(c1[2], c1[3]);
+}
+
+// Element `hi` (0 = low half) of a packed bf16 pair, as float.
+__device__ __forceinline__ float unpack_bf16(std::uint32_t pair, int hi) {
+  return __uint_as_float(hi ? (pair & 0xffff0000u) : (pair << 16));
+}
+
+// ldmatrix on a swizzled tile without per-call address arithmetic. For a read of an 8x8-matrix
+// quad, lane l points at row R0 + lane_row(l), chunk C0 + lane_chunk(l) (lane_chunk in {0, 1}),
+// where R0 (a multiple of 8) and C0 (even) are compile-time in the unrolled loops. Then the
+// swizzled chunk is (C0 & ~7) + (((C0 & 7) | lane_chunk) ^ (lane_row & 7)): four per-lane values,
+// one for each C0 % 8, plus a constant. The four byte offsets are computed once; every access is
+// then a register plus an immediate.
+template <int kCols>
+struct LaneOffsets {
+  std::uint32_t off[4];
+  __device__ __forceinline__ LaneOffsets(int lane_row, int lane_chunk) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      off[j] = static_cast<std::uint32_t>(
+          (lane_row * kCols + ((((2 * j) | lane_chunk) ^ (lane_row & 7)) << 3)) * 2);
+  }
+  // Byte offset of this lane's row pointer for the quad at row r0, chunk c0.
+  __device__ __forceinline__ std::uint32_t at(int r0, int c0) const {
+    return off[(c0 & 7) >> 1] + static_cast<std::uint32_t>((r0 * kCols + (c0 & ~7) * 8) * 2);
+  }
+};
+
+// Lane patterns of the operand shapes (see the PTX fragment layouts); row_base is a multiple of
+// 8 added to every row (e.g. the warp's first row).
+//  A, 16 m x 16 k from a row-major tile: matrices (m 0-7 | 8-15) x (k 0-7 | 8-15).
+template <int kCols>
+__device__ __forceinline__ LaneOffsets<kCols> lanes_a(int lane, int row_base = 0) {
+  return LaneOffsets<kCols>(row_base + (lane & 15), lane >> 4);
+}
+//  B for two n8 tiles x 16 k from an n-major tile (rows = n, k contiguous; K in Q K^T):
+//  regs {0, 1} are n-tile 0, {2, 3} n-tile 1.
+template <int kCols>
+__device__ __forceinline__ LaneOffsets<kCols> lanes_bn(int lane, int row_base = 0) {
+  return LaneOffsets<kCols>(row_base + (lane >> 4) * 8 + (lane & 7), (lane >> 3) & 1);
+}
+//  B for two n8 tiles x 16 k from a k-major tile (rows = k, n contiguous; V in P V), read with
+//  .trans: regs {0, 1} are n-tile 0, {2, 3} n-tile 1.
+template <int kCols>
+__device__ __forceinline__ LaneOffsets<kCols> lanes_bk(int lane, int row_base = 0) {
+  return LaneOffsets<kCols>(row_base + (lane & 15), lane >> 4);
+}
+//  A, 16 m x 16 k from a k-major tile (rows = k, m contiguous; dS stored transposed), .trans.
+template <int kCols>
+__device__ __forceinline__ LaneOffsets<kCols> lanes_at(int lane, int row_base = 0) {
+  return LaneOffsets<kCols>(row_base + (lane >> 4) * 8 + (lane & 7), (lane >> 3) & 1);
+}
+
+__device__ __forceinline__ void ldsm_x4(std::uint32_t (&r)[4], std::uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(std::uint32_t (&r)[4], std::uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// The raw pointers and strides every sm_80 kernel reads, passed by value.
+struct KernelParams {
+  const bf16* q;
+  const bf16* k;
+  const bf16* v;
+  const bf16* o;
+  const bf16* dout;
+  const float* lse;
+  const float* dsum;
+  bf16* o_out;
+  float* lse_out;
+  float* dsum_out;
+  float* dq_accum;
+  bf16* dq;
+  bf16* dk;
+  bf16* dv;
+  impl::AttnStrides sq, sk, sv, so;
+  int Tq, Tk, NHq, group;
+  float scale, scale_log2;
+  bool causal;
+};
+
+// The deterministic dQ pass of the backward (attention_bwd_dq_sm80.cu): grid over query blocks,
+// dQ = scale * sum over key blocks of dS K, written to p.dq.
+void launch_bwd_dq(const KernelParams& p, int HD, int B, cudaStream_t stream);
+
+inline KernelParams make_params(const impl::AttnShape& s) {
+  KernelParams p{};
+  p.sq = s.q;
+  p.sk = s.k;
+  p.sv = s.v;
+  p.so = s.o;
+  p.Tq = s.Tq;
+  p.Tk = s.Tk;
+  p.NHq = s.NHq;
+  p.group = s.group();
+  p.scale = s.scale;
+  p.scale_log2 = s.scale_log2;
+  p.causal = s.causal;
+  return p;
+}
+
+}  // namespace kiln::attn

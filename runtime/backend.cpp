@@ -1,0 +1,42 @@
+#include "kiln/backend.hpp"
+
+#include "kernels/common/check.hpp"
+#include "kiln/communicator.hpp"
+
+namespace kiln {
+
+namespace impl {
+std::shared_ptr<Backend> make_cuda_backend_impl(int ordinal);
+}  // namespace impl
+
+const char* backend_kind_name(BackendKind kind) {
+  return kind == BackendKind::cpu ? "cpu" : "cuda";
+}
+
+Backend::~Backend() = default;
+
+void Backend::begin_capture() {
+  KILN_CHECK(false, Status::not_supported, description(), " cannot capture CUDA graphs");
+}
+
+int Backend::end_capture() {
+  KILN_CHECK(false, Status::not_supported, description(), " cannot capture CUDA graphs");
+  return -1;
+}
+
+void Backend::replay(int) {
+  KILN_CHECK(false, Status::not_supported, description(), " cannot replay CUDA graphs");
+}
+
+void Backend::release_graph(int) noexcept {}
+
+std::shared_ptr<Backend> make_backend(BackendKind kind, int ordinal) {
+  if (kind == BackendKind::cpu) return make_cpu_backend(DType::f32, 0);
+  return impl::make_cuda_backend_impl(ordinal);
+}
+
+Communicator::~Communicator() = default;
+
+void Communicator::finish_step(Backend&) {}
+
+}  // namespace kiln

@@ -1,0 +1,345 @@
+// Checksums, the atomic file writer, whole-file reads and memory maps (POSIX).
+#include "kiln/io.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+#include <utility>
+
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
+
+#include "kernels/common/check.hpp"
+#include "runtime/io/io_internal.hpp"
+
+namespace kiln {
+namespace {
+
+// ---- CRC-32C ------------------------------------------------------------------------------------
+
+constexpr std::uint32_t kCrc32cPoly = 0x82F63B78u;  // 0x1EDC6F41 bit-reversed
+
+// Slicing-by-8 tables: table[k][b] is the CRC of byte b followed by k zero bytes, so eight input
+// bytes fold into the CRC with eight independent lookups per step.
+constexpr std::array<std::array<std::uint32_t, 256>, 8> make_crc_tables() {
+  std::array<std::array<std::uint32_t, 256>, 8> t{};
+  for (std::uint32_t b = 0; b < 256; ++b) {
+    std::uint32_t c = b;
+    for (int i = 0; i < 8; ++i)
+      c = (c >> 1) ^ ((c & 1u) ? kCrc32cPoly : 0u);
+    t[0][b] = c;
+  }
+  for (int k = 1; k < 8; ++k)
+    for (std::uint32_t b = 0; b < 256; ++b)
+      t[k][b] = (t[k - 1][b] >> 8) ^ t[0][t[k - 1][b] & 0xFF];
+  return t;
+}
+constexpr auto kCrcTables = make_crc_tables();
+
+std::uint32_t crc32c_table(const unsigned char* p, std::size_t n, std::uint32_t c) noexcept {
+  const auto& t = kCrcTables;
+  while (n >= 8) {
+    std::uint64_t v;
+    std::memcpy(&v, p, 8);
+    if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap64(v);
+    v ^= c;
+    c = t[7][v & 0xFF] ^ t[6][(v >> 8) & 0xFF] ^ t[5][(v >> 16) & 0xFF] ^ t[4][(v >> 24) & 0xFF] ^
+        t[3][(v >> 32) & 0xFF] ^ t[2][(v >> 40) & 0xFF] ^ t[1][(v >> 48) & 0xFF] ^ t[0][v >> 56];
+    p += 8;
+    n -= 8;
+  }
+  while (n--)
+    c = (c >> 8) ^ t[0][(c ^ *p++) & 0xFF];
+  return c;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) std::uint32_t crc32c_sse42(const unsigned char* p, std::size_t n,
+                                                             std::uint32_t c) noexcept {
+  std::uint64_t c64 = c;
+  while (n >= 8) {
+    std::uint64_t v;
+    std::memcpy(&v, p, 8);
+    c64 = _mm_crc32_u64(c64, v);
+    p += 8;
+    n -= 8;
+  }
+  c = static_cast<std::uint32_t>(c64);
+  while (n--)
+    c = _mm_crc32_u8(c, *p++);
+  return c;
+}
+const bool kHaveSse42 = __builtin_cpu_supports("sse4.2");
+#endif
+
+// ---- errors -------------------------------------------------------------------------------------
+
+std::string os_error(int err) {
+  return std::system_category().message(err);
+}
+
+#define KILN_IO_CHECK(cond, ...) KILN_CHECK(cond, ::kiln::Status::io_error, __VA_ARGS__)
+
+std::atomic<std::uint64_t> g_temp_counter{0};
+
+// Writes all of [p, p + n) at the file position (or at `offset` when >= 0), retrying short writes
+// and interrupted calls. Returns 0 or the errno of the failure.
+int write_all(int fd, const char* p, std::size_t n, std::int64_t offset = -1) {
+  while (n > 0) {
+    const ssize_t w = offset < 0 ? ::write(fd, p, n) : ::pwrite(fd, p, n, offset);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (w == 0) return EIO;
+    p += w;
+    n -= static_cast<std::size_t>(w);
+    if (offset >= 0) offset += w;
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::uint32_t crc32c(const void* data, std::size_t size, std::uint32_t crc) noexcept {
+  const auto* p = static_cast<const unsigned char*>(data);
+  const std::uint32_t c = ~crc;
+#if defined(__x86_64__)
+  if (kHaveSse42) return ~crc32c_sse42(p, size, c);
+#endif
+  return ~crc32c_table(p, size, c);
+}
+
+std::uint32_t impl::crc32c_portable(const void* data, std::size_t size,
+                                    std::uint32_t crc) noexcept {
+  return ~crc32c_table(static_cast<const unsigned char*>(data), size, ~crc);
+}
+
+// ---- AtomicFileWriter ---------------------------------------------------------------------------
+
+AtomicFileWriter::AtomicFileWriter(std::filesystem::path path, std::size_t buffer_bytes)
+    : path_(std::move(path)), buffer_(buffer_bytes > 0 ? buffer_bytes : 1) {
+  KILN_CHECK_ARG(!path_.empty(), "AtomicFileWriter: empty path");
+  KILN_CHECK_ARG(path_.has_filename(), "AtomicFileWriter: '", path_.string(),
+                 "' names a directory, not a file");
+  const std::filesystem::path dir = path_.has_parent_path() ? path_.parent_path() : ".";
+  // O_EXCL with a per-process counter: two writers of the same file (threads or processes) never
+  // share a temporary.
+  for (int attempt = 0; fd_ < 0; ++attempt) {
+    temp_path_ = dir / impl::cat('.', path_.filename().string(), ".tmp.", ::getpid(), '.',
+                                 g_temp_counter.fetch_add(1));
+    fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd_ < 0) {
+      const int err = errno;
+      if (err == EEXIST && attempt < 100) continue;
+      temp_path_.clear();
+      KILN_IO_CHECK(false, "cannot write '", path_.string(),
+                    "': cannot create a temporary file in '", dir.string(), "': ", os_error(err));
+    }
+  }
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  abort();
+}
+
+void AtomicFileWriter::require_open(const char* what) const {
+  KILN_CHECK_ARG(fd_ >= 0, "AtomicFileWriter::", what, ": '", path_.string(),
+                 "' was already committed or aborted");
+}
+
+void AtomicFileWriter::flush() {
+  if (buffered_ == 0) return;
+  const int err = write_all(fd_, buffer_.data(), buffered_);
+  buffered_ = 0;
+  if (err != 0) {
+    const std::string temp = temp_path_.string();
+    abort();
+    KILN_IO_CHECK(false, "cannot write '", path_.string(), "' (temporary '", temp,
+                  "'): ", os_error(err));
+  }
+}
+
+void AtomicFileWriter::write(const void* data, std::size_t size) {
+  require_open("write");
+  const char* p = static_cast<const char*>(data);
+  size_ += size;
+  if (buffered_ + size <= buffer_.size()) {
+    std::memcpy(buffer_.data() + buffered_, p, size);
+    buffered_ += size;
+    return;
+  }
+  flush();
+  if (size >= buffer_.size()) {
+    const int err = write_all(fd_, p, size);
+    if (err != 0) {
+      const std::string temp = temp_path_.string();
+      abort();
+      KILN_IO_CHECK(false, "cannot write '", path_.string(), "' (temporary '", temp,
+                    "'): ", os_error(err));
+    }
+  } else {
+    std::memcpy(buffer_.data(), p, size);
+    buffered_ = size;
+  }
+}
+
+void AtomicFileWriter::patch(std::uint64_t offset, const void* data, std::size_t size) {
+  require_open("patch");
+  KILN_CHECK_ARG(offset <= size_ && size <= size_ - offset, "AtomicFileWriter::patch: bytes [",
+                 offset, ", ", offset + size, ") of '", path_.string(),
+                 "' are not all written yet (", size_, " bytes so far)");
+  flush();
+  const int err =
+      write_all(fd_, static_cast<const char*>(data), size, static_cast<std::int64_t>(offset));
+  if (err != 0) {
+    const std::string temp = temp_path_.string();
+    abort();
+    KILN_IO_CHECK(false, "cannot write '", path_.string(), "' (temporary '", temp,
+                  "'): ", os_error(err));
+  }
+}
+
+void AtomicFileWriter::commit() {
+  require_open("commit");
+  flush();
+  const std::string temp = temp_path_.string();
+  auto fail = [&](const char* step, int err) {
+    abort();
+    KILN_IO_CHECK(false, "cannot write '", path_.string(), "': ", step, " '", temp,
+                  "' failed: ", os_error(err));
+  };
+  if (::fsync(fd_) != 0) fail("fsync of", errno);
+  const int fd = std::exchange(fd_, -1);
+  // close() can report a deferred write error (NFS); treat it as a failed write.
+  if (::close(fd) != 0) fail("close of", errno);
+  if (::rename(temp_path_.c_str(), path_.c_str()) != 0) fail("rename of", errno);
+  temp_path_.clear();
+  // The rename is durable only once the directory entry is on disk.
+  const std::filesystem::path dir = path_.has_parent_path() ? path_.parent_path() : ".";
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  KILN_IO_CHECK(dfd >= 0, "wrote '", path_.string(),
+                "' but cannot open its directory to sync it: ", os_error(errno));
+  const int rc = ::fsync(dfd);
+  const int err = errno;
+  ::close(dfd);
+  KILN_IO_CHECK(rc == 0, "wrote '", path_.string(),
+                "' but fsync of its directory failed: ", os_error(err));
+}
+
+void AtomicFileWriter::abort() noexcept {
+  if (fd_ >= 0) ::close(std::exchange(fd_, -1));
+  if (!temp_path_.empty()) {
+    ::unlink(temp_path_.c_str());
+    temp_path_.clear();
+  }
+  buffered_ = 0;
+}
+
+void write_file_atomically(const std::filesystem::path& path,
+                           const std::function<void(AtomicFileWriter&)>& body) {
+  AtomicFileWriter writer(path);
+  body(writer);  // on an exception the writer's destructor removes the temporary
+  writer.commit();
+}
+
+void write_file_atomically(const std::filesystem::path& path, std::string_view contents) {
+  AtomicFileWriter writer(path, 0);
+  writer.write(contents);
+  writer.commit();
+}
+
+// ---- reading ------------------------------------------------------------------------------------
+
+namespace {
+
+// Opens `path` read-only and checks it is a regular file; returns the descriptor and its size.
+std::pair<int, std::size_t> open_regular(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  KILN_IO_CHECK(fd >= 0, "cannot open '", path.string(), "' for reading: ", os_error(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    KILN_IO_CHECK(false, "cannot stat '", path.string(), "': ", os_error(err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    KILN_IO_CHECK(false, "cannot read '", path.string(), "': not a regular file");
+  }
+  return {fd, static_cast<std::size_t>(st.st_size)};
+}
+
+}  // namespace
+
+std::string read_file(const std::filesystem::path& path) {
+  auto [fd, size] = open_regular(path);
+  std::string out(size, '\0');
+  std::size_t got = 0;
+  while (true) {
+    if (got == out.size()) out.resize(out.size() + 4096);  // the file may have grown
+    const ssize_t r = ::read(fd, out.data() + got, out.size() - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      const int err = errno;
+      ::close(fd);
+      KILN_IO_CHECK(false, "cannot read '", path.string(), "': ", os_error(err));
+    }
+    if (r == 0) break;
+    got += static_cast<std::size_t>(r);
+  }
+  ::close(fd);
+  out.resize(got);
+  return out;
+}
+
+MappedFile::MappedFile(const std::filesystem::path& path) : path_(path) {
+  auto [fd, size] = open_regular(path);
+  if (size > 0) {
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    const int err = errno;
+    ::close(fd);
+    KILN_IO_CHECK(p != MAP_FAILED, "cannot map '", path.string(), "' (", size,
+                  " bytes) into memory: ", os_error(err));
+    data_ = p;
+    size_ = size;
+  } else {
+    ::close(fd);
+  }
+}
+
+MappedFile::~MappedFile() {
+  release();
+}
+
+MappedFile::MappedFile(MappedFile&& other) noexcept
+    : path_(std::move(other.path_)),
+      data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)) {}
+
+MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
+  if (this != &other) {
+    release();
+    path_ = std::move(other.path_);
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+void MappedFile::release() noexcept {
+  if (data_) ::munmap(data_, size_);
+  data_ = nullptr;
+  size_ = 0;
+}
+
+}  // namespace kiln

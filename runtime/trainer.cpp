@@ -1,0 +1,455 @@
+#include "kiln/trainer.hpp"
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels/common/check.hpp"
+#include "runtime/rng.hpp"
+#include "runtime/trainer_state.hpp"
+
+namespace kiln {
+
+// ---- masking ----------------------------------------------------------------------------------
+
+int64_t mask_tokens(std::span<const int32_t> inputs, int32_t mask_id, double fraction,
+                    uint64_t seed, int64_t step, int64_t micro, std::span<int32_t> masked_inputs,
+                    std::span<int32_t> targets) {
+  const std::size_t n = inputs.size();
+  KILN_CHECK_ARG(masked_inputs.size() == n && targets.size() == n,
+                 "mask_tokens: inputs, masked_inputs and targets must have the same size");
+  KILN_CHECK_ARG(fraction > 0 && fraction <= 1, "mask_tokens: fraction must lie in (0, 1] (got ",
+                 fraction, ")");
+  if (n == 0) return 0;
+  // The stream identifies (step, micro); the index is the position.
+  const uint64_t stream = impl::mix64(static_cast<uint64_t>(step)) ^ static_cast<uint64_t>(micro);
+  int64_t count = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const bool masked = impl::uniform01(impl::hash3(seed, stream, i)) < fraction;
+    masked_inputs[i] = masked ? mask_id : inputs[i];
+    targets[i] = masked ? inputs[i] : kIgnoreIndex;
+    count += masked;
+  }
+  if (count == 0) {
+    // An objective with no position would divide by zero: mask one position, chosen by the same
+    // deterministic draw.
+    const std::size_t i = impl::hash3(seed, stream, n) % n;
+    masked_inputs[i] = mask_id;
+    targets[i] = inputs[i];
+    count = 1;
+  }
+  return count;
+}
+
+namespace impl {
+
+void* TrainerState::at(std::size_t region) const {
+  KILN_CHECK(region != kNoRegion, Status::internal_error, "trainer: region not planned");
+  return static_cast<char*>(arena) + plan[region].offset;
+}
+
+const void* TrainerState::param(ParamKind kind, int64_t layer) const {
+  return static_cast<const char*>(at(r.params)) +
+         layout.get(kind, layer).offset * static_cast<int64_t>(dtype_size(types.compute));
+}
+
+void* TrainerState::grad(ParamKind kind, int64_t layer) const {
+  return static_cast<char*>(at(r.grads)) +
+         layout.get(kind, layer).offset * static_cast<int64_t>(dtype_size(types.grad));
+}
+
+void TrainerState::forward() {
+  Backend& be = *backend;
+  const ModelConfig& m = layout.config();
+  const int64_t B = train.batch, T = train.seq_len, C = m.n_embd, NH = m.n_head;
+  const int64_t HD = m.head_dim(), BT = B * T, L = m.n_layer;
+  const double eps = m.layernorm_eps;
+  const auto* tokens = static_cast<const int32_t*>(at(r.inputs));
+
+  be.embedding_fwd(at(r.encoded), tokens, param(ParamKind::wte), param(ParamKind::wpe), B, T, C);
+  be.layernorm_fwd(at(r.layers[0].ln1), at(r.layers[0].ln1_mean), at(r.layers[0].ln1_rstd),
+                   at(r.encoded), param(ParamKind::ln1_w, 0), param(ParamKind::ln1_b, 0), BT, C,
+                   eps);
+  for (int64_t l = 0; l < L; ++l) {
+    const LayerRegions& a = r.layers[static_cast<std::size_t>(l)];
+    const void* x = at(l == 0 ? r.encoded : r.layers[static_cast<std::size_t>(l - 1)].res3);
+    be.linear_fwd(at(a.qkv), nullptr, at(a.ln1), param(ParamKind::qkv_w, l),
+                  param(ParamKind::qkv_b, l), BT, C, 3 * C);
+    be.attention_fwd(at(a.atty), at(a.lse), at(a.qkv), B, T, NH, HD, m.causal());
+    be.linear_fwd(at(r.proj_out), nullptr, at(a.atty), param(ParamKind::attproj_w, l),
+                  param(ParamKind::attproj_b, l), BT, C, C);
+    be.residual_layernorm_fwd(at(a.res2), at(a.ln2), at(a.ln2_mean), at(a.ln2_rstd), x,
+                              at(r.proj_out), param(ParamKind::ln2_w, l),
+                              param(ParamKind::ln2_b, l), BT, C, eps);
+    be.linear_fwd(at(a.fch_gelu), at(a.fch), at(a.ln2), param(ParamKind::fc_w, l),
+                  param(ParamKind::fc_b, l), BT, C, 4 * C);
+    be.linear_fwd(at(r.proj_out), nullptr, at(a.fch_gelu), param(ParamKind::fcproj_w, l),
+                  param(ParamKind::fcproj_b, l), BT, 4 * C, C);
+    // The residual add of the MLP fused with the next LayerNorm (the next layer's ln1, or ln_f).
+    if (l + 1 < L) {
+      const LayerRegions& n = r.layers[static_cast<std::size_t>(l + 1)];
+      be.residual_layernorm_fwd(at(a.res3), at(n.ln1), at(n.ln1_mean), at(n.ln1_rstd), at(a.res2),
+                                at(r.proj_out), param(ParamKind::ln1_w, l + 1),
+                                param(ParamKind::ln1_b, l + 1), BT, C, eps);
+    } else {
+      be.residual_layernorm_fwd(at(a.res3), at(r.lnf), at(r.lnf_mean), at(r.lnf_rstd), at(a.res2),
+                                at(r.proj_out), param(ParamKind::lnf_w), param(ParamKind::lnf_b),
+                                BT, C, eps);
+    }
+  }
+  // The tied LM head: logits (BT, Vp) = lnf @ wte^T.
+  be.linear_fwd(at(r.logits), nullptr, at(r.lnf), param(ParamKind::wte), nullptr, BT, C,
+                m.padded_vocab);
+}
+
+void TrainerState::reduce_bucket(const ParamLayout::Bucket& bucket) {
+  const std::size_t g = dtype_size(types.grad);
+  comm->all_reduce_mean(static_cast<char*>(at(r.grads)) + bucket.begin * static_cast<int64_t>(g),
+                        bucket.end - bucket.begin, types.grad, *backend);
+}
+
+void TrainerState::backward(bool reduce) {
+  Backend& be = *backend;
+  const ModelConfig& m = layout.config();
+  const int64_t B = train.batch, T = train.seq_len, C = m.n_embd, NH = m.n_head;
+  const int64_t HD = m.head_dim(), BT = B * T, L = m.n_layer;
+  const double eps = m.layernorm_eps;
+  const std::size_t act = dtype_size(types.compute);
+
+  be.fill_zero(at(r.dres), static_cast<std::size_t>(BT * C) * act);
+  // LM head: dlnf = dlogits @ wte; dwte += dlogits^T @ lnf.
+  be.linear_bwd(at(r.dc), grad(ParamKind::wte), nullptr, at(r.logits), at(r.lnf),
+                param(ParamKind::wte), nullptr, BT, C, m.padded_vocab);
+  const void* last = at(r.layers[static_cast<std::size_t>(L - 1)].res3);
+  be.layernorm_bwd(at(r.dres), grad(ParamKind::lnf_w), grad(ParamKind::lnf_b), at(r.dc), last,
+                   param(ParamKind::lnf_w), at(r.lnf_mean), at(r.lnf_rstd), BT, C);
+  if (reduce) reduce_bucket(layout.final_norm_bucket());
+
+  for (int64_t l = L - 1; l >= 0; --l) {
+    const LayerRegions& a = r.layers[static_cast<std::size_t>(l)];
+    const void* x = at(l == 0 ? r.encoded : r.layers[static_cast<std::size_t>(l - 1)].res3);
+    // MLP output projection (its input's gradient passes through GELU's derivative).
+    if (train.recompute.gelu) be.gelu_fwd(at(a.fch_gelu), at(a.fch), BT * 4 * C);
+    be.linear_bwd(at(r.d4c), grad(ParamKind::fcproj_w, l), grad(ParamKind::fcproj_b, l), at(r.dres),
+                  at(a.fch_gelu), param(ParamKind::fcproj_w, l), at(a.fch), BT, 4 * C, C);
+    if (train.recompute.layernorm) {
+      be.layernorm_fwd(at(a.ln2), at(r.stat_scratch_mean), at(r.stat_scratch_rstd), at(a.res2),
+                       param(ParamKind::ln2_w, l), param(ParamKind::ln2_b, l), BT, C, eps);
+    }
+    be.linear_bwd(at(r.dc), grad(ParamKind::fc_w, l), grad(ParamKind::fc_b, l), at(r.d4c),
+                  at(a.ln2), param(ParamKind::fc_w, l), nullptr, BT, C, 4 * C);
+    be.layernorm_bwd(at(r.dres), grad(ParamKind::ln2_w, l), grad(ParamKind::ln2_b, l), at(r.dc),
+                     at(a.res2), param(ParamKind::ln2_w, l), at(a.ln2_mean), at(a.ln2_rstd), BT, C);
+    // Attention output projection, attention, QKV projection.
+    be.linear_bwd(at(r.dc), grad(ParamKind::attproj_w, l), grad(ParamKind::attproj_b, l),
+                  at(r.dres), at(a.atty), param(ParamKind::attproj_w, l), nullptr, BT, C, C);
+    be.attention_bwd(at(r.d4c), at(r.dc), at(a.qkv), at(a.atty), at(a.lse), B, T, NH, HD,
+                     m.causal());
+    if (train.recompute.layernorm) {
+      be.layernorm_fwd(at(a.ln1), at(r.stat_scratch_mean), at(r.stat_scratch_rstd), x,
+                       param(ParamKind::ln1_w, l), param(ParamKind::ln1_b, l), BT, C, eps);
+    }
+    be.linear_bwd(at(r.dc), grad(ParamKind::qkv_w, l), grad(ParamKind::qkv_b, l), at(r.d4c),
+                  at(a.ln1), param(ParamKind::qkv_w, l), nullptr, BT, C, 3 * C);
+    be.layernorm_bwd(at(r.dres), grad(ParamKind::ln1_w, l), grad(ParamKind::ln1_b, l), at(r.dc), x,
+                     param(ParamKind::ln1_w, l), at(a.ln1_mean), at(a.ln1_rstd), BT, C);
+    if (reduce) reduce_bucket(layout.layer_bucket(l));
+  }
+  be.embedding_bwd(grad(ParamKind::wte), grad(ParamKind::wpe), at(r.dres),
+                   static_cast<const int32_t*>(at(r.inputs)), B, T, C);
+  if (reduce) reduce_bucket(layout.embedding_bucket());
+}
+
+void TrainerState::micro_step(double dloss, bool reduce) {
+  Backend& be = *backend;
+  const ModelConfig& m = layout.config();
+  const int64_t BT = train.batch * train.seq_len;
+  forward();
+  be.classifier(at(r.losses), at(r.logits), static_cast<const int32_t*>(at(r.targets)), BT,
+                m.vocab_size, m.padded_vocab, dloss, kIgnoreIndex);
+  be.accumulate_loss(static_cast<double*>(at(r.stats)) + kStatLoss, at(r.losses), BT, dloss);
+  backward(reduce);
+}
+
+// Checks and stages one micro-batch on the host; returns the positions that count.
+int64_t TrainerState::stage(std::span<const int32_t> inputs, std::span<const int32_t> targets,
+                            int64_t step_index, int64_t micro) {
+  const ModelConfig& m = layout.config();
+  const std::size_t n = static_cast<std::size_t>(train.batch * train.seq_len);
+  const int32_t V = static_cast<int32_t>(m.vocab_size);
+  for (std::size_t i = 0; i < n; ++i) {
+    KILN_CHECK(inputs[i] >= 0 && inputs[i] < V, Status::data_error, "trainer: input token id ",
+               inputs[i], " at position ", i, " of micro-batch ", micro,
+               " is outside the vocabulary [0, ", V, ")");
+  }
+  int64_t count = 0;
+  if (m.kind == ModelKind::encoder) {
+    count = mask_tokens(inputs.first(n), m.mask_token_id, train.mask_fraction, train.seed,
+                        step_index, micro, host_inputs, host_targets);
+  } else {
+    std::memcpy(host_inputs.data(), inputs.data(), n * sizeof(int32_t));
+    for (std::size_t i = 0; i < n; ++i) {
+      KILN_CHECK(targets[i] == kIgnoreIndex || (targets[i] >= 0 && targets[i] < V),
+                 Status::data_error, "trainer: target token id ", targets[i], " at position ", i,
+                 " of micro-batch ", micro, " is outside the vocabulary [0, ", V, ")");
+      host_targets[i] = targets[i];
+      count += targets[i] != kIgnoreIndex;
+    }
+  }
+  return count;
+}
+
+void TrainerState::upload_staged() {
+  const std::size_t bytes = host_inputs.size() * sizeof(int32_t);
+  backend->upload(at(r.inputs), host_inputs.data(), bytes);
+  backend->upload(at(r.targets), host_targets.data(), bytes);
+}
+
+}  // namespace impl
+
+// ---- Trainer ----------------------------------------------------------------------------------
+
+Trainer::Trainer(const ModelConfig& model, const TrainConfig& train,
+                 std::shared_ptr<Backend> backend, uint64_t init_seed, Communicator* comm)
+    : s_(std::make_unique<impl::TrainerState>(model, train, std::move(backend), comm)) {
+  std::vector<float> params(static_cast<std::size_t>(s_->layout.total()));
+  init_parameters(s_->layout, init_seed, params.data());
+  set_parameters(params);
+  reset_optimizer();
+}
+
+Trainer::~Trainer() = default;
+
+const ModelConfig& Trainer::model() const {
+  return s_->layout.config();
+}
+const TrainConfig& Trainer::config() const {
+  return s_->train;
+}
+const ParamLayout& Trainer::layout() const {
+  return s_->layout;
+}
+const MemoryPlan& Trainer::plan() const {
+  return s_->plan;
+}
+Backend& Trainer::backend() const {
+  return *s_->backend;
+}
+const std::shared_ptr<Backend>& Trainer::backend_ptr() const {
+  return s_->backend;
+}
+int64_t Trainer::step_count() const {
+  return s_->step;
+}
+const void* Trainer::compute_parameters() const {
+  return s_->at(s_->r.params);
+}
+
+StepResult Trainer::step(std::span<const int32_t> inputs, std::span<const int32_t> targets,
+                         bool read_stats) {
+  impl::TrainerState& s = *s_;
+  const ModelConfig& m = s.layout.config();
+  const int64_t A = s.train.grad_accum;
+  const std::size_t n = static_cast<std::size_t>(s.train.batch * s.train.seq_len);
+  KILN_CHECK_ARG(inputs.size() == n * static_cast<std::size_t>(A), "trainer: step needs ",
+                 n * static_cast<std::size_t>(A), " input ids (grad_accum ", A, " x batch ",
+                 s.train.batch, " x seq_len ", s.train.seq_len, "), got ", inputs.size());
+  if (m.kind == ModelKind::encoder) {
+    KILN_CHECK_ARG(targets.empty(), "trainer: an encoder masks its inputs itself; pass no targets");
+  } else {
+    KILN_CHECK_ARG(targets.size() == inputs.size(), "trainer: step needs as many targets (got ",
+                   targets.size(), ") as inputs (", inputs.size(), ")");
+  }
+
+  // The loss is the mean over every position that counts in the whole step, so each micro-step's
+  // dloss is 1 / (the step's count): check and count every micro-batch before running any.
+  int64_t count = 0;
+  for (int64_t micro = 0; micro < A; ++micro) {
+    const std::size_t off = static_cast<std::size_t>(micro) * n;
+    count +=
+        s.stage(inputs.subspan(off, n),
+                m.kind == ModelKind::encoder ? targets : targets.subspan(off, n), s.step, micro);
+  }
+  KILN_CHECK(count > 0, Status::data_error,
+             "trainer: every target of the step is the ignore index: no loss to train on");
+  const double dloss = 1.0 / static_cast<double>(count);
+
+  Backend& be = *s.backend;
+  s.bind_workspace();
+  be.fill_zero(s.at(s.r.grads), s.plan[s.r.grads].bytes);
+  be.fill_zero(s.at(s.r.stats), s.plan[s.r.stats].bytes);
+  const bool multi_rank = s.comm->world_size() > 1;
+  for (int64_t micro = 0; micro < A; ++micro) {
+    const std::size_t off = static_cast<std::size_t>(micro) * n;
+    if (A > 1) {
+      s.stage(inputs.subspan(off, n),
+              m.kind == ModelKind::encoder ? targets : targets.subspan(off, n), s.step, micro);
+    }
+    s.upload_staged();
+    const bool last = micro == A - 1;
+    if (s.train.cuda_graph) {
+      s.run_graph(dloss);
+      if (last && multi_rank) {
+        for (const ParamLayout::Bucket& b : s.layout.buckets())
+          s.reduce_bucket(b);
+      }
+    } else {
+      s.micro_step(dloss, last && multi_rank);
+    }
+  }
+  if (multi_rank) {
+    // Every rank must agree on skipping a step: average the loss too.
+    s.comm->all_reduce_mean(static_cast<double*>(s.at(s.r.stats)) + kStatLoss, 1, DType::f64, be);
+  }
+  s.comm->finish_step(be);
+
+  StepResult result;
+  result.lr = learning_rate(s.train.optimizer, s.step);
+  result.tokens = s.train.tokens_per_step();
+  OptimizerUpdate u;
+  u.layout = &s.layout;
+  u.master = s.at(s.r.master);
+  u.compute = s.at(s.r.params);
+  u.grads = s.at(s.r.grads);
+  u.m = s.at(s.r.adam_m);
+  u.v = s.at(s.r.adam_v);
+  u.lr = result.lr;
+  u.beta1 = s.train.optimizer.beta1;
+  u.beta2 = s.train.optimizer.beta2;
+  u.eps = s.train.optimizer.eps;
+  u.weight_decay = s.train.optimizer.weight_decay;
+  u.grad_clip = s.train.optimizer.grad_clip;
+  u.step = s.step + 1;
+  u.stats = static_cast<double*>(s.at(s.r.stats));
+  be.optimizer_update(u);
+  ++s.step;
+  result.step = s.step;
+
+  if (read_stats) {
+    double stats[kStatCount];
+    be.download(stats, s.at(s.r.stats), sizeof stats);
+    result.stats_read = true;
+    result.loss = stats[kStatLoss];
+    result.grad_norm = stats[kStatGradNorm];
+    result.skipped = stats[kStatSkipped] != 0;
+    KILN_CHECK(!(result.skipped && s.train.on_nonfinite == NonFinitePolicy::stop),
+               Status::data_error, "trainer: step ", s.step, " has a non-finite ",
+               std::isfinite(result.loss) ? "gradient norm" : "loss", " (loss ", result.loss,
+               ", gradient norm ", result.grad_norm,
+               "); the parameters were left untouched and training stops (policy: stop)");
+  }
+  return result;
+}
+
+double Trainer::evaluate(std::span<const int32_t> inputs, std::span<const int32_t> targets,
+                         int64_t eval_step) {
+  impl::TrainerState& s = *s_;
+  const ModelConfig& m = s.layout.config();
+  const std::size_t n = static_cast<std::size_t>(s.train.batch * s.train.seq_len);
+  KILN_CHECK_ARG(inputs.size() == n, "trainer: evaluate needs batch x seq_len = ", n,
+                 " input ids, got ", inputs.size());
+  if (m.kind == ModelKind::encoder) {
+    KILN_CHECK_ARG(targets.empty(), "trainer: an encoder masks its inputs itself; pass no targets");
+  } else {
+    KILN_CHECK_ARG(targets.size() == n, "trainer: evaluate needs ", n, " targets, got ",
+                   targets.size());
+  }
+  const int64_t count = s.stage(inputs, targets, eval_step, 0);
+  KILN_CHECK(count > 0, Status::data_error, "trainer: every target is the ignore index");
+  Backend& be = *s.backend;
+  s.bind_workspace();
+  s.upload_staged();
+  double* eval = static_cast<double*>(s.at(s.r.stats)) + kStatEval;
+  be.fill_zero(eval, sizeof(double));
+  s.forward();
+  be.classifier(s.at(s.r.losses), s.at(s.r.logits), static_cast<const int32_t*>(s.at(s.r.targets)),
+                static_cast<int64_t>(n), m.vocab_size, m.padded_vocab, 0.0, kIgnoreIndex);
+  be.accumulate_loss(eval, s.at(s.r.losses), static_cast<int64_t>(n),
+                     1.0 / static_cast<double>(count));
+  double loss = 0;
+  be.download(&loss, eval, sizeof loss);
+  return loss;
+}
+
+std::vector<float> Trainer::logits(std::span<const int32_t> inputs) {
+  impl::TrainerState& s = *s_;
+  const ModelConfig& m = s.layout.config();
+  const std::size_t n = static_cast<std::size_t>(s.train.batch * s.train.seq_len);
+  KILN_CHECK_ARG(inputs.size() == n, "trainer: logits needs batch x seq_len = ", n,
+                 " input ids, got ", inputs.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    KILN_CHECK(inputs[i] >= 0 && inputs[i] < m.vocab_size, Status::data_error,
+               "trainer: input token id ", inputs[i], " at position ", i,
+               " is outside the vocabulary [0, ", m.vocab_size, ")");
+  }
+  s.bind_workspace();
+  s.backend->upload(s.at(s.r.inputs), inputs.data(), n * sizeof(int32_t));
+  s.forward();
+  std::vector<float> padded(n * static_cast<std::size_t>(m.padded_vocab));
+  s.backend->download_f32(padded.data(), s.at(s.r.logits), s.types.compute,
+                          static_cast<int64_t>(padded.size()));
+  std::vector<float> out(n * static_cast<std::size_t>(m.vocab_size));
+  for (std::size_t i = 0; i < n; ++i) {
+    std::memcpy(out.data() + i * m.vocab_size, padded.data() + i * m.padded_vocab,
+                static_cast<std::size_t>(m.vocab_size) * sizeof(float));
+  }
+  return out;
+}
+
+std::vector<float> Trainer::parameters() const {
+  std::vector<float> out(static_cast<std::size_t>(s_->layout.total()));
+  s_->backend->download_f32(out.data(), s_->at(s_->r.master), s_->types.master, s_->layout.total());
+  return out;
+}
+
+void Trainer::set_parameters(std::span<const float> params) {
+  impl::TrainerState& s = *s_;
+  KILN_CHECK_ARG(static_cast<int64_t>(params.size()) == s.layout.total(),
+                 "trainer: set_parameters needs ", s.layout.total(), " values, got ",
+                 params.size());
+  s.backend->upload_f32(s.at(s.r.master), s.types.master, params.data(), s.layout.total());
+  if (s.types.separate_master) {
+    s.backend->convert(s.at(s.r.params), s.types.compute, s.at(s.r.master), s.types.master,
+                       s.layout.total());
+  }
+}
+
+std::vector<float> Trainer::gradients() const {
+  std::vector<float> out(static_cast<std::size_t>(s_->layout.total()));
+  s_->backend->download_f32(out.data(), s_->at(s_->r.grads), s_->types.grad, s_->layout.total());
+  return out;
+}
+
+std::vector<double> Trainer::parameters_f64() const {
+  std::vector<double> out(static_cast<std::size_t>(s_->layout.total()));
+  s_->backend->download_f64(out.data(), s_->at(s_->r.master), s_->types.master, s_->layout.total());
+  return out;
+}
+
+void Trainer::set_parameters(std::span<const double> params) {
+  impl::TrainerState& s = *s_;
+  KILN_CHECK_ARG(static_cast<int64_t>(params.size()) == s.layout.total(),
+                 "trainer: set_parameters needs ", s.layout.total(), " values, got ",
+                 params.size());
+  s.backend->upload_f64(s.at(s.r.master), s.types.master, params.data(), s.layout.total());
+  if (s.types.separate_master) {
+    s.backend->convert(s.at(s.r.params), s.types.compute, s.at(s.r.master), s.types.master,
+                       s.layout.total());
+  }
+}
+
+std::vector<double> Trainer::gradients_f64() const {
+  std::vector<double> out(static_cast<std::size_t>(s_->layout.total()));
+  s_->backend->download_f64(out.data(), s_->at(s_->r.grads), s_->types.grad, s_->layout.total());
+  return out;
+}
+
+void Trainer::reset_optimizer() {
+  impl::TrainerState& s = *s_;
+  s.backend->fill_zero(s.at(s.r.adam_m), s.plan[s.r.adam_m].bytes);
+  s.backend->fill_zero(s.at(s.r.adam_v), s.plan[s.r.adam_v].bytes);
+  s.backend->fill_zero(s.at(s.r.grads), s.plan[s.r.grads].bytes);
+  s.backend->fill_zero(s.at(s.r.stats), s.plan[s.r.stats].bytes);
+  s.step = 0;
+}
+
+}  // namespace kiln

@@ -1,0 +1,67 @@
+// Internal: the regions of a training arena, by index into its MemoryPlan, and those of a
+// generator. plan_training() and the Trainer build the same plan with build_training_plan().
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+#include "kiln/backend.hpp"
+#include "kiln/model.hpp"
+#include "kiln/plan.hpp"
+#include "kiln/train_config.hpp"
+
+namespace kiln::impl {
+
+inline constexpr std::size_t kNoRegion = static_cast<std::size_t>(-1);
+
+struct LayerRegions {
+  // With Recompute::layernorm, ln1 and ln2 of every layer are the one shared ln_scratch; with
+  // Recompute::gelu, fch_gelu is the shared gelu_scratch.
+  std::size_t ln1, ln1_mean, ln1_rstd;  // (B*T, C), (B*T), (B*T)
+  std::size_t qkv;                      // (B*T, 3C)
+  std::size_t atty;                     // (B*T, C)
+  std::size_t lse;                      // (B, NH, T)
+  std::size_t res2;                     // (B*T, C) residual after attention
+  std::size_t ln2, ln2_mean, ln2_rstd;
+  std::size_t fch;       // (B*T, 4C) pre-GELU
+  std::size_t fch_gelu;  // (B*T, 4C)
+  std::size_t res3;      // (B*T, C) residual after the MLP (the layer's output)
+};
+
+struct TrainingRegions {
+  std::size_t params, master, grads, adam_m, adam_v;  // master == params when !separate_master
+  std::size_t inputs, targets, stats;                 // int32 (B*T) x2, kStatCount doubles
+  std::size_t encoded;                                // (B*T, C)
+  std::vector<LayerRegions> layers;
+  std::size_t lnf, lnf_mean, lnf_rstd;               // (B*T, C), (B*T), (B*T)
+  std::size_t logits;                                // (B*T, Vp), dlogits in place
+  std::size_t losses;                                // (B*T)
+  std::size_t proj_out;                              // (B*T, C) linear output before residual
+  std::size_t dres, dc, d4c;                         // (B*T, C), (B*T, C), (B*T, 4C)
+  std::size_t ln_scratch, gelu_scratch;              // recompute targets (or kNoRegion)
+  std::size_t stat_scratch_mean, stat_scratch_rstd;  // (B*T) recompute LN statistics
+  std::size_t workspace;                             // kNoRegion when 0 bytes
+};
+
+TrainingRegions build_training_plan(MemoryPlan& plan, const ModelConfig& model,
+                                    const TrainConfig& train, const BackendTypes& types,
+                                    std::size_t workspace_bytes);
+
+// A generator: batch 1, up to max_seq_len positions, a qkv cache per layer.
+struct GenerationRegions {
+  std::size_t params;                      // kNoRegion when the weights are borrowed from a Trainer
+  std::size_t tokens;                      // int32 (maxT)
+  std::vector<std::size_t> qkv_cache;      // per layer (maxT, 3C)
+  std::size_t x, ln, atty, proj_out, res;  // (maxT, C)
+  std::size_t fch, fch_gelu;               // (maxT, 4C)
+  std::size_t mean, rstd;                  // (maxT)
+  std::size_t lse;                         // (NH, maxT)
+  std::size_t logits;                      // (maxT, Vp)
+  std::size_t workspace;
+};
+
+GenerationRegions build_generation_plan(MemoryPlan& plan, const ModelConfig& model,
+                                        const BackendTypes& types, bool own_params,
+                                        std::size_t workspace_bytes);
+
+}  // namespace kiln::impl

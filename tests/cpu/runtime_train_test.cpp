@@ -1,0 +1,322 @@
+// The training schedule on the CPU backend: whole-model gradients against central finite
+// differences (fp64 backend), recompute and gradient accumulation equivalences, learning a short
+// sequence, the encoder objective, and the argument checks of a step.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <functional>
+#include <numeric>
+#include <vector>
+
+#include "kiln/backend.hpp"
+#include "kiln/trainer.hpp"
+#include "tests/common/support.hpp"
+
+using kiln::ModelConfig;
+using kiln::TrainConfig;
+using kiln::Trainer;
+
+namespace {
+
+ModelConfig model(int64_t L, int64_t H, int64_t C, int64_t V, int64_t T,
+                  kiln::ModelKind kind = kiln::ModelKind::decoder) {
+  ModelConfig c;
+  c.n_layer = L;
+  c.n_head = H;
+  c.n_embd = C;
+  c.vocab_size = V;
+  c.max_seq_len = T;
+  c.kind = kind;
+  if (kind == kiln::ModelKind::encoder) c.mask_token_id = static_cast<int32_t>(V - 1);
+  return c.resolved();
+}
+
+TrainConfig train(int64_t B, int64_t T, double lr = 0) {
+  TrainConfig t;
+  t.batch = B;
+  t.seq_len = T;
+  t.optimizer.lr = lr;
+  t.optimizer.weight_decay = 0;
+  t.optimizer.grad_clip = 0;
+  return t;
+}
+
+std::vector<int32_t> random_tokens(std::size_t n, int32_t V, std::mt19937_64& rng) {
+  std::uniform_int_distribution<int32_t> d(0, V - 1);
+  std::vector<int32_t> t(n);
+  for (auto& x : t)
+    x = d(rng);
+  return t;
+}
+
+// Every real parameter's gradient against central differences of the loss, in double.
+void check_gradients(const ModelConfig& m, const TrainConfig& t, const std::vector<int32_t>& in,
+                     const std::vector<int32_t>& tg) {
+  Trainer trainer(m, t, kiln::make_cpu_backend(kiln::DType::f64, 2), 11);
+  // Perturb the LayerNorm and bias parameters away from 1 / 0, so their gradients are generic.
+  std::vector<double> p = trainer.parameters_f64();
+  auto rng = kiln::test::make_rng(5);
+  std::normal_distribution<double> noise(0.0, 0.1);
+  for (const kiln::ParamTensor& tensor : trainer.layout().tensors()) {
+    if (tensor.decay) continue;
+    for (int64_t i = 0; i < tensor.numel(); ++i)
+      p[static_cast<std::size_t>(tensor.offset + i)] += noise(rng);
+  }
+  trainer.set_parameters(p);
+  const kiln::StepResult r =
+      trainer.step(in, m.kind == kiln::ModelKind::encoder ? std::vector<int32_t>{} : tg);
+  REQUIRE(r.stats_read);
+  REQUIRE_FALSE(r.skipped);
+  const std::vector<double> g = trainer.gradients_f64();
+  // lr = 0 and no weight decay: the step left the parameters as they were.
+  REQUIRE(trainer.parameters_f64() == p);
+  CHECK(trainer.evaluate(in, m.kind == kiln::ModelKind::encoder ? std::vector<int32_t>{} : tg) ==
+        Approx(r.loss).epsilon(1e-12));
+
+  const double h = 1e-5;
+  int64_t checked = 0;
+  double max_err = 0;
+  for (const kiln::ParamTensor& tensor : trainer.layout().tensors()) {
+    const int64_t n =
+        tensor.kind == kiln::ParamKind::wte ? m.vocab_size * m.n_embd : tensor.numel();
+    for (int64_t i = 0; i < n; ++i) {
+      const std::size_t k = static_cast<std::size_t>(tensor.offset + i);
+      const double saved = p[k];
+      p[k] = saved + h;
+      trainer.set_parameters(p);
+      const double up =
+          trainer.evaluate(in, m.kind == kiln::ModelKind::encoder ? std::vector<int32_t>{} : tg);
+      p[k] = saved - h;
+      trainer.set_parameters(p);
+      const double down =
+          trainer.evaluate(in, m.kind == kiln::ModelKind::encoder ? std::vector<int32_t>{} : tg);
+      p[k] = saved;
+      const double fd = (up - down) / (2 * h);
+      const double err = std::abs(fd - g[k]);
+      max_err = std::max(max_err, err);
+      INFO(tensor.name << "[" << i << "]: analytic " << g[k] << " finite difference " << fd);
+      REQUIRE(err <= 1e-8 + 1e-6 * std::abs(fd));
+      ++checked;
+    }
+  }
+  CHECK(checked == m.num_parameters());
+  INFO("max abs error " << max_err);
+  // Gaps and padded rows receive no gradient.
+  const auto& wte = trainer.layout().get(kiln::ParamKind::wte);
+  for (int64_t i = m.vocab_size * m.n_embd; i < wte.numel(); ++i) {
+    REQUIRE(g[static_cast<std::size_t>(wte.offset + i)] == 0.0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("decoder gradients match central finite differences (fp64 cpu backend)", "[runtime]") {
+  const ModelConfig m = model(2, 2, 8, 11, 8);
+  const TrainConfig t = train(2, 5);
+  auto rng = kiln::test::make_rng(1);
+  auto in = random_tokens(10, 11, rng);
+  auto tg = random_tokens(10, 11, rng);
+  tg[3] = kiln::kIgnoreIndex;  // an ignored position counts for nothing
+  check_gradients(m, t, in, tg);
+}
+
+TEST_CASE("encoder gradients match central finite differences (fp64 cpu backend)", "[runtime]") {
+  const ModelConfig m = model(1, 2, 8, 9, 6, kiln::ModelKind::encoder);
+  TrainConfig t = train(2, 6);
+  t.mask_fraction = 0.4;
+  auto rng = kiln::test::make_rng(2);
+  check_gradients(m, t, random_tokens(12, 8, rng), {});
+}
+
+TEST_CASE("recomputing GELU and LayerNorm gives the same gradients, bit for bit", "[runtime]") {
+  const ModelConfig m = model(2, 2, 16, 40, 16);
+  auto rng = kiln::test::make_rng(3);
+  const auto in = random_tokens(3 * 16, 40, rng), tg = random_tokens(3 * 16, 40, rng);
+  TrainConfig t = train(3, 16, 1e-3);
+  Trainer plain(m, t, kiln::make_cpu_backend(kiln::DType::f32, 2), 4);
+  t.recompute.gelu = t.recompute.layernorm = true;
+  Trainer recompute(m, t, kiln::make_cpu_backend(kiln::DType::f32, 2), 4);
+  CHECK(recompute.plan().total_bytes() < plain.plan().total_bytes());
+  for (int i = 0; i < 3; ++i) {
+    const auto a = plain.step(in, tg), b = recompute.step(in, tg);
+    CHECK(a.loss == b.loss);
+    CHECK(plain.gradients() == recompute.gradients());
+  }
+  CHECK(plain.parameters() == recompute.parameters());
+}
+
+TEST_CASE("two accumulated micro-batches equal one batch of twice the size", "[runtime]") {
+  const ModelConfig m = model(2, 2, 16, 30, 8);
+  auto rng = kiln::test::make_rng(4);
+  const auto in = random_tokens(4 * 8, 30, rng), tg = random_tokens(4 * 8, 30, rng);
+  TrainConfig big = train(4, 8, 1e-3);
+  TrainConfig accum = train(2, 8, 1e-3);
+  accum.grad_accum = 2;
+  Trainer a(m, big, kiln::make_cpu_backend(kiln::DType::f64, 2), 9);
+  Trainer b(m, accum, kiln::make_cpu_backend(kiln::DType::f64, 2), 9);
+  for (int i = 0; i < 3; ++i) {
+    const auto ra = a.step(in, tg), rb = b.step(in, tg);
+    CHECK(ra.loss == Approx(rb.loss).epsilon(1e-12));
+    CHECK(ra.grad_norm == Approx(rb.grad_norm).epsilon(1e-12));
+    CHECK(rb.tokens == 32);
+  }
+  const auto pa = a.parameters_f64(), pb = b.parameters_f64();
+  for (std::size_t i = 0; i < pa.size(); ++i)
+    REQUIRE(pa[i] == Approx(pb[i]).margin(1e-12));
+}
+
+TEST_CASE("the loss falls and a short sequence is memorised", "[runtime]") {
+  const ModelConfig m = model(2, 4, 32, 20, 16);
+  TrainConfig t = train(2, 16, 3e-3);
+  t.optimizer.warmup_steps = 5;
+  t.optimizer.grad_clip = 1.0;
+  Trainer trainer(m, t, kiln::make_cpu_backend(kiln::DType::f32, 2), 1);
+  // Two rows of a fixed sequence: each target is the next token.
+  std::vector<int32_t> seq(17);
+  auto rng = kiln::test::make_rng(6);
+  std::uniform_int_distribution<int32_t> d(0, 19);
+  for (auto& x : seq)
+    x = d(rng);
+  std::vector<int32_t> in, tg;
+  for (int r = 0; r < 2; ++r) {
+    in.insert(in.end(), seq.begin(), seq.end() - 1);
+    tg.insert(tg.end(), seq.begin() + 1, seq.end());
+  }
+  const double first = trainer.step(in, tg).loss;
+  CHECK(first == Approx(std::log(20.0)).epsilon(0.05));  // about uniform at initialisation
+  double last = first;
+  for (int i = 0; i < 150; ++i) {
+    const kiln::StepResult r = trainer.step(in, tg);
+    REQUIRE_FALSE(r.skipped);
+    last = r.loss;
+  }
+  CHECK(last < 0.05);
+  // Greedy decoding of the logits reproduces every next token.
+  const std::vector<float> logits = trainer.logits(in);
+  for (int64_t pos = 0; pos < 16; ++pos) {
+    const float* row = logits.data() + pos * 20;
+    CHECK(std::max_element(row, row + 20) - row == tg[static_cast<std::size_t>(pos)]);
+  }
+}
+
+TEST_CASE("training is deterministic: two runs give identical losses and weights", "[runtime]") {
+  const ModelConfig m = model(2, 2, 16, 50, 16);
+  TrainConfig t = train(2, 16, 1e-3);
+  t.grad_accum = 2;
+  auto rng = kiln::test::make_rng(7);
+  const auto in = random_tokens(64, 50, rng), tg = random_tokens(64, 50, rng);
+  Trainer a(m, t, kiln::make_cpu_backend(kiln::DType::f32, 1), 3);
+  Trainer b(m, t, kiln::make_cpu_backend(kiln::DType::f32, 3), 3);  // thread count is irrelevant
+  for (int i = 0; i < 5; ++i)
+    CHECK(a.step(in, tg).loss == b.step(in, tg).loss);
+  CHECK(a.parameters() == b.parameters());
+}
+
+TEST_CASE("the encoder's loss counts only the masked positions", "[runtime]") {
+  const ModelConfig m = model(1, 2, 16, 12, 8, kiln::ModelKind::encoder);
+  TrainConfig t = train(2, 8);
+  t.mask_fraction = 0.3;
+  t.seed = 77;
+  Trainer trainer(m, t, kiln::make_cpu_backend(kiln::DType::f64, 2), 2);
+  auto rng = kiln::test::make_rng(8);
+  const auto in = random_tokens(16, 11, rng);
+  const double loss = trainer.evaluate(in, {}, 0);
+  // The same by hand: mask as the trainer does, take the logits of the masked input, average the
+  // cross-entropy over the masked positions only.
+  std::vector<int32_t> masked(16), targets(16);
+  const int64_t count = kiln::mask_tokens(in, 11, 0.3, 77, 0, 0, masked, targets);
+  REQUIRE(count > 0);
+  REQUIRE(count < 16);
+  const std::vector<float> logits = trainer.logits(masked);
+  double sum = 0;
+  for (int64_t i = 0; i < 16; ++i) {
+    if (targets[static_cast<std::size_t>(i)] == kiln::kIgnoreIndex) continue;
+    const float* row = logits.data() + i * 12;
+    double mx = row[0];
+    for (int v = 1; v < 12; ++v)
+      mx = std::max(mx, static_cast<double>(row[v]));
+    double z = 0;
+    for (int v = 0; v < 12; ++v)
+      z += std::exp(row[v] - mx);
+    sum += mx + std::log(z) - row[targets[static_cast<std::size_t>(i)]];
+  }
+  CHECK(loss == Approx(sum / static_cast<double>(count)).epsilon(1e-6));
+  // Every masked position's input is the mask id; its original token is only the target.
+  for (int64_t i = 0; i < 16; ++i) {
+    const bool is_masked = targets[static_cast<std::size_t>(i)] != kiln::kIgnoreIndex;
+    CHECK((masked[static_cast<std::size_t>(i)] == 11) == is_masked);
+  }
+}
+
+TEST_CASE("bad steps are refused with a clear error before anything runs", "[runtime]") {
+  const ModelConfig m = model(1, 2, 8, 10, 8);
+  Trainer trainer(m, train(2, 4, 1e-2), kiln::make_cpu_backend(kiln::DType::f32, 1), 1);
+  const auto before = trainer.parameters();
+  std::vector<int32_t> in(8, 1), tg(8, 2);
+  auto message = [&](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const kiln::Error& e) {
+      return std::make_pair(e.status(), e.message());
+    }
+    return std::make_pair(kiln::Status::ok, std::string());
+  };
+  in[5] = 10;
+  auto [s1, m1] = message([&] { trainer.step(in, tg); });
+  CHECK(s1 == kiln::Status::data_error);
+  CHECK_THAT(m1, Catch::Contains("input token id 10 at position 5") &&
+                     Catch::Contains("outside the vocabulary [0, 10)"));
+  in[5] = -3;
+  CHECK(message([&] { trainer.step(in, tg); }).first == kiln::Status::data_error);
+  in[5] = 1;
+  tg[0] = 12;
+  CHECK_THAT(message([&] { trainer.step(in, tg); }).second, Catch::Contains("target token id 12"));
+  tg.assign(8, kiln::kIgnoreIndex);
+  CHECK_THAT(message([&] { trainer.step(in, tg); }).second, Catch::Contains("ignore index"));
+  tg.assign(7, 2);
+  CHECK(message([&] { trainer.step(in, tg); }).first == kiln::Status::invalid_argument);
+  in.resize(9);
+  CHECK_THAT(message([&] { trainer.step(in, tg); }).second,
+             Catch::Contains("step needs 8 input ids"));
+  CHECK(trainer.step_count() == 0);
+  CHECK(trainer.parameters() == before);
+
+  // Bad configurations never reach the backend.
+  CHECK_THROWS_AS(Trainer(model(1, 3, 8, 10, 8), train(2, 4), kiln::make_cpu_backend()),
+                  kiln::Error);
+  CHECK_THROWS_AS(Trainer(m, train(2, 9), kiln::make_cpu_backend()), kiln::Error);
+  CHECK_THROWS_AS(Trainer(m, train(0, 4), kiln::make_cpu_backend()), kiln::Error);
+  TrainConfig graph = train(2, 4);
+  graph.cuda_graph = true;
+  CHECK_THAT(message([&] { Trainer(m, graph, kiln::make_cpu_backend()); }).second,
+             Catch::Contains("cuda_graph needs"));
+  CHECK_THROWS_AS(Trainer(m, train(2, 4), nullptr), kiln::Error);
+}
+
+TEST_CASE("a non-finite loss skips the step, or stops training under policy stop", "[runtime]") {
+  const ModelConfig m = model(1, 2, 8, 10, 8);
+  TrainConfig t = train(2, 4, 1e-2);
+  Trainer trainer(m, t, kiln::make_cpu_backend(kiln::DType::f32, 1), 1);
+  std::vector<int32_t> in(8, 1), tg(8, 2);
+  auto p = trainer.parameters();
+  p[static_cast<std::size_t>(trainer.layout().get(kiln::ParamKind::lnf_b).offset)] = NAN;
+  trainer.set_parameters(p);
+  const kiln::StepResult r = trainer.step(in, tg);
+  CHECK(r.skipped);
+  CHECK_FALSE(std::isfinite(r.loss));
+  const auto after = trainer.parameters();
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    if (std::isnan(p[i])) continue;
+    REQUIRE(after[i] == p[i]);  // untouched
+  }
+  t.on_nonfinite = kiln::NonFinitePolicy::stop;
+  Trainer stopping(m, t, kiln::make_cpu_backend(kiln::DType::f32, 1), 1);
+  stopping.set_parameters(p);
+  try {
+    stopping.step(in, tg);
+    FAIL("no error");
+  } catch (const kiln::Error& e) {
+    CHECK(e.status() == kiln::Status::data_error);
+    CHECK_THAT(e.message(), Catch::Contains("non-finite loss") && Catch::Contains("stops"));
+  }
+}
