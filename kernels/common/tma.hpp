@@ -25,4 +25,8 @@ struct TensorMap2d {
 // (invalid_argument for a geometry the driver rejects, not_supported without the driver entry).
 void encode_tensor_map_2d(CUtensorMap* map, const TensorMap2d& geometry);
 
+// The same through a small per-thread cache of recent encodings (a training step launches the
+// same GEMMs on the same buffers every iteration; encoding is pure host work, so a hit is exact).
+void encode_tensor_map_2d_cached(CUtensorMap* map, const TensorMap2d& geometry);
+
 }  // namespace kiln::impl

@@ -3,10 +3,12 @@
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
+#include "kernels/common/check.hpp"
 #include "kiln/gemm.h"
 
 namespace kiln::impl {
@@ -67,6 +69,19 @@ bool cublaslt_supports(CublasLtCache& cache, void* handle, std::size_t workspace
 // dst[i] += src[i] for i < n, in the dtype of the problem's bias_grad.
 void bias_grad_accumulate(void* dst, const void* src, std::int64_t n, bool f32,
                           cudaStream_t stream);
+
+// Lets `kernel` use `bytes` of dynamic shared memory (past the default 48 KiB) on the current
+// device, once per device: `done` is the caller's per-kernel bitmask of devices already set.
+template <typename Kernel>
+void opt_in_shared_memory(Kernel kernel, int bytes, std::atomic<std::uint64_t>& done) {
+  int device = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&device));
+  const std::uint64_t bit = device < 64 ? std::uint64_t{1} << device : 0;
+  if (bit && (done.load(std::memory_order_acquire) & bit)) return;
+  KILN_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  done.fetch_or(bit, std::memory_order_release);
+}
 
 #if defined(KILN_HAS_SM90A)
 // gemm_sm90.cu (built for sm_90a).

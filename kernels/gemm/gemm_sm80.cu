@@ -19,6 +19,7 @@
 // the same fragment layout, written by the one thread owning the row: no atomics.
 #include <cuda_bf16.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "kernels/common/check.hpp"
@@ -224,9 +225,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 template <bool kTransA, bool kTransB, typename OutT>
 void launch(const impl::GemmProblem& p, cudaStream_t stream) {
   auto kernel = gemm_sm80_kernel<kTransA, kTransB, OutT>;
-  // Opting in past 48 KiB of dynamic shared memory is per kernel and cheap to repeat.
-  KILN_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
+  static std::atomic<std::uint64_t> opted_in{0};  // devices this kernel may use > 48 KiB on
+  impl::opt_in_shared_memory(kernel, kSmemBytes, opted_in);
   const std::int64_t tiles = ((p.m + kBM - 1) / kBM) * ((p.n + kBN - 1) / kBN);
   KILN_CHECK(tiles <= 0x7FFFFFFF, Status::not_supported, "gemm sm80: ", tiles, " tiles");
   kernel<<<static_cast<unsigned>(tiles), kThreads, kSmemBytes, stream>>>(

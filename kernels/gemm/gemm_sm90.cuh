@@ -39,6 +39,7 @@
 #include <cstdint>
 
 #include <algorithm>
+#include <atomic>
 
 #include "kernels/common/check.hpp"
 #include "kernels/common/sm90.cuh"
@@ -284,21 +285,36 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (row0 >= e.m) continue;  // this warpgroup's rows all lie past M (uniform in the group)
     if (row_sums) row_sums_finish<kTransA, OutT>(e, part, t, row0, dbuf, 1 + cw);
     constexpr int kChunk = 128 / static_cast<int>(sizeof(OutT));  // columns per 128-byte row
+    constexpr int kPairs = kChunk / 8;  // accumulator column pairs per thread and row, per chunk
 #pragma unroll
     for (int q = 0; q < kBN / kChunk; ++q) {
       if (col0 + q * kChunk >= e.n) continue;  // past N: nothing to store (uniform)
-      if (t == 0) tma_store_wait_read<0>();    // the previous chunk's store has read the buffers
+      // The math first, in registers (D's values replace the accumulators): it overlaps the
+      // previous chunk's TMA store, which may still be reading the buffers.
+      float g[kPairs * 4];
+#pragma unroll
+      for (int jj = 0; jj < kPairs; ++jj) {
+        const int j = q * kPairs + jj;
+        const std::int64_t col = col0 + q * kChunk + 8 * jj + 2 * (lane % 4);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const std::int64_t row = row0 + r + 8 * h;
+          g[4 * jj + 2 * h] = g[4 * jj + 2 * h + 1] = 0.0f;
+          if (row < e.m && col < e.n)
+            epilogue_pair<OutT>(e, row, col, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1],
+                                g[4 * jj + 2 * h], g[4 * jj + 2 * h + 1]);
+        }
+      }
+      if (t == 0) tma_store_wait_read<0>();  // the previous chunk's store has read the buffers
       named_barrier_sync(1 + cw, 128);
 #pragma unroll
-      for (int jj = 0; jj < kChunk / 8; ++jj) {
-        const int j = q * (kChunk / 8) + jj;
+      for (int jj = 0; jj < kPairs; ++jj) {
+        const int j = q * kPairs + jj;
         const int c = 8 * jj + 2 * (lane % 4);  // column inside the chunk
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int rr = r + 8 * h;
-          float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1], g0 = 0.0f, g1 = 0.0f;
-          const std::int64_t row = row0 + rr, col = col0 + q * kChunk + c;
-          if (row < e.m && col < e.n) epilogue_pair<OutT>(e, row, col, v0, v1, g0, g1);
+          const float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
           if constexpr (sizeof(OutT) == 4) {
             *reinterpret_cast<float2*>(dbuf + sw128_offset<4>(rr, c)) = make_float2(v0, v1);
           } else {
@@ -306,7 +322,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                 __floats2bfloat162_rn(v0, v1);
             if (e.bits & kEpiGelu)
               *reinterpret_cast<__nv_bfloat162*>(gbuf + sw128_offset<2>(rr, c)) =
-                  __floats2bfloat162_rn(g0, g1);
+                  __floats2bfloat162_rn(g[4 * jj + 2 * h], g[4 * jj + 2 * h + 1]);
           }
         }
       }
@@ -354,18 +370,19 @@ template <bool kTransA, bool kTransB, typename OutT, int kBN>
 void run(const impl::GemmProblem& p, int multiprocessors, cudaStream_t stream) {
   using Cfg = Config<kBN>;
   CUtensorMap map_a, map_b, map_d, map_g;
-  impl::encode_tensor_map_2d(&map_a, kTransA ? bf16_map(p.a, p.m, p.k, p.lda, 64, 64)
-                                             : bf16_map(p.a, p.k, p.m, p.lda, 64, kBM));
-  impl::encode_tensor_map_2d(&map_b, kTransB ? bf16_map(p.b, p.k, p.n, p.ldb, 64, kBN)
-                                             : bf16_map(p.b, p.n, p.k, p.ldb, 64, 64));
+  impl::encode_tensor_map_2d_cached(&map_a, kTransA ? bf16_map(p.a, p.m, p.k, p.lda, 64, 64)
+                                                    : bf16_map(p.a, p.k, p.m, p.lda, 64, kBM));
+  impl::encode_tensor_map_2d_cached(&map_b, kTransB ? bf16_map(p.b, p.k, p.n, p.ldb, 64, kBN)
+                                                    : bf16_map(p.b, p.n, p.k, p.ldb, 64, 64));
   impl::TensorMap2d d = bf16_map(p.d, p.n, p.m, p.ldd, 128 / sizeof(OutT), 64);
   if constexpr (sizeof(OutT) == 4) {
     d.dtype = CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
     d.row_stride = static_cast<std::uint64_t>(p.ldd) * 4;
   }
-  impl::encode_tensor_map_2d(&map_d, d);
+  impl::encode_tensor_map_2d_cached(&map_d, d);
   if (p.flags.gelu)
-    impl::encode_tensor_map_2d(&map_g, bf16_map(p.pre_gelu_out, p.n, p.m, p.ld_pre_gelu, 64, 64));
+    impl::encode_tensor_map_2d_cached(&map_g,
+                                      bf16_map(p.pre_gelu_out, p.n, p.m, p.ld_pre_gelu, 64, 64));
   else
     map_g = map_d;  // not read
 
@@ -377,8 +394,8 @@ void run(const impl::GemmProblem& p, int multiprocessors, cudaStream_t stream) {
   const int grid = static_cast<int>(std::min<std::int64_t>(tiles, multiprocessors));
   const int k_blocks = static_cast<int>((p.k + kBK - 1) / kBK);
   auto kernel = gemm_sm90_kernel<kTransA, kTransB, OutT, kBN>;
-  KILN_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
+  static std::atomic<std::uint64_t> opted_in{0};  // devices this kernel may use > 48 KiB on
+  impl::opt_in_shared_memory(kernel, Cfg::kSmemBytes, opted_in);
   kernel<<<grid, kThreads, Cfg::kSmemBytes, stream>>>(map_a, map_b, map_d, map_g, k_blocks, order,
                                                       make_epilogue_args(p));
   KILN_LAUNCH_CHECK(stream);
