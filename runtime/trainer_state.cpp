@@ -18,7 +18,8 @@ TrainerState::TrainerState(const ModelConfig& model, const TrainConfig& train_co
   types = backend->types();
   const std::size_t workspace =
       backend->workspace_bytes(layout.config(), train.batch, train.seq_len);
-  r = build_training_plan(plan, layout.config(), train, types, workspace);
+  r = build_training_plan(plan, layout.config(), train, types, workspace,
+                          backend->optimizer_workspace_bytes(layout.config()));
   arena = backend->allocate(plan.total_bytes());
   // A fresh arena holds garbage; zero it once so that the alignment gaps of the parameter,
   // gradient and moment buffers are zero and stay zero.
