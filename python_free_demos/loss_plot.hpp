@@ -38,7 +38,8 @@ class Canvas {
     int err = dx + dy;
     for (;;) {
       for (int a = 0; a < thick; ++a) {
-        for (int b = 0; b < thick; ++b) set(x0 + a, y0 + b, rgb);
+        for (int b = 0; b < thick; ++b)
+          set(x0 + a, y0 + b, rgb);
       }
       if (x0 == x1 && y0 == y1) break;
       const int e2 = 2 * err;
@@ -68,7 +69,8 @@ class Canvas {
           for (int col = 0; col < 3; ++col) {
             if (g[row] & (4 >> col)) {
               for (int a = 0; a < scale; ++a) {
-                for (int b = 0; b < scale; ++b) set(x + col * scale + a, y + row * scale + b, rgb);
+                for (int b = 0; b < scale; ++b)
+                  set(x + col * scale + a, y + row * scale + b, rgb);
               }
             }
           }
@@ -200,8 +202,12 @@ inline void write(const std::string& path, const std::vector<Point>& train,
   y0 -= pad;
   y1 += pad;
   const int pw = W - left - right, ph = H - top - bottom;
-  auto X = [&](double x) { return left + static_cast<int>(std::lround((x - x0) / (x1 - x0) * pw)); };
-  auto Y = [&](double y) { return top + ph - static_cast<int>(std::lround((y - y0) / (y1 - y0) * ph)); };
+  auto X = [&](double x) {
+    return left + static_cast<int>(std::lround((x - x0) / (x1 - x0) * pw));
+  };
+  auto Y = [&](double y) {
+    return top + ph - static_cast<int>(std::lround((y - y0) / (y1 - y0) * ph));
+  };
   const uint32_t axis = 0x333333, grid = 0xe4e4e4, blue = 0x1f77b4, orange = 0xff7f0e;
   for (int i = 0; i <= 5; ++i) {
     const double yv = y0 + (y1 - y0) * i / 5.0;

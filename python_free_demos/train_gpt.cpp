@@ -1,8 +1,8 @@
 // train_gpt: trains a GPT-2 family model (or a BERT-style encoder) on token shards.
 //
-//   kiln_tokenize --tokenizer byte --val-fraction 0.05 --out data/fortunes /usr/share/games/fortunes
-//   train_gpt --data data/fortunes --model tiny --batch 8 --seq-len 64 --steps 300
-//   train_gpt --data data/owt --model gpt2 --batch 16 --seq-len 1024 --grad-accum 4
+//   kiln_tokenize --tokenizer byte --val-fraction 0.05 --out data/fortunes
+//   /usr/share/games/fortunes train_gpt --data data/fortunes --model tiny --batch 8 --seq-len 64
+//   --steps 300 train_gpt --data data/owt --model gpt2 --batch 16 --seq-len 1024 --grad-accum 4
 //             --steps 5000 --lr 6e-4 --warmup 700 --checkpoint-dir ckpt --checkpoint-every 500
 //   train_gpt --data data/owt --resume ckpt/latest.ckpt ...       (continues bit-exactly)
 //
@@ -100,12 +100,8 @@ std::shared_ptr<kiln::Backend> choose_backend(const Options& o) {
 }
 
 std::string loader_state_json(const kiln::DataLoaderState& s) {
-  return nlohmann::json{{"epoch", s.epoch},
-                        {"step", s.step},
-                        {"fingerprint", s.fingerprint},
-                        {"B", s.B},
-                        {"T", s.T},
-                        {"world_size", s.world_size}}
+  return nlohmann::json{{"epoch", s.epoch}, {"step", s.step}, {"fingerprint", s.fingerprint},
+                        {"B", s.B},         {"T", s.T},       {"world_size", s.world_size}}
       .dump();
 }
 
@@ -121,9 +117,9 @@ kiln::DataLoaderState loader_state_from_json(const std::string& text, const std:
     s.world_size = j.at("world_size").get<uint64_t>();
     return s;
   } catch (const std::exception& e) {
-    throw kiln::Error(kiln::Status::data_error,
-                      "checkpoint '" + path + "': the data loader state is unreadable (" +
-                          e.what() + ")");
+    throw kiln::Error(
+        kiln::Status::data_error,
+        "checkpoint '" + path + "': the data loader state is unreadable (" + e.what() + ")");
   }
 }
 
@@ -133,7 +129,8 @@ void print_plan(const kiln::MemoryPlan& plan, const kiln::Backend& backend) {
   const auto groups = plan.bytes_by_group();
   for (std::size_t g = 0; g < groups.size(); ++g) {
     if (groups[g] == 0) continue;
-    std::printf("  %-22s %12s  (%4.1f%%)\n", kiln::memory_group_name(static_cast<kiln::MemoryGroup>(g)),
+    std::printf("  %-22s %12s  (%4.1f%%)\n",
+                kiln::memory_group_name(static_cast<kiln::MemoryGroup>(g)),
                 kiln::format_bytes(groups[g]).c_str(),
                 100.0 * static_cast<double>(groups[g]) / static_cast<double>(plan.total_bytes()));
   }
@@ -178,7 +175,8 @@ int run(const Options& o) {
   std::optional<kiln::CheckpointInfo> resume_info;
   std::string resume_path = o.resume;
   if (resume_path == "auto") {
-    resume_path = o.checkpoint_dir.empty() ? "" : (fs::path(o.checkpoint_dir) / "latest.ckpt").string();
+    resume_path =
+        o.checkpoint_dir.empty() ? "" : (fs::path(o.checkpoint_dir) / "latest.ckpt").string();
     if (!resume_path.empty() && !fs::exists(resume_path)) resume_path.clear();
   }
   kiln::ModelConfig model;
@@ -216,7 +214,8 @@ int run(const Options& o) {
   tc.seed = o.seed;
   tc.mask_fraction = o.mask_fraction;
   tc.cuda_graph = o.cuda_graph;
-  tc.on_nonfinite = o.on_nonfinite == "stop" ? kiln::NonFinitePolicy::stop : kiln::NonFinitePolicy::skip;
+  tc.on_nonfinite =
+      o.on_nonfinite == "stop" ? kiln::NonFinitePolicy::stop : kiln::NonFinitePolicy::skip;
   tc.recompute.gelu = o.recompute == "gelu" || o.recompute == "all";
   tc.recompute.layernorm = o.recompute == "layernorm" || o.recompute == "all";
   tc.optimizer.lr = o.lr;
@@ -269,7 +268,8 @@ int run(const Options& o) {
   std::unique_ptr<kiln::Tokenizer> tokenizer;
   std::unique_ptr<kiln::Generator> generator;
   if (o.sample_every > 0 && model.kind == kiln::ModelKind::decoder) {
-    const std::string kind = o.tokenizer != "auto" ? o.tokenizer : (data_vocab <= 257 ? "byte" : "gpt2");
+    const std::string kind =
+        o.tokenizer != "auto" ? o.tokenizer : (data_vocab <= 257 ? "byte" : "gpt2");
     tokenizer = kiln::make_tokenizer(kind, o.vocab_dir);
     generator = std::make_unique<kiln::Generator>(trainer);
   }
@@ -297,9 +297,8 @@ int run(const Options& o) {
     sc.top_k = o.top_k;
     sc.top_p = o.top_p;
     sc.seed = o.seed + static_cast<uint64_t>(trainer.step_count());
-    const auto ids = generator->generate(prompt, o.sample_length, sc, [&](int32_t t) {
-      return t != tokenizer->eot_token();
-    });
+    const auto ids = generator->generate(prompt, o.sample_length, sc,
+                                         [&](int32_t t) { return t != tokenizer->eot_token(); });
     std::vector<int32_t> text_ids;
     for (int32_t t : ids) {
       if (!tokenizer->is_special(t)) text_ids.push_back(t);
@@ -315,13 +314,16 @@ int run(const Options& o) {
     if (!val_loader) return;
     val_loader->reset();
     double sum = 0;
-    const int64_t n = std::max<int64_t>(1, std::min<int64_t>(o.eval_batches, val_loader->steps_per_epoch()));
+    const int64_t n =
+        std::max<int64_t>(1, std::min<int64_t>(o.eval_batches, val_loader->steps_per_epoch()));
     for (int64_t i = 0; i < n; ++i) {
       next_batches(*val_loader, 1, o.batch, o.seq_len, vin, vtg);
-      sum += trainer.evaluate(vin, model.kind == kiln::ModelKind::encoder ? std::vector<int32_t>{} : vtg, i);
+      sum += trainer.evaluate(
+          vin, model.kind == kiln::ModelKind::encoder ? std::vector<int32_t>{} : vtg, i);
     }
     const double loss = sum / static_cast<double>(n);
-    std::printf("eval: step %" PRId64 " val loss %.4f (%" PRId64 " batches)\n", trainer.step_count(), loss, n);
+    std::printf("eval: step %" PRId64 " val loss %.4f (%" PRId64 " batches)\n",
+                trainer.step_count(), loss, n);
     val_curve.push_back({static_cast<double>(trainer.step_count()), loss});
     log_json({{"step", trainer.step_count()}, {"val_loss", loss}});
   };
@@ -339,8 +341,8 @@ int run(const Options& o) {
   while (trainer.step_count() < last_step && !g_stop) {
     next_batches(loader, o.grad_accum, o.batch, o.seq_len, in, tg);
     const auto t0 = clock::now();
-    const kiln::StepResult r =
-        trainer.step(in, model.kind == kiln::ModelKind::encoder ? std::vector<int32_t>{} : tg, true);
+    const kiln::StepResult r = trainer.step(
+        in, model.kind == kiln::ModelKind::encoder ? std::vector<int32_t>{} : tg, true);
     const double dt = std::chrono::duration<double>(clock::now() - t0).count();
     // The first steps include warm-up work (allocation of caches, CUDA graph capture).
     ema_step_s = timed == 0 ? dt : 0.9 * ema_step_s + 0.1 * dt;
@@ -355,16 +357,21 @@ int run(const Options& o) {
       std::snprintf(mfu, sizeof mfu, "%.1f%%", 100 * mfu_value);
     }
     if (r.step % o.log_every == 0 || r.step == o.steps || r.skipped) {
-      std::printf("step %6" PRId64 "/%" PRId64 " | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | "
+      std::printf("step %6" PRId64 "/%" PRId64
+                  " | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | "
                   "MFU %s | ETA %s%s\n",
-                  r.step, o.steps, r.loss, r.lr, r.grad_norm, tok_s, mfu, format_duration(eta).c_str(),
-                  r.skipped ? " | SKIPPED (non-finite)" : "");
+                  r.step, o.steps, r.loss, r.lr, r.grad_norm, tok_s, mfu,
+                  format_duration(eta).c_str(), r.skipped ? " | SKIPPED (non-finite)" : "");
       std::fflush(stdout);
     }
-    nlohmann::json j{{"step", r.step},       {"loss", r.loss},
-                     {"lr", r.lr},           {"grad_norm", r.grad_norm},
-                     {"tokens_per_s", tok_s}, {"step_ms", dt * 1e3},
-                     {"skipped", r.skipped}, {"elapsed_s", std::chrono::duration<double>(clock::now() - start).count()}};
+    nlohmann::json j{{"step", r.step},
+                     {"loss", r.loss},
+                     {"lr", r.lr},
+                     {"grad_norm", r.grad_norm},
+                     {"tokens_per_s", tok_s},
+                     {"step_ms", dt * 1e3},
+                     {"skipped", r.skipped},
+                     {"elapsed_s", std::chrono::duration<double>(clock::now() - start).count()}};
     if (on_gpu) j["mfu"] = mfu_value;
     log_json(j);
     if (o.eval_every > 0 && r.step % o.eval_every == 0) evaluate();
@@ -372,7 +379,8 @@ int run(const Options& o) {
     if (o.checkpoint_every > 0 && r.step % o.checkpoint_every == 0) save("periodic");
   }
   const bool interrupted = g_stop.load() || trainer.step_count() < o.steps;
-  if (interrupted) std::printf("stopped at step %" PRId64 " of %" PRId64 "\n", trainer.step_count(), o.steps);
+  if (interrupted)
+    std::printf("stopped at step %" PRId64 " of %" PRId64 "\n", trainer.step_count(), o.steps);
   if (o.eval_every > 0 && trainer.step_count() % o.eval_every != 0) evaluate();
   save(interrupted ? "interrupted" : "final");
   if (!o.plot.empty()) {
@@ -395,42 +403,49 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{"train_gpt: train a GPT-2 family model (or a BERT-style encoder) with kiln"};
   app.get_formatter()->column_width(34);
-  app.add_option("--data", o.data, "Directory of token shards (train_*.bin, val_*.bin) from kiln_tokenize")
+  app.add_option("--data", o.data,
+                 "Directory of token shards (train_*.bin, val_*.bin) from kiln_tokenize")
       ->required();
   app.add_option("--backend", o.backend, "auto (cuda when a device exists, else cpu), cuda or cpu")
       ->check(CLI::IsMember({"auto", "cuda", "cpu"}))
       ->capture_default_str();
   app.add_option("--device", o.device, "CUDA device ordinal")->capture_default_str();
-  app.add_option("--threads", o.threads, "CPU backend threads (0: all cores)")->capture_default_str();
-  app.add_option("--model", o.model,
-                 "Preset: gpt2-124m (gpt2), gpt2-350m, gpt2-774m, gpt2-1558m, gpt3-125m, gpt3-350m, "
-                 "tiny, small, medium")
+  app.add_option("--threads", o.threads, "CPU backend threads (0: all cores)")
+      ->capture_default_str();
+  app.add_option(
+         "--model", o.model,
+         "Preset: gpt2-124m (gpt2), gpt2-350m, gpt2-774m, gpt2-1558m, gpt3-125m, gpt3-350m, "
+         "tiny, small, medium")
       ->capture_default_str();
   app.add_option("--layers", o.layers, "Override the preset's layer count");
   app.add_option("--heads", o.heads, "Override the preset's head count");
   app.add_option("--channels", o.channels, "Override the preset's channels (n_embd)");
   app.add_option("--max-seq-len", o.max_seq_len, "Override the preset's maximum sequence length");
-  app.add_option("--vocab", o.vocab, "Model vocabulary (default: the shards' vocabulary, +1 mask id for --encoder)");
+  app.add_option("--vocab", o.vocab,
+                 "Model vocabulary (default: the shards' vocabulary, +1 mask id for --encoder)");
   app.add_flag("--encoder", o.encoder, "BERT-style: bidirectional attention, masked-token loss");
   app.add_option("--mask-fraction", o.mask_fraction, "Encoder: fraction of input tokens masked")
       ->capture_default_str();
   app.add_option("--batch", o.batch, "Sequences per micro-step (B)")->capture_default_str();
   app.add_option("--seq-len", o.seq_len, "Tokens per sequence (T)")->capture_default_str();
-  app.add_option("--grad-accum", o.grad_accum, "Micro-steps per optimizer step")->capture_default_str();
+  app.add_option("--grad-accum", o.grad_accum, "Micro-steps per optimizer step")
+      ->capture_default_str();
   app.add_option("--steps", o.steps, "Optimizer steps in total (a resumed run continues up to it)")
       ->capture_default_str();
   app.add_option("--lr", o.lr, "Peak learning rate")->capture_default_str();
   app.add_option("--min-lr-ratio", o.min_lr_ratio, "Final learning rate as a fraction of --lr")
       ->capture_default_str();
   app.add_option("--warmup", o.warmup, "Warm-up steps (default: 5% of --steps)");
-  app.add_option("--schedule", o.schedule, "Learning-rate decay after warm-up: cosine, linear, constant")
+  app.add_option("--schedule", o.schedule,
+                 "Learning-rate decay after warm-up: cosine, linear, constant")
       ->check(CLI::IsMember({"cosine", "linear", "constant"}))
       ->capture_default_str();
   app.add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay (matrices only)")
       ->capture_default_str();
   app.add_option("--beta1", o.beta1, "AdamW beta1")->capture_default_str();
   app.add_option("--beta2", o.beta2, "AdamW beta2")->capture_default_str();
-  app.add_option("--grad-clip", o.grad_clip, "Global gradient-norm clip (0: off)")->capture_default_str();
+  app.add_option("--grad-clip", o.grad_clip, "Global gradient-norm clip (0: off)")
+      ->capture_default_str();
   app.add_option("--recompute", o.recompute,
                  "Recompute in the backward instead of storing: none, gelu, layernorm, all")
       ->check(CLI::IsMember({"none", "gelu", "layernorm", "all"}))
@@ -444,15 +459,18 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--checkpoint-dir", o.checkpoint_dir,
                  "Directory for <dir>/latest.ckpt (written atomically; also at the end)");
-  app.add_option("--checkpoint-every", o.checkpoint_every, "Checkpoint every N steps (0: only at the end)")
+  app.add_option("--checkpoint-every", o.checkpoint_every,
+                 "Checkpoint every N steps (0: only at the end)")
       ->capture_default_str();
   app.add_option("--resume", o.resume,
-                 "Checkpoint to continue from bit-exactly, or 'auto' (<checkpoint-dir>/latest.ckpt if present)");
+                 "Checkpoint to continue from bit-exactly, or 'auto' (<checkpoint-dir>/latest.ckpt "
+                 "if present)");
   app.add_option("--eval-every", o.eval_every, "Validation loss every N steps (0: never)")
       ->capture_default_str();
   app.add_option("--eval-batches", o.eval_batches, "Validation batches per evaluation")
       ->capture_default_str();
-  app.add_option("--sample-every", o.sample_every, "Print a generated sample every N steps (0: never)")
+  app.add_option("--sample-every", o.sample_every,
+                 "Print a generated sample every N steps (0: never)")
       ->capture_default_str();
   app.add_option("--sample-length", o.sample_length, "Tokens per sample")->capture_default_str();
   app.add_option("--prompt", o.prompt, "Prompt of the samples");
@@ -461,12 +479,15 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--vocab-dir", o.vocab_dir, "GPT-2 tokenizer files (encoder.json, vocab.bpe)")
       ->capture_default_str();
-  app.add_option("--temperature", o.temperature, "Sampling temperature (0: greedy)")->capture_default_str();
-  app.add_option("--top-k", o.top_k, "Sample among the k most likely tokens (0: all)")->capture_default_str();
+  app.add_option("--temperature", o.temperature, "Sampling temperature (0: greedy)")
+      ->capture_default_str();
+  app.add_option("--top-k", o.top_k, "Sample among the k most likely tokens (0: all)")
+      ->capture_default_str();
   app.add_option("--top-p", o.top_p, "Nucleus sampling threshold (1: off)")->capture_default_str();
   app.add_option("--metrics", o.metrics, "Write metrics as JSON lines to this file");
   app.add_option("--plot", o.plot, "Write the loss curve to this PNG file");
-  app.add_option("--log-every", o.log_every, "Print a progress line every N steps")->capture_default_str();
+  app.add_option("--log-every", o.log_every, "Print a progress line every N steps")
+      ->capture_default_str();
   app.add_option("--stop-at", o.stop_at,
                  "Stop after this step as if interrupted (checkpoint saved; the schedule still "
                  "spans --steps)");

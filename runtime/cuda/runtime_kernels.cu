@@ -13,7 +13,8 @@ namespace {
 
 __global__ void f32_to_bf16_kernel(__nv_bfloat16* dst, const float* src, int64_t n) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += stride) {
     dst[i] = __float2bfloat16_rn(src[i]);
   }
 }
@@ -25,7 +26,8 @@ constexpr int kSumThreads = 512;
 __global__ void accumulate_loss_kernel(double* sum, const float* losses, int64_t n, double scale) {
   __shared__ double partial[kSumThreads];
   double s = 0;
-  for (int64_t i = threadIdx.x; i < n; i += kSumThreads) s += static_cast<double>(losses[i]);
+  for (int64_t i = threadIdx.x; i < n; i += kSumThreads)
+    s += static_cast<double>(losses[i]);
   partial[threadIdx.x] = s;
   __syncthreads();
   for (int width = kSumThreads / 2; width > 0; width /= 2) {
