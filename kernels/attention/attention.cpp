@@ -113,7 +113,7 @@ AttnShape validate(const kiln_attention_desc_t* d, const char* op, bool writes_q
 
 // Whether this build carries the sm_90a attention forward (kernels/attention/*_sm90.cu).
 bool hopper_fwd_built() {
-#if defined(KILN_HAS_SM90A) && defined(KILN_ATTENTION_SM90)
+#if defined(KILN_HAS_SM90A)
   return true;
 #else
   return false;
@@ -279,7 +279,7 @@ kiln_status_t kiln_attention_fwd(const kiln_attention_desc_t* desc, void* o, flo
                         static_cast<bf16*>(o),
                         lse};
     switch (impl) {
-#if defined(KILN_HAS_SM90A) && defined(KILN_ATTENTION_SM90)
+#if defined(KILN_HAS_SM90A)
       case KILN_ATTENTION_IMPL_SM90:
         attention_fwd_sm90(a, stream);
         break;

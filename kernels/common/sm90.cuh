@@ -139,6 +139,15 @@ __device__ __forceinline__ void tma_load_3d(void* smem_dst, const void* map, std
       : "memory");
 }
 
+__device__ __forceinline__ void tma_load_4d(void* smem_dst, const void* map, std::uint64_t* bar,
+                                            int c0, int c1, int c2, int c3) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%3, %4, %5, %6}], [%2];\n" ::"r"(smem_addr(smem_dst)),
+      "l"(map), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+      : "memory");
+}
+
 // Shared -> global, one box; the tile must have been published with fence_proxy_async() by every
 // thread that wrote it, then a barrier. Completion is tracked per thread in bulk groups.
 __device__ __forceinline__ void tma_store_2d(const void* map, const void* smem_src, int c0,

@@ -46,4 +46,25 @@ void encode_tensor_map_2d(CUtensorMap* map, const TensorMap2d& g) {
                  g.row_stride, " bytes, box ", g.box_inner, " x ", g.box_outer);
 }
 
+void encode_tensor_map(CUtensorMap* map, CUtensorMapDataType dtype, int rank, const void* base,
+                       const std::uint64_t* dims, const std::uint64_t* strides_bytes,
+                       const std::uint32_t* box, CUtensorMapSwizzle swizzle) {
+  KILN_CHECK_ARG(rank >= 1 && rank <= 5, "tensor map rank ", rank, " is outside 1..5");
+  cuuint64_t d[5], st[4];
+  cuuint32_t b[5], es[5];
+  for (int i = 0; i < rank; ++i) {
+    d[i] = dims[i];
+    b[i] = box[i];
+    es[i] = 1;
+    if (i + 1 < rank) st[i] = strides_bytes[i];
+  }
+  const CUresult r =
+      encoder()(map, dtype, static_cast<cuuint32_t>(rank), const_cast<void*>(base), d, st, b, es,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  KILN_CHECK_ARG(r == CUDA_SUCCESS, "cuTensorMapEncodeTiled failed (CUresult ", static_cast<int>(r),
+                 ") for a rank-", rank, " map at ", base, ", dims[0] ", dims[0], ", box[0] ",
+                 box[0]);
+}
+
 }  // namespace kiln::impl

@@ -25,4 +25,12 @@ struct TensorMap2d {
 // (invalid_argument for a geometry the driver rejects, not_supported without the driver entry).
 void encode_tensor_map_2d(CUtensorMap* map, const TensorMap2d& geometry);
 
+// A tiled tensor map of rank 1..5 (e.g. attention's (HD, T, NH, B) views of strided tensors):
+// dims[0] is the contiguous dimension; strides_bytes[i] is the stride of dims[i + 1] (rank - 1
+// entries, multiples of 16); box[i] elements per dimension (box[0] * element <= 128 bytes with the
+// 128-byte swizzle). Out-of-bounds elements read as zeros. Throws as encode_tensor_map_2d.
+void encode_tensor_map(CUtensorMap* map, CUtensorMapDataType dtype, int rank, const void* base,
+                       const std::uint64_t* dims, const std::uint64_t* strides_bytes,
+                       const std::uint32_t* box, CUtensorMapSwizzle swizzle);
+
 }  // namespace kiln::impl

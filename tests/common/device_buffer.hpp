@@ -17,7 +17,7 @@ class DeviceBuffer {
   DeviceBuffer() = default;
   explicit DeviceBuffer(std::size_t count) : count_(count) {
     // Never a zero-byte allocation, so a size-0 tensor still has a distinct valid pointer.
-    KILN_CUDA_CHECK(cudaMalloc(&ptr_, count ? count * sizeof(T) : 256));
+    KILN_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&ptr_), count ? count * sizeof(T) : 256));
   }
   explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
   ~DeviceBuffer() {

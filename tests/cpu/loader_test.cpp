@@ -128,7 +128,7 @@ TEST_CASE("the order depends on the seed only, and shuffle off reads in file ord
   CHECK(ordered[17] == 16);  // row 1 starts at window 1
 }
 
-TEST_CASE("windows_at is a permutation of [0, n) for many n", "[loader]") {
+TEST_CASE("window_at is a permutation of the windows for many counts", "[loader]") {
   for (const std::int64_t tokens : {2, 3, 4, 6, 18, 1001, 4098, 65537}) {
     const Corpus c({tokens});
     DataLoader loader(c.config(1, 1, static_cast<std::uint64_t>(tokens)));

@@ -4,9 +4,12 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "kernels/rmsnorm/rmsnorm_ref.hpp"
+#include "kiln/layernorm.h"
+#include "kiln/rmsnorm.h"
 #include "tests/common/compare.hpp"
 #include "tests/common/support.hpp"
 
@@ -114,4 +117,62 @@ TEST_CASE("rmsnorm_fwd_ref propagates NaN and Inf", "[rmsnorm][ref]") {
   CHECK(std::isnan(rstd[0]));
   CHECK(rstd[1] == 0);          // 1 / sqrt(inf)
   CHECK(std::isnan(y[C + 5]));  // inf * 0
+}
+
+// The C ABI's argument checks (no GPU needed: every call fails its checks or has N = 0; the host
+// addresses passed are never dereferenced).
+namespace {
+
+alignas(256) unsigned char g_arena[1 << 16];
+void* at(std::size_t offset) {
+  return g_arena + offset;
+}
+float* fat(std::size_t offset) {
+  return reinterpret_cast<float*>(g_arena + offset);
+}
+void expect_invalid(kiln_status_t status, const std::string& needle) {
+  CHECK(status == KILN_STATUS_INVALID_ARGUMENT);
+  CHECK_THAT(std::string(kiln_last_error()), Catch::Contains(needle));
+}
+
+}  // namespace
+
+TEST_CASE("kiln_rmsnorm_fwd and kiln_rmsnorm_bwd reject bad arguments before launching",
+          "[rmsnorm][api]") {
+  const auto bf16 = KILN_DTYPE_BF16;
+  void *y = at(0), *x = at(4096), *g = at(8192), *ws = at(16384);
+  float* rstd = fat(9000);
+  CHECK(kiln_rmsnorm_fwd(y, rstd, x, g, 0, 64, 1e-6, bf16, nullptr) == KILN_STATUS_OK);
+  CHECK(kiln_rmsnorm_fwd(x, nullptr, x, g, 0, 64, 1e-6, bf16, nullptr) == KILN_STATUS_OK);
+  expect_invalid(kiln_rmsnorm_fwd(y, rstd, nullptr, g, 4, 64, 1e-6, bf16, nullptr),
+                 "kiln_rmsnorm_fwd: x is null");
+  expect_invalid(kiln_rmsnorm_fwd(y, rstd, x, at(8194), 4, 64, 1e-6, bf16, nullptr), "gamma (");
+  expect_invalid(kiln_rmsnorm_fwd(y, fat(9002), x, g, 4, 64, 1e-6, bf16, nullptr), "rstd (");
+  expect_invalid(kiln_rmsnorm_fwd(y, rstd, x, g, 4, 64, -1.0, bf16, nullptr), "eps must be");
+  expect_invalid(kiln_rmsnorm_fwd(y, rstd, x, g, 4, 0, 1e-6, bf16, nullptr), "C must be in");
+  expect_invalid(kiln_rmsnorm_fwd(at(4160), rstd, x, g, 4, 64, 1e-6, bf16, nullptr),
+                 "y and x overlap");
+
+  size_t need = 0, ln = 0;
+  REQUIRE(kiln_rmsnorm_bwd_workspace_size(16, 64, &need) == KILN_STATUS_OK);
+  REQUIRE(kiln_layernorm_bwd_workspace_size(16, 64, &ln) == KILN_STATUS_OK);
+  CHECK(need == 64 * sizeof(float));  // one partial row of dgamma
+  CHECK(2 * need == ln);
+  CHECK(kiln::rmsnorm_bwd_workspace_size(16, 64) == need);
+  void *dx = at(20480), *dy = at(24576);
+  float* dg = fat(32768);
+  CHECK(kiln_rmsnorm_bwd(dx, dg, dy, x, g, rstd, 0, 64, nullptr, 0, bf16, nullptr) ==
+        KILN_STATUS_OK);
+  expect_invalid(kiln_rmsnorm_bwd(dx, dg, dy, x, g, rstd, 16, 64, ws, need - 4, bf16, nullptr),
+                 "kiln_rmsnorm_bwd_workspace_size");
+  expect_invalid(kiln_rmsnorm_bwd(dx, nullptr, dy, x, g, rstd, 16, 64, ws, need, bf16, nullptr),
+                 "dgamma is null");
+  expect_invalid(kiln_rmsnorm_bwd(dx, dg, dy, x, g, nullptr, 16, 64, ws, need, bf16, nullptr),
+                 "rstd is null");
+  expect_invalid(kiln_rmsnorm_bwd(dx, dg, dx, x, g, rstd, 16, 64, ws, need, bf16, nullptr),
+                 "dx and dy overlap");
+  expect_invalid(kiln_rmsnorm_bwd(dx, dg, dy, x, g, rstd, 16, 64, ws, need,
+                                  static_cast<kiln_dtype_t>(-1), nullptr),
+                 "dtype -1 is not");
+  CHECK_THROWS_AS(kiln::rmsnorm_fwd(y, rstd, x, g, 4, 64, 0.0, bf16, nullptr), kiln::Error);
 }

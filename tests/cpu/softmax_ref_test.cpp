@@ -5,9 +5,11 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "kernels/softmax/softmax_ref.hpp"
+#include "kiln/softmax.h"
 #include "tests/common/compare.hpp"
 #include "tests/common/support.hpp"
 
@@ -128,4 +130,49 @@ TEST_CASE("softmax references in float agree with double", "[softmax][ref]") {
   softmax_bwd_ref<double>(dxd.data(), dyd.data(), kt::to_double(y).data(), N, C, 0.5);
   kt::check_close("y", yd, kt::to_double(y), 1e-6, 1e-8);
   kt::check_close("dx", dxd, kt::to_double(dx), 1e-5, 1e-7);
+}
+
+// The C ABI's argument checks (no GPU needed: every call fails its checks or has N = 0; the host
+// addresses passed are never dereferenced).
+namespace {
+
+alignas(256) unsigned char g_arena[1 << 15];
+void* at(std::size_t offset) {
+  return g_arena + offset;
+}
+void expect_invalid(kiln_status_t status, const std::string& needle) {
+  CHECK(status == KILN_STATUS_INVALID_ARGUMENT);
+  CHECK_THAT(std::string(kiln_last_error()), Catch::Contains(needle));
+}
+
+}  // namespace
+
+TEST_CASE("kiln_softmax_fwd and kiln_softmax_bwd reject bad arguments before launching",
+          "[softmax][api]") {
+  const auto bf16 = KILN_DTYPE_BF16;
+  void *y = at(0), *x = at(8192), *dy = at(16384), *dx = at(24576);
+  CHECK(kiln_softmax_fwd(y, x, 0, 128, 0.125, 1, bf16, nullptr) == KILN_STATUS_OK);
+  CHECK(kiln_softmax_fwd(x, x, 0, 128, 0.125, 0, bf16, nullptr) == KILN_STATUS_OK);
+  expect_invalid(kiln_softmax_fwd(nullptr, x, 4, 128, 0.125, 0, bf16, nullptr),
+                 "kiln_softmax_fwd: y is null");
+  expect_invalid(kiln_softmax_fwd(y, at(8200), 4, 128, 0.125, 0, bf16, nullptr), "x (");
+  expect_invalid(kiln_softmax_fwd(y, x, 4, 128, 0.0, 0, bf16, nullptr),
+                 "scale must be finite and > 0");
+  expect_invalid(kiln_softmax_fwd(y, x, 4, 128, INFINITY, 0, bf16, nullptr),
+                 "scale must be finite and > 0");
+  expect_invalid(kiln_softmax_fwd(y, x, 4, 128, 1.0, 2, bf16, nullptr), "causal must be 0 or 1");
+  expect_invalid(kiln_softmax_fwd(y, x, 4, 0, 1.0, 0, bf16, nullptr), "C must be in");
+  expect_invalid(kiln_softmax_fwd(y, x, -2, 16, 1.0, 0, bf16, nullptr), "N must be in");
+  expect_invalid(kiln_softmax_fwd(at(8208), x, 4, 128, 1.0, 0, bf16, nullptr), "y and x overlap");
+
+  CHECK(kiln_softmax_bwd(dy, dy, y, 0, 128, 0.125, bf16, nullptr) == KILN_STATUS_OK);
+  CHECK(kiln_softmax_bwd(y, dy, y, 0, 128, 0.125, bf16, nullptr) == KILN_STATUS_OK);
+  expect_invalid(kiln_softmax_bwd(dx, nullptr, y, 4, 128, 0.125, bf16, nullptr), "dy is null");
+  expect_invalid(kiln_softmax_bwd(dx, dy, nullptr, 4, 128, 0.125, bf16, nullptr), "y is null");
+  expect_invalid(kiln_softmax_bwd(dx, dy, y, 4, 128, -0.5, bf16, nullptr), "scale must be");
+  expect_invalid(kiln_softmax_bwd(at(16400), dy, y, 4, 128, 1.0, bf16, nullptr),
+                 "dx and dy overlap");
+  expect_invalid(kiln_softmax_bwd(dx, dy, y, 4, 128, 1.0, static_cast<kiln_dtype_t>(3), nullptr),
+                 "dtype 3 is not");
+  CHECK_THROWS_AS(kiln::softmax_fwd(y, x, 4, 128, 0.0, false, bf16, nullptr), kiln::Error);
 }

@@ -4,5 +4,9 @@
 
 #include "kiln/attention.h"
 #include "kiln/core.h"
+#include "kiln/gelu.h"
+#include "kiln/layernorm.h"
+#include "kiln/rmsnorm.h"
+#include "kiln/softmax.h"
 
 #endif /* KILN_KILN_H_ */

@@ -11,6 +11,7 @@
 #include "kiln/kiln.h"
 #include "kiln/model.hpp"
 #include "kiln/plan.hpp"
+#include "kiln/safetensors.hpp"
 #include "kiln/tokenizer.hpp"
 #include "kiln/train_config.hpp"
 #include "kiln/trainer.hpp"

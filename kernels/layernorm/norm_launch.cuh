@@ -1,0 +1,154 @@
+// Host-side dispatch of the LayerNorm / RMSNorm kernels: picks the mapping by row width, sizes
+// the persistent backward grid from the device's occupancy, and launches. Included by the
+// translation units that instantiate the kernels.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels/common/check.hpp"
+#include "kernels/common/device.hpp"
+#include "kernels/common/rows.cuh"
+#include "kernels/layernorm/layernorm.hpp"
+#include "kernels/layernorm/norm_kernels.cuh"
+
+namespace kiln::impl::norm {
+
+using dev::IntC;
+using dev::Pack;
+using namespace dev::norm;
+
+// Grid of the generic (block-per-row, grid-stride) kernels.
+inline unsigned generic_grid(std::int64_t N) {
+  return static_cast<unsigned>(std::min<std::int64_t>(N, 1 << 20));
+}
+
+template <typename T, bool kRms, bool kResidual>
+void launch_fwd(const FwdParams<T>& p, cudaStream_t stream) {
+  if (p.N == 0) return;
+  constexpr int kPack = Pack<T>::kSize;
+  const int vec = p.C / kPack;
+  if (p.C % kPack == 0 && vec <= dev::kRowMaxPacks) {
+    dev::with_row_mapping(vec, [&](auto lanes, auto packs) {
+      constexpr int kLanes = decltype(lanes)::value, kPacks = decltype(packs)::value;
+      if constexpr (kLanes > 0) {
+        const std::int64_t rows = kFwdWarpThreads / kLanes;
+        const auto blocks = static_cast<unsigned>((p.N + rows - 1) / rows);
+        norm_fwd_kernel<T, kRms, kResidual, kLanes, kPacks>
+            <<<blocks, kFwdWarpThreads, 0, stream>>>(p);
+      } else {
+        norm_fwd_kernel<T, kRms, kResidual, 0, kPacks>
+            <<<static_cast<unsigned>(p.N), dev::row_block_threads(vec, kPacks), 0, stream>>>(p);
+      }
+    });
+  } else {
+    norm_fwd_generic_kernel<T, kRms, kResidual>
+        <<<generic_grid(p.N), kGenericThreads, 0, stream>>>(p);
+  }
+  KILN_LAUNCH_CHECK(stream);
+}
+
+// Backward warp mode: up to kBwdMaxWarpPacks packs per lane.
+template <typename F>
+void with_bwd_warp_mapping(int vec, F&& f) {
+  if (vec <= 4) return f(IntC<4>{}, IntC<1>{});
+  if (vec <= 8) return f(IntC<8>{}, IntC<1>{});
+  if (vec <= 16) return f(IntC<16>{}, IntC<1>{});
+  if (vec <= 32) return f(IntC<32>{}, IntC<1>{});
+  if (vec <= 64) return f(IntC<32>{}, IntC<2>{});
+  if (vec <= 96) return f(IntC<32>{}, IntC<3>{});
+  return f(IntC<32>{}, IntC<4>{});
+}
+
+// Blocks of a persistent backward: every block resident at once (one wave), at most the
+// workspace's partial rows, and no block without rows.
+template <typename Kernel>
+int persistent_grid(Kernel kernel, int threads, std::size_t smem, std::int64_t N,
+                    std::int64_t rows_per_iteration) {
+  const DeviceFacts& device = current_device_facts();
+  int per_sm = 0;
+  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  KILN_CHECK(per_sm > 0, Status::internal_error, "norm backward: a block of ", threads,
+             " threads with ", smem, " bytes of shared memory does not fit on the device");
+  const std::int64_t needed = (N + rows_per_iteration - 1) / rows_per_iteration;
+  const std::int64_t p = std::min<std::int64_t>(
+      {needed, norm_partials_cap(N), static_cast<std::int64_t>(per_sm) * device.multiprocessors});
+  return static_cast<int>(std::max<std::int64_t>(p, 1));
+}
+
+// Shared memory of the backward kernels: per-thread accumulator slots (whole-warp rows, block
+// mode), or the warps' (C) slices for the final cross-warp sum (sub-warp rows).
+template <bool kRms>
+std::size_t bwd_slots_smem(int threads, int packs, int pack) {
+  const int stride = packs * ((kRms ? 1 : 2) + 1) * pack + 1;  // dev::norm::acc_stride
+  return static_cast<std::size_t>(threads) * stride * sizeof(float);
+}
+template <bool kRms>
+std::size_t bwd_warp_smem(int lanes, int packs, int pack, int C) {
+  if (lanes == 32) return bwd_slots_smem<kRms>(kBwdWarpThreads, packs, pack);
+  return (kBwdWarpThreads / 32) * static_cast<std::size_t>(C) * sizeof(float);
+}
+
+template <typename Kernel>
+void allow_smem(Kernel kernel, std::size_t smem) {
+  KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem)));
+}
+
+// p.partials must hold norm_bwd_workspace_bytes(arrays, N, C); p.c_pad = norm_partials_stride(C).
+template <typename T, bool kRms>
+void launch_bwd(const BwdParams<T>& p, float* dgamma, float* dbeta, cudaStream_t stream) {
+  if (p.N == 0) return;
+  constexpr int kPack = Pack<T>::kSize;
+  constexpr int kArrays = kRms ? 1 : 2;
+  const int vec = p.C / kPack;
+  const bool packed = p.C % kPack == 0;
+  // Block mode: 2 packs per thread, or 4 for rows too long for kBwdMaxBlockThreads x 2.
+  const int block_packs = vec <= 2 * kBwdMaxBlockThreads ? 2 : 4;
+  const int block_threads = dev::row_block_threads(vec, block_packs);
+  // The slots, then 32 float2 of reduction scratch (one spare float to align it).
+  const std::size_t block_smem =
+      bwd_slots_smem<kRms>(block_threads, block_packs, kPack) + sizeof(float) + 32 * sizeof(float2);
+  const std::size_t smem_limit = current_device_facts().max_shared_memory_per_block_optin;
+  int P = 0;
+  if (packed && vec <= 32 * kBwdMaxWarpPacks &&
+      bwd_warp_smem<kRms>(32, kBwdMaxWarpPacks, kPack, p.C) <= smem_limit) {
+    with_bwd_warp_mapping(vec, [&](auto lanes, auto packs) {
+      constexpr int kLanes = decltype(lanes)::value, kPacks = decltype(packs)::value;
+      auto kernel = norm_bwd_warp_kernel<T, kRms, kLanes, kPacks>;
+      const std::size_t smem = bwd_warp_smem<kRms>(kLanes, kPacks, kPack, p.C);
+      allow_smem(kernel, smem);
+      P = persistent_grid(kernel, kBwdWarpThreads, smem, p.N, kBwdWarpThreads / kLanes);
+      kernel<<<P, kBwdWarpThreads, smem, stream>>>(p);
+    });
+  } else if (packed && block_threads <= kBwdMaxBlockThreads && block_smem <= smem_limit) {
+    auto launch = [&](auto kernel) {
+      allow_smem(kernel, block_smem);
+      P = persistent_grid(kernel, block_threads, block_smem, p.N, 1);
+      kernel<<<P, block_threads, block_smem, stream>>>(p);
+    };
+    if (block_packs == 2) {
+      launch(norm_bwd_block_kernel<T, kRms, 2>);
+    } else {
+      launch(norm_bwd_block_kernel<T, kRms, 4>);
+    }
+  } else {
+    norm_bwd_dx_generic_kernel<T, kRms><<<generic_grid(p.N), kGenericThreads, 0, stream>>>(p);
+    KILN_LAUNCH_CHECK(stream);
+    const std::int64_t cap = norm_partials_cap(p.N);
+    const std::int64_t rows_per_chunk = (p.N + cap - 1) / cap;
+    P = static_cast<int>((p.N + rows_per_chunk - 1) / rows_per_chunk);
+    const dim3 grid(static_cast<unsigned>((p.C + 31) / 32), static_cast<unsigned>(P));
+    norm_bwd_partials_generic_kernel<T, kRms>
+        <<<grid, dim3(32, kGenericPartialRows), 0, stream>>>(p, rows_per_chunk);
+  }
+  KILN_LAUNCH_CHECK(stream);
+  const dim3 grid(static_cast<unsigned>((p.C + kFinalizeCols - 1) / kFinalizeCols), kArrays);
+  norm_bwd_finalize_kernel<kArrays><<<grid, dim3(kFinalizeCols, kFinalizeRows), 0, stream>>>(
+      dgamma, dbeta, p.partials, P, p.C, p.c_pad);
+  KILN_LAUNCH_CHECK(stream);
+}
+
+}  // namespace kiln::impl::norm

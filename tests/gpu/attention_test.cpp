@@ -1,0 +1,596 @@
+// Attention kernels against the double reference, with FlashAttention's tolerance rule: every
+// path (forced) must be within 2x the error of a plain bf16 computation (bf16 inputs, fp32
+// arithmetic, P rounded to bf16 before the P V product, dS rounded before its products, bf16
+// outputs) plus a quarter of a bf16 ulp of the tensor's peak. Outputs are poisoned with NaN before
+// every call; shapes are ragged (not multiples of any tile), with GQA, Tq != Tk (rows that see no
+// key), packed QKV strides, and the deterministic backward repeated bitwise.
+#include <catch2/catch.hpp>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kernels/attention/attention_ref.hpp"
+#include "kiln/attention.h"
+#include "tests/common/compare.hpp"
+#include "tests/common/device_buffer.hpp"
+#include "tests/common/support.hpp"
+
+using kiln::test::DeviceBuffer;
+using bf16 = __nv_bfloat16;
+
+namespace {
+
+struct Shape {
+  int64_t B, Tq, Tk, NHq, NHkv, HD;
+  bool causal;
+  std::string str() const {
+    std::ostringstream os;
+    os << "B " << B << " Tq " << Tq << " Tk " << Tk << " NHq " << NHq << " NHkv " << NHkv << " HD "
+       << HD << (causal ? " causal" : " bidirectional");
+    return os.str();
+  }
+  double scale() const { return 1.0 / std::sqrt(static_cast<double>(HD)); }
+  size_t q_elems() const { return static_cast<size_t>(B * Tq * NHq * HD); }
+  size_t kv_elems() const { return static_cast<size_t>(B * Tk * NHkv * HD); }
+  size_t lse_elems() const { return static_cast<size_t>(B * NHq * Tq); }
+};
+
+// The paths this device can run, forced one by one.
+std::vector<kiln_attention_impl_t> paths(const Shape& s, bool backward) {
+  std::vector<kiln_attention_impl_t> out;
+  for (const auto impl :
+       {KILN_ATTENTION_IMPL_SM80, KILN_ATTENTION_IMPL_SM90, KILN_ATTENTION_IMPL_CUDNN}) {
+    kiln_attention_desc_t d;
+    REQUIRE(kiln_attention_desc_init(&d, s.B, s.Tq, s.Tk, s.NHq, s.NHkv, s.HD, s.causal) ==
+            KILN_STATUS_OK);
+    d.impl = impl;
+    kiln_attention_impl_t got;
+    const kiln_status_t st = kiln_attention_resolve_impl(&d, backward ? 1 : 0, &got);
+    if (st == KILN_STATUS_OK)
+      out.push_back(impl);
+    else
+      CHECK(st == KILN_STATUS_NOT_SUPPORTED);  // the only acceptable refusal
+  }
+  REQUIRE(!out.empty());
+  return out;
+}
+
+// Logical (B, T, NH, HD) tensors held as floats of bf16 values, and their placement in device
+// memory through strides (contiguous, or inside a packed QKV buffer).
+struct Inputs {
+  std::vector<float> q, k, v, dout;  // logical, contiguous, bf16-representable
+};
+
+Inputs make_inputs(const Shape& s, uint64_t stream) {
+  auto rng = kiln::test::make_rng(stream);
+  Inputs in;
+  in.q = kiln::test::round_to_bf16(kiln::test::random_normal(s.q_elems(), 0.f, 1.f, rng));
+  in.k = kiln::test::round_to_bf16(kiln::test::random_normal(s.kv_elems(), 0.f, 1.f, rng));
+  in.v = kiln::test::round_to_bf16(kiln::test::random_normal(s.kv_elems(), 0.f, 1.f, rng));
+  in.dout = kiln::test::round_to_bf16(kiln::test::random_normal(s.q_elems(), 0.f, 1.f, rng));
+  return in;
+}
+
+// Copies logical (B, T, NH, HD) `x` into `buf` at `base` with strides `st`.
+void scatter(std::vector<bf16>& buf, size_t base, const kiln_attention_strides_t& st,
+             const std::vector<float>& x, int64_t B, int64_t T, int64_t NH, int64_t HD) {
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < NH; ++h)
+        for (int64_t d = 0; d < HD; ++d)
+          buf[base + b * st.batch + t * st.token + h * st.head + d] =
+              __float2bfloat16(x[((b * T + t) * NH + h) * HD + d]);
+}
+std::vector<double> gather(const std::vector<bf16>& buf, size_t base,
+                           const kiln_attention_strides_t& st, int64_t B, int64_t T, int64_t NH,
+                           int64_t HD) {
+  std::vector<double> x(static_cast<size_t>(B * T * NH * HD));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < NH; ++h)
+        for (int64_t d = 0; d < HD; ++d)
+          x[((b * T + t) * NH + h) * HD + d] =
+              __bfloat162float(buf[base + b * st.batch + t * st.token + h * st.head + d]);
+  return x;
+}
+
+std::vector<double> dbl(const std::vector<float>& x) {
+  return std::vector<double>(x.begin(), x.end());
+}
+
+double peak(const std::vector<double>& x) {
+  double m = 0;
+  for (const double v : x)
+    if (std::isfinite(v)) m = std::max(m, std::fabs(v));
+  return m;
+}
+
+// A quarter of a bf16 ulp at the tensor's peak.
+double atol_for(const std::vector<double>& ref) {
+  return peak(ref) / 1024.0 + 1e-6;
+}
+
+struct FwdResult {
+  std::vector<double> out, lse;
+};
+
+FwdResult reference_fwd(const Shape& s, const Inputs& in) {
+  FwdResult r{std::vector<double>(s.q_elems()), std::vector<double>(s.lse_elems())};
+  const auto q = dbl(in.q), k = dbl(in.k), v = dbl(in.v);
+  kiln::ref::attention_fwd_ref(r.out.data(), r.lse.data(), q.data(), k.data(), v.data(), s.B, s.Tq,
+                               s.Tk, s.NHq, s.NHkv, s.HD, s.scale(), s.causal);
+  return r;
+}
+
+struct Grads {
+  std::vector<double> dq, dk, dv;
+};
+
+Grads reference_bwd(const Shape& s, const Inputs& in) {
+  Grads g{std::vector<double>(s.q_elems()), std::vector<double>(s.kv_elems()),
+          std::vector<double>(s.kv_elems())};
+  const auto q = dbl(in.q), k = dbl(in.k), v = dbl(in.v), dout = dbl(in.dout);
+  kiln::ref::attention_bwd_ref(g.dq.data(), g.dk.data(), g.dv.data(), dout.data(), q.data(),
+                               k.data(), v.data(), s.B, s.Tq, s.Tk, s.NHq, s.NHkv, s.HD, s.scale(),
+                               s.causal);
+  return g;
+}
+
+float bf(float x) {
+  return __bfloat162float(__float2bfloat16(x));
+}
+
+// The plain same-precision computation (forward and backward), row by row in fp32.
+struct Baseline {
+  FwdResult fwd;
+  Grads grads;
+};
+
+Baseline baseline(const Shape& s, const Inputs& in, bool with_backward) {
+  Baseline r;
+  r.fwd.out.assign(s.q_elems(), 0.0);
+  r.fwd.lse.assign(s.lse_elems(), 0.0);
+  std::vector<float> dk(s.kv_elems(), 0.f), dv(s.kv_elems(), 0.f);
+  if (with_backward) r.grads.dq.assign(s.q_elems(), 0.0);
+  const int64_t group = s.NHq / s.NHkv;
+  const float scale = static_cast<float>(s.scale());
+  std::vector<float> p(static_cast<size_t>(s.Tk)), acc(static_cast<size_t>(s.HD));
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t h = 0; h < s.NHq; ++h) {
+      const int64_t hk = h / group;
+      for (int64_t i = 0; i < s.Tq; ++i) {
+        const int64_t last = kiln::ref::attention_last_key(i, s.Tq, s.Tk, s.causal);
+        const float* qi = &in.q[((b * s.Tq + i) * s.NHq + h) * s.HD];
+        const size_t oi = static_cast<size_t>(((b * s.Tq + i) * s.NHq + h) * s.HD);
+        const size_t li = static_cast<size_t>((b * s.NHq + h) * s.Tq + i);
+        if (last < 0) {
+          r.fwd.lse[li] = -std::numeric_limits<double>::infinity();
+          continue;  // out and dq stay 0
+        }
+        float mx = -INFINITY;
+        for (int64_t j = 0; j <= last; ++j) {
+          const float* kj = &in.k[((b * s.Tk + j) * s.NHkv + hk) * s.HD];
+          float dot = 0.f;
+          for (int64_t d = 0; d < s.HD; ++d)
+            dot += qi[d] * kj[d];
+          p[j] = dot * scale;
+          mx = std::max(mx, p[j]);
+        }
+        float sum = 0.f;
+        for (int64_t j = 0; j <= last; ++j) {
+          p[j] = std::exp(p[j] - mx);
+          sum += p[j];
+        }
+        const float lse = mx + std::log(sum);
+        std::fill(acc.begin(), acc.end(), 0.f);
+        for (int64_t j = 0; j <= last; ++j) {
+          const float* vj = &in.v[((b * s.Tk + j) * s.NHkv + hk) * s.HD];
+          const float pj = bf(p[j]);
+          for (int64_t d = 0; d < s.HD; ++d)
+            acc[d] += pj * vj[d];
+        }
+        std::vector<float> o(static_cast<size_t>(s.HD));
+        for (int64_t d = 0; d < s.HD; ++d) {
+          o[d] = bf(acc[d] / sum);
+          r.fwd.out[oi + d] = o[d];
+        }
+        r.fwd.lse[li] = lse;
+        if (!with_backward) continue;
+        const float* doi = &in.dout[oi];
+        float D = 0.f;
+        for (int64_t d = 0; d < s.HD; ++d)
+          D += doi[d] * o[d];
+        std::fill(acc.begin(), acc.end(), 0.f);
+        for (int64_t j = 0; j <= last; ++j) {
+          const float* kj = &in.k[((b * s.Tk + j) * s.NHkv + hk) * s.HD];
+          const float* vj = &in.v[((b * s.Tk + j) * s.NHkv + hk) * s.HD];
+          float dp = 0.f;
+          for (int64_t d = 0; d < s.HD; ++d)
+            dp += doi[d] * vj[d];
+          const float pj = p[j] / sum;
+          const float ds = bf(pj * (dp - D));
+          const float pb = bf(pj);
+          float* dkj = &dk[((b * s.Tk + j) * s.NHkv + hk) * s.HD];
+          float* dvj = &dv[((b * s.Tk + j) * s.NHkv + hk) * s.HD];
+          for (int64_t d = 0; d < s.HD; ++d) {
+            acc[d] += ds * kj[d];
+            dkj[d] += ds * qi[d];
+            dvj[d] += pb * doi[d];
+          }
+        }
+        for (int64_t d = 0; d < s.HD; ++d)
+          r.grads.dq[oi + d] = bf(acc[d] * scale);
+      }
+    }
+  if (with_backward) {
+    r.grads.dk.resize(dk.size());
+    r.grads.dv.resize(dv.size());
+    for (size_t i = 0; i < dk.size(); ++i) {
+      r.grads.dk[i] = bf(dk[i] * scale);
+      r.grads.dv[i] = bf(dv[i]);
+    }
+  }
+  return r;
+}
+
+// Device copies of the inputs in the layout of `d` (contiguous, or one packed QKV buffer).
+struct DeviceInputs {
+  DeviceBuffer<bf16> qkv, k, v, dout;
+  size_t k_off = 0, v_off = 0;  // element offsets of K and V inside qkv when packed
+  bool packed = false;
+  const bf16* q_ptr() const { return qkv.get(); }
+  const bf16* k_ptr() const { return packed ? qkv.get() + k_off : k.get(); }
+  const bf16* v_ptr() const { return packed ? qkv.get() + v_off : v.get(); }
+};
+
+DeviceInputs upload(const Shape& s, const Inputs& in, const kiln_attention_desc_t& d, bool packed) {
+  DeviceInputs di;
+  di.packed = packed;
+  if (packed) {
+    std::vector<bf16> buf(static_cast<size_t>(s.B * d.q.batch));
+    di.k_off = static_cast<size_t>(s.NHq * s.HD);
+    di.v_off = static_cast<size_t>((s.NHq + s.NHkv) * s.HD);
+    scatter(buf, 0, d.q, in.q, s.B, s.Tq, s.NHq, s.HD);
+    scatter(buf, di.k_off, d.k, in.k, s.B, s.Tk, s.NHkv, s.HD);
+    scatter(buf, di.v_off, d.v, in.v, s.B, s.Tk, s.NHkv, s.HD);
+    di.qkv = DeviceBuffer<bf16>(buf);
+  } else {
+    di.qkv = DeviceBuffer<bf16>(kiln::test::to_bf16(in.q));
+    di.k = DeviceBuffer<bf16>(kiln::test::to_bf16(in.k));
+    di.v = DeviceBuffer<bf16>(kiln::test::to_bf16(in.v));
+  }
+  di.dout = DeviceBuffer<bf16>(kiln::test::to_bf16(in.dout));
+  return di;
+}
+
+kiln_attention_desc_t make_desc(const Shape& s, kiln_attention_impl_t impl, bool packed,
+                                bool deterministic) {
+  kiln_attention_desc_t d;
+  REQUIRE(kiln_attention_desc_init(&d, s.B, s.Tq, s.Tk, s.NHq, s.NHkv, s.HD, s.causal) ==
+          KILN_STATUS_OK);
+  if (packed) REQUIRE(kiln_attention_desc_set_packed_qkv(&d) == KILN_STATUS_OK);
+  d.impl = impl;
+  d.deterministic = deterministic ? 1 : 0;
+  return d;
+}
+
+struct DeviceFwd {
+  DeviceBuffer<bf16> o;
+  DeviceBuffer<float> lse;
+};
+
+DeviceFwd run_fwd(const kiln_attention_desc_t& d, const Shape& s, const DeviceInputs& di) {
+  DeviceFwd f{DeviceBuffer<bf16>(s.q_elems()), DeviceBuffer<float>(s.lse_elems())};
+  f.o.poison();
+  f.lse.poison();
+  size_t ws_bytes = 0;
+  REQUIRE(kiln_attention_fwd_workspace_size(&d, &ws_bytes) == KILN_STATUS_OK);
+  DeviceBuffer<unsigned char> ws(ws_bytes);
+  const kiln_status_t st = kiln_attention_fwd(&d, f.o.get(), f.lse.get(), di.q_ptr(), di.k_ptr(),
+                                              di.v_ptr(), ws.get(), ws_bytes, nullptr);
+  INFO(kiln_last_error());
+  REQUIRE(st == KILN_STATUS_OK);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  return f;
+}
+
+void check_fwd(const std::string& what, const Shape& s, const FwdResult& ref, const FwdResult& base,
+               const DeviceFwd& f) {
+  const auto o = kiln::test::to_double(f.o.download());
+  const auto lse_f = f.lse.download();
+  const std::vector<double> lse(lse_f.begin(), lse_f.end());
+  kiln::test::check_rule(what + " O", ref.out, o, base.out, atol_for(ref.out));
+  kiln::test::check_rule(what + " LSE", ref.lse, lse, base.lse, 1e-5 * (1 + peak(ref.lse)));
+  (void)s;
+}
+
+const char* name(kiln_attention_impl_t impl) {
+  return kiln_attention_impl_name(impl);
+}
+
+std::vector<Shape> forward_shapes() {
+  std::vector<Shape> shapes;
+  for (const bool causal : {false, true}) {
+    for (const int64_t hd : {int64_t{64}, int64_t{128}}) {
+      shapes.push_back({2, 1, 1, 4, 4, hd, causal});
+      shapes.push_back({3, 17, 17, 8, 2, hd, causal});    // GQA 4
+      shapes.push_back({1, 113, 113, 8, 1, hd, causal});  // MQA (GQA 8)
+      shapes.push_back({2, 128, 128, 4, 4, hd, causal});
+      shapes.push_back({2, 17, 113, 4, 1, hd, causal});  // Tq < Tk
+      shapes.push_back({1, 113, 17, 4, 4, hd, causal});  // Tq > Tk: causal rows with no key
+      shapes.push_back({1, 1, 1024, 8, 8, hd, causal});  // one query (decoding)
+      shapes.push_back({1, 1023, 1023, 2, 2, hd, causal});
+      shapes.push_back({1, 1024, 1024, 2, 1, hd, causal});
+      if (!kiln::test::quick_mode()) shapes.push_back({1, 4224, 4224, 1, 1, hd, causal});
+    }
+  }
+  return shapes;
+}
+
+}  // namespace
+
+TEST_CASE("attention forward matches the reference on every path", "[attention]") {
+  uint64_t stream = 100;
+  for (const Shape& s : forward_shapes()) {
+    const Inputs in = make_inputs(s, stream++);
+    const FwdResult ref = reference_fwd(s, in);
+    const Baseline base = baseline(s, in, false);
+    for (const auto impl : paths(s, false)) {
+      const std::string what = s.str() + " [" + name(impl) + "]";
+      INFO(what);
+      const auto d = make_desc(s, impl, false, false);
+      const DeviceInputs di = upload(s, in, d, false);
+      check_fwd(what, s, ref, base.fwd, run_fwd(d, s, di));
+    }
+  }
+}
+
+TEST_CASE("attention forward reads Q, K, V inside a packed QKV buffer", "[attention]") {
+  uint64_t stream = 200;
+  for (const Shape& s : {Shape{2, 77, 77, 8, 2, 64, true}, Shape{1, 300, 300, 4, 4, 128, false},
+                         Shape{3, 129, 129, 6, 1, 128, true}}) {
+    const Inputs in = make_inputs(s, stream++);
+    const FwdResult ref = reference_fwd(s, in);
+    const Baseline base = baseline(s, in, false);
+    for (const auto impl : paths(s, false)) {
+      const std::string what = s.str() + " packed [" + name(impl) + "]";
+      INFO(what);
+      const auto d = make_desc(s, impl, true, false);
+      const DeviceInputs di = upload(s, in, d, true);
+      check_fwd(what, s, ref, base.fwd, run_fwd(d, s, di));
+    }
+  }
+}
+
+TEST_CASE("attention forward gives zeros and -inf, never NaN, for rows that see no key",
+          "[attention]") {
+  const Shape s{2, 200, 64, 4, 2, 128, true};  // rows 0..135 see no key
+  const Inputs in = make_inputs(s, 300);
+  for (const auto impl : paths(s, false)) {
+    INFO(name(impl));
+    const auto d = make_desc(s, impl, false, false);
+    const DeviceInputs di = upload(s, in, d, false);
+    const DeviceFwd f = run_fwd(d, s, di);
+    const auto o = kiln::test::to_double(f.o.download());
+    const auto lse = f.lse.download();
+    size_t bad = 0;
+    for (int64_t b = 0; b < s.B; ++b)
+      for (int64_t h = 0; h < s.NHq; ++h)
+        for (int64_t i = 0; i < s.Tq; ++i) {
+          const bool empty = i + s.Tk - s.Tq < 0;
+          const float l = lse[static_cast<size_t>((b * s.NHq + h) * s.Tq + i)];
+          if (empty ? !(std::isinf(l) && l < 0) : !std::isfinite(l)) ++bad;
+          for (int64_t dd = 0; dd < s.HD; ++dd) {
+            const double x = o[static_cast<size_t>(((b * s.Tq + i) * s.NHq + h) * s.HD + dd)];
+            if (!std::isfinite(x) || (empty && x != 0.0)) ++bad;
+          }
+        }
+    CHECK(bad == 0);
+  }
+}
+
+TEST_CASE("attention forward is bitwise repeatable", "[attention]") {
+  const Shape s{2, 333, 333, 4, 2, 128, true};
+  const Inputs in = make_inputs(s, 400);
+  for (const auto impl : paths(s, false)) {
+    INFO(name(impl));
+    const auto d = make_desc(s, impl, false, false);
+    const DeviceInputs di = upload(s, in, d, false);
+    const auto first = run_fwd(d, s, di).o.download();
+    for (int rep = 0; rep < 5; ++rep)
+      CHECK(kiln::test::bitwise_equal(first, run_fwd(d, s, di).o.download()));
+  }
+}
+
+namespace {
+
+struct DeviceGrads {
+  DeviceBuffer<bf16> dq, dk, dv;  // contiguous
+  DeviceBuffer<bf16> dqkv;        // packed
+};
+
+// Runs forward then backward; returns dq, dk, dv as logical contiguous doubles.
+Grads run_bwd(const kiln_attention_desc_t& d, const Shape& s, const DeviceInputs& di, bool packed,
+              std::vector<bf16>* raw = nullptr) {
+  const DeviceFwd f = run_fwd(d, s, di);
+  size_t ws_bytes = 0;
+  REQUIRE(kiln_attention_bwd_workspace_size(&d, &ws_bytes) == KILN_STATUS_OK);
+  DeviceBuffer<unsigned char> ws(ws_bytes);
+  ws.poison();  // the backward must not read stale workspace
+  DeviceGrads g;
+  bf16 *dq, *dk, *dv;
+  if (packed) {
+    g.dqkv = DeviceBuffer<bf16>(static_cast<size_t>(s.B * d.q.batch));
+    g.dqkv.poison();
+    dq = g.dqkv.get();
+    dk = g.dqkv.get() + s.NHq * s.HD;
+    dv = g.dqkv.get() + (s.NHq + s.NHkv) * s.HD;
+  } else {
+    g.dq = DeviceBuffer<bf16>(s.q_elems());
+    g.dk = DeviceBuffer<bf16>(s.kv_elems());
+    g.dv = DeviceBuffer<bf16>(s.kv_elems());
+    g.dq.poison();
+    g.dk.poison();
+    g.dv.poison();
+    dq = g.dq.get();
+    dk = g.dk.get();
+    dv = g.dv.get();
+  }
+  const kiln_status_t st =
+      kiln_attention_bwd(&d, dq, dk, dv, di.dout.get(), di.q_ptr(), di.k_ptr(), di.v_ptr(),
+                         f.o.get(), f.lse.get(), ws.get(), ws_bytes, nullptr);
+  INFO(kiln_last_error());
+  REQUIRE(st == KILN_STATUS_OK);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  Grads out;
+  if (packed) {
+    const auto buf = g.dqkv.download();
+    if (raw) *raw = buf;
+    out.dq = gather(buf, 0, d.q, s.B, s.Tq, s.NHq, s.HD);
+    out.dk = gather(buf, static_cast<size_t>(s.NHq * s.HD), d.k, s.B, s.Tk, s.NHkv, s.HD);
+    out.dv =
+        gather(buf, static_cast<size_t>((s.NHq + s.NHkv) * s.HD), d.v, s.B, s.Tk, s.NHkv, s.HD);
+  } else {
+    const auto q = g.dq.download(), k = g.dk.download(), v = g.dv.download();
+    if (raw) {
+      *raw = q;
+      raw->insert(raw->end(), k.begin(), k.end());
+      raw->insert(raw->end(), v.begin(), v.end());
+    }
+    out.dq = kiln::test::to_double(q);
+    out.dk = kiln::test::to_double(k);
+    out.dv = kiln::test::to_double(v);
+  }
+  return out;
+}
+
+void check_grads(const std::string& what, const Grads& ref, const Grads& base, const Grads& got) {
+  kiln::test::check_rule(what + " dQ", ref.dq, got.dq, base.dq, atol_for(ref.dq));
+  kiln::test::check_rule(what + " dK", ref.dk, got.dk, base.dk, atol_for(ref.dk));
+  kiln::test::check_rule(what + " dV", ref.dv, got.dv, base.dv, atol_for(ref.dv));
+}
+
+std::vector<Shape> backward_shapes() {
+  std::vector<Shape> shapes;
+  for (const bool causal : {false, true})
+    for (const int64_t hd : {int64_t{64}, int64_t{128}}) {
+      shapes.push_back({2, 1, 1, 4, 4, hd, causal});
+      shapes.push_back({3, 17, 17, 8, 2, hd, causal});
+      shapes.push_back({1, 113, 113, 8, 1, hd, causal});
+      shapes.push_back({2, 128, 128, 4, 4, hd, causal});
+      shapes.push_back({2, 17, 113, 4, 1, hd, causal});
+      shapes.push_back({1, 113, 17, 4, 4, hd, causal});
+      shapes.push_back({1, 1023, 1023, 2, 2, hd, causal});
+      if (!kiln::test::quick_mode()) {
+        shapes.push_back({1, 1024, 1024, 2, 1, hd, causal});
+        shapes.push_back({1, 4224, 4224, 1, 1, hd, causal});
+      }
+    }
+  return shapes;
+}
+
+}  // namespace
+
+TEST_CASE("attention backward matches the reference on every path, both modes", "[attention]") {
+  uint64_t stream = 500;
+  for (const Shape& s : backward_shapes()) {
+    const Inputs in = make_inputs(s, stream++);
+    const Grads ref = reference_bwd(s, in);
+    const Baseline base = baseline(s, in, true);
+    for (const auto impl : paths(s, true))
+      for (const bool det : {false, true}) {
+        const std::string what = s.str() + " [" + name(impl) + (det ? ", deterministic]" : "]");
+        INFO(what);
+        const auto d = make_desc(s, impl, false, det);
+        const DeviceInputs di = upload(s, in, d, false);
+        check_grads(what, ref, base.grads, run_bwd(d, s, di, false));
+      }
+  }
+}
+
+TEST_CASE("attention backward writes a packed dQKV buffer completely", "[attention]") {
+  uint64_t stream = 600;
+  for (const Shape& s : {Shape{2, 77, 77, 8, 2, 64, true}, Shape{1, 200, 200, 4, 4, 128, false}}) {
+    const Inputs in = make_inputs(s, stream++);
+    const Grads ref = reference_bwd(s, in);
+    const Baseline base = baseline(s, in, true);
+    for (const auto impl : paths(s, true))
+      for (const bool det : {false, true}) {
+        const std::string what = s.str() + " packed [" + name(impl) + (det ? ", det]" : "]");
+        INFO(what);
+        const auto d = make_desc(s, impl, true, det);
+        const DeviceInputs di = upload(s, in, d, true);
+        std::vector<bf16> raw;
+        check_grads(what, ref, base.grads, run_bwd(d, s, di, true, &raw));
+        size_t nan = 0;
+        for (const bf16 x : raw)
+          if (std::isnan(__bfloat162float(x))) ++nan;
+        CHECK(nan == 0);  // every element of the poisoned dQKV buffer was written
+      }
+  }
+}
+
+TEST_CASE("attention deterministic backward is bitwise repeatable", "[attention]") {
+  const int reps = kiln::test::quick_mode() ? 3 : 20;
+  for (const Shape& s :
+       {Shape{2, 500, 500, 8, 2, 128, true}, Shape{1, 333, 1000, 4, 1, 64, false}}) {
+    const Inputs in = make_inputs(s, 700);
+    for (const auto impl : paths(s, true)) {
+      INFO(s.str() << " [" << name(impl) << "]");
+      const auto d = make_desc(s, impl, false, true);
+      const DeviceInputs di = upload(s, in, d, false);
+      std::vector<bf16> first, again;
+      run_bwd(d, s, di, false, &first);
+      for (int rep = 0; rep < reps; ++rep) {
+        run_bwd(d, s, di, false, &again);
+        CHECK(kiln::test::bitwise_equal(first, again));
+      }
+    }
+  }
+}
+
+TEST_CASE("attention backward gives zero gradients, never NaN, where rows see no key",
+          "[attention]") {
+  const Shape s{1, 150, 40, 4, 2, 64, true};  // rows 0..109 see no key
+  const Inputs in = make_inputs(s, 800);
+  const Grads ref = reference_bwd(s, in);
+  const Baseline base = baseline(s, in, true);
+  for (const auto impl : paths(s, true))
+    for (const bool det : {false, true}) {
+      const std::string what = s.str() + " [" + name(impl) + (det ? ", det]" : "]");
+      INFO(what);
+      const auto d = make_desc(s, impl, false, det);
+      const DeviceInputs di = upload(s, in, d, false);
+      const Grads g = run_bwd(d, s, di, false);
+      check_grads(what, ref, base.grads, g);
+      size_t bad = 0;
+      for (int64_t h = 0; h < s.NHq; ++h)
+        for (int64_t i = 0; i < 110; ++i)
+          for (int64_t dd = 0; dd < s.HD; ++dd)
+            if (g.dq[static_cast<size_t>((i * s.NHq + h) * s.HD + dd)] != 0.0) ++bad;
+      CHECK(bad == 0);
+    }
+}
+
+TEST_CASE("attention AUTO picks the Hopper forward only where it exists", "[attention]") {
+  const Shape s{1, 128, 128, 2, 2, 128, true};
+  const auto d = make_desc(s, KILN_ATTENTION_IMPL_AUTO, false, false);
+  kiln_attention_impl_t fwd = KILN_ATTENTION_IMPL_AUTO, bwd = KILN_ATTENTION_IMPL_AUTO;
+  REQUIRE(kiln_attention_resolve_impl(&d, 0, &fwd) == KILN_STATUS_OK);
+  REQUIRE(kiln_attention_resolve_impl(&d, 1, &bwd) == KILN_STATUS_OK);
+  CHECK(fwd != KILN_ATTENTION_IMPL_AUTO);
+  CHECK(bwd == KILN_ATTENTION_IMPL_SM80);
+  auto forced = d;
+  forced.impl = KILN_ATTENTION_IMPL_SM90;
+  kiln_attention_impl_t got;
+  const bool hopper = kiln_attention_resolve_impl(&forced, 0, &got) == KILN_STATUS_OK;
+  CHECK(fwd == (hopper ? KILN_ATTENTION_IMPL_SM90 : KILN_ATTENTION_IMPL_SM80));
+}
