@@ -51,5 +51,5 @@ rm -rf "$out/ckpt"
 
 echo "== generating from $out/ckpt/latest.ckpt"
 "$bin/generate" --checkpoint "$out/ckpt/latest.ckpt" --prompt "${KILN_DEMO_PROMPT:-The }" \
-  --length 400 --temperature 0.8 --top-k 40 --seed 7
+  --length 400 --temperature 0.8 --top-k 40 --seed 7 --ignore-eot
 echo "== done: loss curve $out/loss.png, metrics $out/metrics.jsonl, checkpoint $out/ckpt/latest.ckpt"
