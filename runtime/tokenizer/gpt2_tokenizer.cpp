@@ -4,6 +4,7 @@
 #include <mutex>
 #include <queue>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -60,6 +61,14 @@ std::uint64_t pair_key(std::int32_t left, std::int32_t right) {
 // corpora whose pieces never repeat, e.g. hex dumps).
 constexpr std::size_t kCacheLimit = std::size_t{1} << 18;
 
+// Lets the cache be searched with a string_view, without building a std::string per piece.
+struct PieceHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept {
+    return std::hash<std::string_view>{}(s);
+  }
+};
+
 }  // namespace
 
 struct Gpt2Tokenizer::Impl {
@@ -73,7 +82,8 @@ struct Gpt2Tokenizer::Impl {
   std::int32_t eot = -1;
 
   mutable std::mutex cache_mutex;
-  mutable std::unordered_map<std::string, std::vector<std::int32_t>> cache;
+  mutable std::unordered_map<std::string, std::vector<std::int32_t>, PieceHash, std::equal_to<>>
+      cache;
 
   void bpe(std::string_view piece, std::vector<std::int32_t>& out) const;
 };
@@ -318,7 +328,7 @@ void Gpt2Tokenizer::encode_into(std::string_view text, std::vector<std::int32_t>
     }
     {
       std::lock_guard<std::mutex> lock(m.cache_mutex);
-      const auto it = m.cache.find(std::string(piece));
+      const auto it = m.cache.find(piece);
       if (it != m.cache.end()) {
         out.insert(out.end(), it->second.begin(), it->second.end());
         continue;
