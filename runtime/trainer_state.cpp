@@ -54,6 +54,13 @@ void TrainerState::run_graph(double dloss) {
     backend->release_graph(graph);
     graph = -1;
   }
+  if (graph < 0 && !graph_warmed) {
+    // The first run of each op may do one-time host work (library plans, caches) that must not
+    // happen inside a capture: run the micro-step eagerly once, capture the next one.
+    micro_step(dloss, false);
+    graph_warmed = true;
+    return;
+  }
   if (graph < 0) {
     backend->begin_capture();
     try {

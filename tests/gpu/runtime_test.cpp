@@ -22,8 +22,8 @@ namespace {
 kiln::ModelConfig tiny_model(kiln::ModelKind kind = kiln::ModelKind::decoder) {
   kiln::ModelConfig c;
   c.n_layer = 2;
-  c.n_head = 4;
-  c.n_embd = 64;
+  c.n_head = 2;
+  c.n_embd = 128;      // head dim 64: kiln's own attention kernels
   c.vocab_size = 100;  // padded to 128
   c.max_seq_len = 32;
   c.kind = kind;
