@@ -239,11 +239,11 @@ __global__ void __launch_bounds__(kDqThreads, 2) attention_bwd_dq_kernel(const K
   const int lrow = lane / kChunksPerRow, lcol = (lane % kChunksPerRow) * 8;
   const int row0 = q0 + warp_row + lrow;
   bf16* gdq = p.dq + b * p.sq.b + row0 * p.sq.t + h * p.sq.h + lcol;
-  const bf16* sdq = sQ + swz<HD>(warp_row + lrow, lcol);
 #pragma unroll
   for (int i = 0; i < 16 / kRowsPerPass; ++i)
     if (row0 + i * kRowsPerPass < p.Tq)
-      dev::store_pack(gdq + i * kRowsPerPass * p.sq.t, dev::load_pack(sdq + i * kRowsPerPass * HD));
+      dev::store_pack(gdq + i * kRowsPerPass * p.sq.t,
+                      dev::load_pack(sQ + swz<HD>(warp_row + lrow + i * kRowsPerPass, lcol)));
 }
 
 template <int HD>

@@ -101,9 +101,10 @@ __global__ void __launch_bounds__(kBwdThreads, 2) attention_bwd_dkdv_kernel(cons
     // Threads 0-63 copy LSE, 64-127 D (rows past Tq are zero-filled and masked).
     const int r = tid % kBr;
     const int64_t row = (static_cast<int64_t>(b) * p.NHq + h) * p.Tq + q0 + r;
-    const float* src = tid < kBr ? p.lse + row : p.dsum + row;
+    const bool valid = q0 + r < p.Tq;
+    const float* base = tid < kBr ? p.lse : p.dsum;
     float* dst = (tid < kBr ? sL : sD) + stage * kBr + r;
-    cp_async_4(dst, src, q0 + r < p.Tq);
+    cp_async_4(dst, valid ? base + row : base, valid);
   };
   if (steps > 0) issue(0, 0);
   dev::cp_async_commit();
@@ -120,12 +121,9 @@ __global__ void __launch_bounds__(kBwdThreads, 2) attention_bwd_dkdv_kernel(cons
   const LaneOffsets<HD> lkv = lanes_a<HD>(lane, warp_key);  // K, V rows as the A operand
   const LaneOffsets<HD> lqn = lanes_bn<HD>(lane);           // Q, dO as n-major B (S^T, dP^T)
   const LaneOffsets<HD> lqk = lanes_bk<HD>(lane);           // Q, dO as k-major B (dK, dV)
-  // dS^T as the k-major A operand of dQ (rows = keys, this warp's 16 queries): the lane's chunk
-  // (warp * 2 + 0/1) is fixed, so its swizzle is too; only the key row advances.
-  const int ds_row = (lane >> 4) * 8 + (lane & 7);
-  const std::uint32_t ds_lane =
-      ds_addr + static_cast<std::uint32_t>(
-                    (ds_row * kBr + (((warp * 2 + ((lane >> 3) & 1)) ^ (ds_row & 7)) << 3)) * 2);
+  // dS^T as the k-major A operand of dQ: this warp's 16 queries are a fixed chunk pair, so only
+  // the key row advances.
+  const std::uint32_t ds_lane = ds_addr + lane_at_fixed_m<kBr>(lane, warp);
   const LaneOffsets<HD> lkk = lanes_bk<HD>(lane);  // K as k-major B (dQ)
 
   for (int step = 0; step < steps; ++step) {
@@ -272,14 +270,13 @@ __global__ void __launch_bounds__(kBwdThreads, 2) attention_bwd_dkdv_kernel(cons
   const int key0 = n0 + warp_key + lrow;
   bf16* gdk = p.dk + b * p.sk.b + key0 * p.sk.t + hk * p.sk.h + lcol;
   bf16* gdv = p.dv + b * p.sv.b + key0 * p.sv.t + hk * p.sv.h + lcol;
-  const int s_off = swz<HD>(warp_key + lrow, lcol);
 #pragma unroll
   for (int i = 0; i < 16 / kRowsPerPass; ++i) {
     if (key0 + i * kRowsPerPass < p.Tk) {
-      dev::store_pack(gdk + i * kRowsPerPass * p.sk.t,
-                      dev::load_pack(sK + s_off + i * kRowsPerPass * HD));
-      dev::store_pack(gdv + i * kRowsPerPass * p.sv.t,
-                      dev::load_pack(sV + s_off + i * kRowsPerPass * HD));
+      // Rows 2 or 4 apart: less than the swizzle period, so each pass has its own offset.
+      const int s_off = swz<HD>(warp_key + lrow + i * kRowsPerPass, lcol);
+      dev::store_pack(gdk + i * kRowsPerPass * p.sk.t, dev::load_pack(sK + s_off));
+      dev::store_pack(gdv + i * kRowsPerPass * p.sv.t, dev::load_pack(sV + s_off));
     }
   }
 }

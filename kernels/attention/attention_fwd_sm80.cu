@@ -224,16 +224,16 @@ __global__ void __launch_bounds__(kFwdThreads, 2) attention_fwd_kernel(const Ker
         lse[row] = sum > 0.f ? (row_max[mt][hr] * p.scale_log2 + __log2f(sum)) * kLn2 : -INFINITY;
     }
   __syncwarp();
-  // Each lane stores one 16-byte chunk of every (32 / chunks-per-row)-th row: like load_tile, the
-  // swizzle of its chunk is the same in every pass.
+  // Each lane stores one 16-byte chunk of every (32 / chunks-per-row)-th row (2 or 4 rows apart:
+  // less than the swizzle period, so each pass computes its own swizzled offset).
   constexpr int kChunksPerRow = HD / 8, kRowsPerPass = 32 / kChunksPerRow;
   const int lrow = lane / kChunksPerRow, lcol = (lane % kChunksPerRow) * 8;
   bf16* go = p.o_out + b * p.so.b + (m0 + warp_row + lrow) * p.so.t + h * p.so.h + lcol;
-  const bf16* so = sQ + swz<HD>(warp_row + lrow, lcol);
 #pragma unroll
   for (int i = 0; i < kMT * 16 / kRowsPerPass; ++i) {
     if (m0 + warp_row + lrow + i * kRowsPerPass < p.Tq)
-      dev::store_pack(go + i * kRowsPerPass * p.so.t, dev::load_pack(so + i * kRowsPerPass * HD));
+      dev::store_pack(go + i * kRowsPerPass * p.so.t,
+                      dev::load_pack(sQ + swz<HD>(warp_row + lrow + i * kRowsPerPass, lcol)));
   }
 }
 

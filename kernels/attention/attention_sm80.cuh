@@ -1,5 +1,6 @@
-// Device pieces shared by the sm_80 attention kernels (forward, backward): the swizzled
-// shared-memory tile layout, tile loads with cp.async, and exp2.
+// Device pieces shared by the sm_80 attention kernels (forward, backward): tile loads with
+// cp.async, ldmatrix on shared addresses, exp2. The index math of the swizzled tiles and of the
+// ldmatrix lane patterns is in attention_layout.hpp (host and device, tested on the CPU).
 //
 // Fragment conventions (PTX ISA, mma.m16n8k16): lane = 4 g + t. A 16x8 fp32 accumulator tile holds
 // rows g and g + 8, columns 2t and 2t + 1: c[0], c[1] in row g, c[2], c[3] in row g + 8. Two such
@@ -13,6 +14,7 @@
 #include <cstdint>
 
 #include "kernels/attention/attention.hpp"
+#include "kernels/attention/attention_layout.hpp"
 #include "kernels/common/reduce.cuh"
 #include "kernels/common/sm80.cuh"
 #include "kernels/common/vec.cuh"
@@ -23,17 +25,6 @@ using bf16 = __nv_bfloat16;
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
-
-// Element offset of (row, col) in a row-major tile of kCols bf16 whose 16-byte chunks are
-// XOR-swizzled by row % 8. ldmatrix reads eight rows at one chunk column; with rows of 128 or 256
-// bytes those would all fall in the same four banks; the swizzle spreads them over all 32. Row-wise
-// 16-byte stores (cp.async) stay conflict-free. col % 8 is kept, so 4-byte writes of bf16 pairs
-// land where ldmatrix expects them.
-template <int kCols>
-__device__ __forceinline__ int swz(int row, int col) {
-  static_assert(kCols % 64 == 0, "rows of at least eight 16-byte chunks");
-  return row * kCols + ((((col >> 3) ^ (row & 7)) << 3) | (col & 7));
-}
 
 // 16-byte cp.async to a shared-window address; zero-fills (reads nothing) when !valid.
 __device__ __forceinline__ void cp_async_16(std::uint32_t smem, const void* gmem, bool valid) {
@@ -51,18 +42,15 @@ __device__ __forceinline__ void cp_async_16(std::uint32_t smem, const void* gmem
 template <int kRows, int kCols, int kThreads>
 __device__ __forceinline__ void load_tile(std::uint32_t smem, const bf16* gmem, int64_t stride,
                                           int rows_valid, int tid) {
-  constexpr int kChunksPerRow = kCols / 8;
-  constexpr int kRowsPerPass = kThreads / kChunksPerRow;
-  static_assert(kThreads % kChunksPerRow == 0 && kRowsPerPass % 8 == 0 && kRows % kRowsPerPass == 0,
-                "whole passes of whole swizzle periods");
-  const int row = tid / kChunksPerRow, col = (tid % kChunksPerRow) * 8;
-  const std::uint32_t s = smem + static_cast<std::uint32_t>(swz<kCols>(row, col) * 2);
-  const bf16* g = gmem + row * stride + col;
-  const int64_t step = kRowsPerPass * stride;
+  using Map = TileLoadMap<kCols, kThreads>;
+  static_assert(kRows % Map::kRowsPerPass == 0, "whole passes");
+  const int row = Map::row(tid);
+  const bf16* g = gmem + row * stride + Map::col(tid);
+  const int64_t step = Map::kRowsPerPass * stride;
 #pragma unroll
-  for (int i = 0; i < kRows / kRowsPerPass; ++i) {
-    const bool valid = row + i * kRowsPerPass < rows_valid;
-    cp_async_16(s + i * kRowsPerPass * kCols * 2, valid ? g : gmem, valid);
+  for (int i = 0; i < kRows / Map::kRowsPerPass; ++i) {
+    const bool valid = row + i * Map::kRowsPerPass < rows_valid;
+    cp_async_16(smem + Map::offset(tid, i), valid ? g : gmem, valid);
     g += step;
   }
 }
@@ -94,52 +82,6 @@ __device__ __forceinline__ void pack_a(std::uint32_t (&a)[4], const float (&c0)[
 // Element `hi` (0 = low half) of a packed bf16 pair, as float.
 __device__ __forceinline__ float unpack_bf16(std::uint32_t pair, int hi) {
   return __uint_as_float(hi ? (pair & 0xffff0000u) : (pair << 16));
-}
-
-// ldmatrix on a swizzled tile without per-call address arithmetic. For a read of an 8x8-matrix
-// quad, lane l points at row R0 + lane_row(l), chunk C0 + lane_chunk(l) (lane_chunk in {0, 1}),
-// where R0 (a multiple of 8) and C0 (even) are compile-time in the unrolled loops. Then the
-// swizzled chunk is (C0 & ~7) + (((C0 & 7) | lane_chunk) ^ (lane_row & 7)): four per-lane values,
-// one for each C0 % 8, plus a constant. The four byte offsets are computed once; every access is
-// then a register plus an immediate.
-template <int kCols>
-struct LaneOffsets {
-  std::uint32_t off[4];
-  __device__ __forceinline__ LaneOffsets(int lane_row, int lane_chunk) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-      off[j] = static_cast<std::uint32_t>(
-          (lane_row * kCols + ((((2 * j) | lane_chunk) ^ (lane_row & 7)) << 3)) * 2);
-  }
-  // Byte offset of this lane's row pointer for the quad at row r0, chunk c0.
-  __device__ __forceinline__ std::uint32_t at(int r0, int c0) const {
-    return off[(c0 & 7) >> 1] + static_cast<std::uint32_t>((r0 * kCols + (c0 & ~7) * 8) * 2);
-  }
-};
-
-// Lane patterns of the operand shapes (see the PTX fragment layouts); row_base is a multiple of
-// 8 added to every row (e.g. the warp's first row).
-//  A, 16 m x 16 k from a row-major tile: matrices (m 0-7 | 8-15) x (k 0-7 | 8-15).
-template <int kCols>
-__device__ __forceinline__ LaneOffsets<kCols> lanes_a(int lane, int row_base = 0) {
-  return LaneOffsets<kCols>(row_base + (lane & 15), lane >> 4);
-}
-//  B for two n8 tiles x 16 k from an n-major tile (rows = n, k contiguous; K in Q K^T):
-//  regs {0, 1} are n-tile 0, {2, 3} n-tile 1.
-template <int kCols>
-__device__ __forceinline__ LaneOffsets<kCols> lanes_bn(int lane, int row_base = 0) {
-  return LaneOffsets<kCols>(row_base + (lane >> 4) * 8 + (lane & 7), (lane >> 3) & 1);
-}
-//  B for two n8 tiles x 16 k from a k-major tile (rows = k, n contiguous; V in P V), read with
-//  .trans: regs {0, 1} are n-tile 0, {2, 3} n-tile 1.
-template <int kCols>
-__device__ __forceinline__ LaneOffsets<kCols> lanes_bk(int lane, int row_base = 0) {
-  return LaneOffsets<kCols>(row_base + (lane & 15), lane >> 4);
-}
-//  A, 16 m x 16 k from a k-major tile (rows = k, m contiguous; dS stored transposed), .trans.
-template <int kCols>
-__device__ __forceinline__ LaneOffsets<kCols> lanes_at(int lane, int row_base = 0) {
-  return LaneOffsets<kCols>(row_base + (lane >> 4) * 8 + (lane & 7), (lane >> 3) & 1);
 }
 
 __device__ __forceinline__ void ldsm_x4(std::uint32_t (&r)[4], std::uint32_t addr) {

@@ -3,9 +3,12 @@
 #define KILN_KILN_H_
 
 #include "kiln/attention.h"
+#include "kiln/classifier.h"
 #include "kiln/core.h"
+#include "kiln/embedding.h"
 #include "kiln/gelu.h"
 #include "kiln/layernorm.h"
+#include "kiln/optimizer.h"
 #include "kiln/rmsnorm.h"
 #include "kiln/softmax.h"
 
