@@ -3,6 +3,7 @@
 #include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
 #include <cuda_runtime_api.h>
 
+#include <array>
 #include <mutex>
 
 #include "kernels/common/check.hpp"
@@ -44,6 +45,38 @@ void encode_tensor_map_2d(CUtensorMap* map, const TensorMap2d& g) {
   KILN_CHECK_ARG(r == CUDA_SUCCESS, "cuTensorMapEncodeTiled failed (CUresult ", static_cast<int>(r),
                  ") for base ", g.base, ", ", g.inner, " x ", g.outer, " elements, row stride ",
                  g.row_stride, " bytes, box ", g.box_inner, " x ", g.box_outer);
+}
+
+namespace {
+
+bool same_geometry(const TensorMap2d& a, const TensorMap2d& b) {
+  return a.base == b.base && a.dtype == b.dtype && a.inner == b.inner && a.outer == b.outer &&
+         a.row_stride == b.row_stride && a.box_inner == b.box_inner && a.box_outer == b.box_outer &&
+         a.swizzle == b.swizzle && a.l2_promotion == b.l2_promotion;
+}
+
+}  // namespace
+
+void encode_tensor_map_2d_cached(CUtensorMap* map, const TensorMap2d& g) {
+  struct Entry {
+    TensorMap2d geometry;
+    CUtensorMap map;
+    bool used = false;
+  };
+  constexpr int kEntries = 64;  // a model's GEMMs times their 3-4 operands, roughly
+  thread_local std::array<Entry, kEntries> cache;
+  thread_local int next = 0;
+  for (const Entry& e : cache)
+    if (e.used && same_geometry(e.geometry, g)) {
+      *map = e.map;
+      return;
+    }
+  encode_tensor_map_2d(map, g);
+  Entry& slot = cache[next];
+  next = (next + 1) % kEntries;
+  slot.geometry = g;
+  slot.map = *map;
+  slot.used = true;
 }
 
 void encode_tensor_map(CUtensorMap* map, CUtensorMapDataType dtype, int rank, const void* base,

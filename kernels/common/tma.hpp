@@ -25,6 +25,10 @@ struct TensorMap2d {
 // (invalid_argument for a geometry the driver rejects, not_supported without the driver entry).
 void encode_tensor_map_2d(CUtensorMap* map, const TensorMap2d& geometry);
 
+// The same through a small per-thread cache of recent encodings (a training step launches the
+// same GEMMs on the same buffers every iteration; encoding is pure host work, so a hit is exact).
+void encode_tensor_map_2d_cached(CUtensorMap* map, const TensorMap2d& geometry);
+
 // A tiled tensor map of rank 1..5 (e.g. attention's (HD, T, NH, B) views of strided tensors):
 // dims[0] is the contiguous dimension; strides_bytes[i] is the stride of dims[i + 1] (rank - 1
 // entries, multiples of 16); box[i] elements per dimension (box[0] * element <= 128 bytes with the
