@@ -9,14 +9,18 @@
 
 #include <cstdint>
 
+#include "kiln/export.h"
+
+// Exported from the shared library (though not part of its public headers) so that the
+// benchmarks, linked to it as a user would be, can spot-check results against the spec.
 namespace kiln::ref {
 
 // y: (n) out; x: (n).
 template <typename T, typename Acc = double>
-void gelu_fwd_ref(T* y, const T* x, std::int64_t n);
+KILN_API void gelu_fwd_ref(T* y, const T* x, std::int64_t n);
 
 // dx = dy * gelu'(x), overwriting dx. dx: (n) out; dy, x: (n).
 template <typename T, typename Acc = double>
-void gelu_bwd_ref(T* dx, const T* dy, const T* x, std::int64_t n);
+KILN_API void gelu_bwd_ref(T* dx, const T* dy, const T* x, std::int64_t n);
 
 }  // namespace kiln::ref

@@ -230,9 +230,16 @@ void cublaslt_cache_destroy(CublasLtCache* cache) noexcept {
   delete cache;
 }
 
+namespace {
+// cuBLASLt documents the GELU aux matrix's leading dimension as "divisible by 8".
+bool aux_ld_ok(const GemmProblem& p) {
+  return !(p.flags.gelu || p.flags.dgelu) || p.ld_pre_gelu % 8 == 0;
+}
+}  // namespace
+
 bool cublaslt_supports(CublasLtCache& cache, void* handle, std::size_t workspace_bytes,
                        const GemmProblem& p) {
-  if (!handle || workspace_bytes < scratch_bytes(p)) return false;
+  if (!handle || workspace_bytes < scratch_bytes(p) + 256 || !aux_ld_ok(p)) return false;
   return cache.get(static_cast<cublasLtHandle_t>(handle), workspace_bytes, p, nullptr).found;
 }
 
@@ -240,6 +247,8 @@ void gemm_cublaslt(CublasLtCache& cache, void* handle, void* workspace, std::siz
                    const GemmProblem& p, cudaStream_t stream) {
   KILN_CHECK(handle != nullptr, Status::not_supported,
              "gemm: the cuBLASLt backend needs a context created with a cuBLASLt handle");
+  KILN_CHECK(aux_ld_ok(p), Status::not_supported, "gemm: cuBLASLt needs ld_pre_gelu (",
+             p.ld_pre_gelu, ") to be a multiple of 8");
   const std::size_t scratch = scratch_bytes(p);
   KILN_CHECK_ARG(workspace_bytes >= scratch + 256, "gemm: cuBLASLt's bias gradient for M = ", p.m,
                  " needs a workspace of at least ", scratch + 256, " bytes (the context has ",

@@ -100,10 +100,10 @@ __global__ void __launch_bounds__(row_block_size<kLanes>(), row_min_blocks<kLane
   }
 }
 
-template <typename T, int kLanes, int kPacks>
 // The compiler moves the conversions of y and dy above the reduction, holding both rows as floats,
 // so this kernel gets a looser register budget than row_min_blocks() (never a spill).
-__global__ void __launch_bounds__(row_block_size<kLanes>(), kLanes&& kPacks <= 4 ? 2 : 1)
+template <typename T, int kLanes, int kPacks>
+__global__ void __launch_bounds__(row_block_size<kLanes>(), (kLanes > 0 && kPacks <= 4) ? 2 : 1)
     softmax_bwd_kernel(const BwdParams<T> p) {
   using G = RowGroup<kLanes>;
   constexpr int kPack = Vec16<T>::kSize;

@@ -176,7 +176,12 @@ bool run_on_device(const GemmCase& c, const Inputs& in, kiln_gemm_backend_t back
         init[r * in.ldd + j] = cc[r * in.ldc + j];
     d.upload(init);
   }
-  DeviceBuffer<bf16> pre_out((c.M + 1) * in.ldg);
+  // pre_gelu_out is only written by BIAS_GELU; elsewhere a smaller poisoned buffer (for the large
+  // cases) still shows whether anything writes it.
+  const std::int64_t pre_size = (c.M + 1) * in.ldg;
+  DeviceBuffer<bf16> pre_out(c.epi == KILN_GEMM_EPILOGUE_BIAS_GELU
+                                 ? pre_size
+                                 : std::min<std::int64_t>(pre_size, std::int64_t{1} << 22));
   pre_out.poison();
   DeviceBuffer<CD> bias_grad(cast_to<CD>(in.bias_grad));
 
@@ -318,7 +323,8 @@ void check_outputs(const GemmCase& c, const Inputs& in, const Expected& x, const
   for (std::int64_t i = 0; i < R; ++i)
     for (std::int64_t j = 0; j < c.N; ++j) {
       got[i * c.N + j] = out.d[x.rows[i] * in.ldd + j];
-      got_pre[i * c.N + j] = out.pre[x.rows[i] * in.ldg + j];
+      if (c.epi == KILN_GEMM_EPILOGUE_BIAS_GELU)
+        got_pre[i * c.N + j] = out.pre[x.rows[i] * in.ldg + j];
     }
   // bf16 outputs: the baseline's error is about half a bf16 ulp of the largest value; the atol
   // adds a quarter of that for tanh.approx. fp32 outputs: the baseline is a sequential fp32 sum;
@@ -375,9 +381,20 @@ void check_outputs(const GemmCase& c, const Inputs& in, const Expected& x, const
   }
 }
 
+// Whether `backend` may answer NOT_SUPPORTED for `c` rather than compute it: only cuBLASLt, and
+// only where its documentation leaves it open. Its bias gradient (BGRADB) is documented for the
+// layout TransformerEngine's wgrad uses, which is kiln's dW (trans_a); other layouts, and fp32
+// outputs, may have no algorithm. Its GELU aux matrix needs a leading dimension that is a
+// multiple of 8. The hand-written kernels take every case these tests give them.
+bool may_refuse(const GemmCase& c, kiln_gemm_backend_t backend, std::int64_t ld_pre_gelu) {
+  if (backend != KILN_GEMM_BACKEND_CUBLASLT) return false;
+  if (c.epi == KILN_GEMM_EPILOGUE_BIAS_GRAD) return true;
+  const bool aux = c.epi == KILN_GEMM_EPILOGUE_BIAS_GELU || c.epi == KILN_GEMM_EPILOGUE_DGELU;
+  return aux && ld_pre_gelu % 8 != 0;
+}
+
 // Runs `c` on every available backend (or only `only`) and checks each.
-void check_case(const GemmCase& c, kiln_gemm_backend_t only = KILN_GEMM_BACKEND_AUTO,
-                bool expect_all_accept = true) {
+void check_case(const GemmCase& c, kiln_gemm_backend_t only = KILN_GEMM_BACKEND_AUTO) {
   auto rng = kiln::test::make_rng(std::hash<std::string>{}(describe(c)));
   const Inputs in = make_inputs(c, rng);
   const Expected x = expect(c, in, rng);
@@ -392,7 +409,10 @@ void check_case(const GemmCase& c, kiln_gemm_backend_t only = KILN_GEMM_BACKEND_
                            : run_on_device<bf16>(c, in, backend, out, &status);
     if (!ran) {
       INFO("status " << kiln_status_name(status) << ": " << kiln_last_error());
-      CHECK(!expect_all_accept);
+      CHECK(may_refuse(c, backend, in.ldg));
+      CHECK(status == KILN_STATUS_NOT_SUPPORTED);
+      if (status == KILN_STATUS_NOT_SUPPORTED)
+        WARN(what << ": not supported by this backend (" << kiln_last_error() << ")");
       continue;
     }
     check_outputs(c, in, x, out, what);
@@ -429,10 +449,7 @@ TEST_CASE("gemm: every backend and epilogue, every layout, on a shape that is no
                     e == KILN_GEMM_EPILOGUE_NONE)
                        ? 0.5f
                        : 0.0f;
-          // cuBLASLt's BGRADB is documented for the layout kiln's dW uses (trans_a); other
-          // layouts may have no algorithm, which kiln reports as not supported.
-          const bool all = !(e == KILN_GEMM_EPILOGUE_BIAS_GRAD && !ta);
-          check_case(c, KILN_GEMM_BACKEND_AUTO, all);
+          check_case(c);
         }
 }
 

@@ -7,6 +7,7 @@
 #include "kiln/core.h"
 #include "kiln/embedding.h"
 #include "kiln/gelu.h"
+#include "kiln/gemm.h"
 #include "kiln/layernorm.h"
 #include "kiln/optimizer.h"
 #include "kiln/rmsnorm.h"
