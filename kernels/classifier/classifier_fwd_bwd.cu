@@ -27,6 +27,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <mutex>
+#include <vector>
 
 #include "kernels/classifier/classifier.hpp"
 #include "kernels/common/check.hpp"
@@ -326,6 +328,19 @@ __global__ void __launch_bounds__(kMaxThreads, 1) classifier_fwd_bwd_kernel(cons
     grad_unit(none, u);
 }
 
+// Raises the kernel's dynamic shared memory limit on a device once, not on every call: the
+// attribute is per device and only grows (a larger limit serves every smaller launch).
+void allow_dynamic_smem(int device, int bytes) {
+  static std::mutex mutex;
+  static std::vector<int> allowed;  // by device ordinal
+  std::lock_guard<std::mutex> lock(mutex);
+  if (static_cast<int>(allowed.size()) <= device) allowed.resize(device + 1, 48 * 1024);
+  if (bytes <= allowed[device]) return;
+  KILN_CUDA_CHECK(cudaFuncSetAttribute(classifier_fwd_bwd_kernel,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  allowed[device] = bytes;
+}
+
 }  // namespace
 
 void classifier_fwd_bwd(float* losses, bf16* dlogits, const bf16* logits, const int32_t* targets,
@@ -351,11 +366,7 @@ void classifier_fwd_bwd(float* losses, bf16* dlogits, const bf16* logits, const 
     threads = kMaxThreads;
   }
   const size_t smem = static_cast<size_t>(cache_units) * 16;
-  if (smem > 48 * 1024) {
-    KILN_CUDA_CHECK(cudaFuncSetAttribute(classifier_fwd_bwd_kernel,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem)));
-  }
+  if (smem > 48 * 1024) allow_dynamic_smem(facts.ordinal, static_cast<int>(smem));
   Params p;
   p.logits = logits;
   p.dlogits = dlogits;

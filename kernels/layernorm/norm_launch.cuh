@@ -7,6 +7,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include "kernels/common/check.hpp"
 #include "kernels/common/device.hpp"
@@ -62,19 +65,36 @@ void with_bwd_warp_mapping(int vec, F&& f) {
   return f(IntC<32>{}, IntC<4>{});
 }
 
+// Blocks of `kernel` (with `threads` threads and `smem` bytes of dynamic shared memory) that fit
+// on one SM of the current device, after allowing it that much shared memory. Cached per
+// (kernel, device, threads, smem): the attribute call and the occupancy query cost microseconds
+// of host time, which every backward of a training step would pay again.
+inline int blocks_per_sm(const void* kernel, int threads, std::size_t smem) {
+  static std::mutex mutex;
+  static std::map<std::tuple<const void*, int, int, std::size_t>, int> cache;
+  const auto key = std::make_tuple(kernel, current_device_facts().ordinal, threads, smem);
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (const auto it = cache.find(key); it != cache.end()) return it->second;
+  KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem)));
+  int per_sm = 0;
+  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  KILN_CHECK(per_sm > 0, Status::internal_error, "norm backward: a block of ", threads,
+             " threads with ", smem, " bytes of shared memory does not fit on the device");
+  cache.emplace(key, per_sm);
+  return per_sm;
+}
+
 // Blocks of a persistent backward: every block resident at once (one wave), at most the
 // workspace's partial rows, and no block without rows.
 template <typename Kernel>
 int persistent_grid(Kernel kernel, int threads, std::size_t smem, std::int64_t N,
                     std::int64_t rows_per_iteration) {
-  const DeviceFacts& device = current_device_facts();
-  int per_sm = 0;
-  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
-  KILN_CHECK(per_sm > 0, Status::internal_error, "norm backward: a block of ", threads,
-             " threads with ", smem, " bytes of shared memory does not fit on the device");
+  const int per_sm = blocks_per_sm(reinterpret_cast<const void*>(kernel), threads, smem);
   const std::int64_t needed = (N + rows_per_iteration - 1) / rows_per_iteration;
   const std::int64_t p = std::min<std::int64_t>(
-      {needed, norm_partials_cap(N), static_cast<std::int64_t>(per_sm) * device.multiprocessors});
+      {needed, norm_partials_cap(N),
+       static_cast<std::int64_t>(per_sm) * current_device_facts().multiprocessors});
   return static_cast<int>(std::max<std::int64_t>(p, 1));
 }
 
@@ -89,12 +109,6 @@ template <bool kRms>
 std::size_t bwd_warp_smem(int lanes, int packs, int pack, int C) {
   if (lanes == 32) return bwd_slots_smem<kRms>(kBwdWarpThreads, packs, pack);
   return (kBwdWarpThreads / 32) * static_cast<std::size_t>(C) * sizeof(float);
-}
-
-template <typename Kernel>
-void allow_smem(Kernel kernel, std::size_t smem) {
-  KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(smem)));
 }
 
 // p.partials must hold norm_bwd_workspace_bytes(arrays, N, C); p.c_pad = norm_partials_stride(C).
@@ -119,13 +133,11 @@ void launch_bwd(const BwdParams<T>& p, float* dgamma, float* dbeta, cudaStream_t
       constexpr int kLanes = decltype(lanes)::value, kPacks = decltype(packs)::value;
       auto kernel = norm_bwd_warp_kernel<T, kRms, kLanes, kPacks>;
       const std::size_t smem = bwd_warp_smem<kRms>(kLanes, kPacks, kPack, p.C);
-      allow_smem(kernel, smem);
       P = persistent_grid(kernel, kBwdWarpThreads, smem, p.N, kBwdWarpThreads / kLanes);
       kernel<<<P, kBwdWarpThreads, smem, stream>>>(p);
     });
   } else if (packed && block_threads <= kBwdMaxBlockThreads && block_smem <= smem_limit) {
     auto launch = [&](auto kernel) {
-      allow_smem(kernel, block_smem);
       P = persistent_grid(kernel, block_threads, block_smem, p.N, 1);
       kernel<<<P, block_threads, block_smem, stream>>>(p);
     };

@@ -62,38 +62,55 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(const Args a) {
     uint16_t* param = e.param ? static_cast<uint16_t*>(e.param) + begin : nullptr;
     const bool decay = e.decay != 0;
     const uint64_t key = stochastic ? sr::stream_key(s.seed, s.step, static_cast<uint64_t>(t)) : 0;
-    for (int i = 4 * threadIdx.x; i < len; i += 4 * kThreads) {
-      const uint64_t bits =
-          stochastic ? sr::group_bits(key, static_cast<uint64_t>((begin + i) / 4)) : 0;
-      if (i + 4 <= len) {
-        float4 p4 = __ldcs(reinterpret_cast<const float4*>(master + i));
-        float4 m4 = __ldcs(reinterpret_cast<const float4*>(m + i));
-        float4 v4 = __ldcs(reinterpret_cast<const float4*>(v + i));
-        const float4 g4 = __ldcs(reinterpret_cast<const float4*>(grad + i));
-        adamw_element(p4.x, m4.x, v4.x, g4.x * scale, s, decay);
-        adamw_element(p4.y, m4.y, v4.y, g4.y * scale, s, decay);
-        adamw_element(p4.z, m4.z, v4.z, g4.z * scale, s, decay);
-        adamw_element(p4.w, m4.w, v4.w, g4.w * scale, s, decay);
-        __stcs(reinterpret_cast<float4*>(master + i), p4);
-        __stcs(reinterpret_cast<float4*>(m + i), m4);
-        __stcs(reinterpret_cast<float4*>(v + i), v4);
+    // 4-element groups, two per thread in flight (the stores of one group would otherwise keep
+    // the compiler from loading the next before them: it cannot know the tensors are disjoint).
+    const int groups = len / 4;
+    auto bits_of = [&](int group) {
+      return stochastic ? sr::group_bits(key, static_cast<uint64_t>(begin / 4 + group)) : 0;
+    };
+    for (int k = threadIdx.x; k < groups; k += 2 * kThreads) {
+      const int k2 = k + kThreads;
+      const bool two = k2 < groups;
+      float4 p[2], mm[2], vv[2], g[2];
+      p[0] = __ldcs(reinterpret_cast<const float4*>(master) + k);
+      mm[0] = __ldcs(reinterpret_cast<const float4*>(m) + k);
+      vv[0] = __ldcs(reinterpret_cast<const float4*>(v) + k);
+      g[0] = __ldcs(reinterpret_cast<const float4*>(grad) + k);
+      if (two) {
+        p[1] = __ldcs(reinterpret_cast<const float4*>(master) + k2);
+        mm[1] = __ldcs(reinterpret_cast<const float4*>(m) + k2);
+        vv[1] = __ldcs(reinterpret_cast<const float4*>(v) + k2);
+        g[1] = __ldcs(reinterpret_cast<const float4*>(grad) + k2);
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        if (h == 1 && !two) break;
+        const int kk = h == 0 ? k : k2;
+        adamw_element(p[h].x, mm[h].x, vv[h].x, g[h].x * scale, s, decay);
+        adamw_element(p[h].y, mm[h].y, vv[h].y, g[h].y * scale, s, decay);
+        adamw_element(p[h].z, mm[h].z, vv[h].z, g[h].z * scale, s, decay);
+        adamw_element(p[h].w, mm[h].w, vv[h].w, g[h].w * scale, s, decay);
+        __stcs(reinterpret_cast<float4*>(master) + kk, p[h]);
+        __stcs(reinterpret_cast<float4*>(m) + kk, mm[h]);
+        __stcs(reinterpret_cast<float4*>(v) + kk, vv[h]);
         if (param) {
-          const uint32_t lo = to_bf16_bits(p4.x, stochastic, bits, 0) |
-                              (uint32_t{to_bf16_bits(p4.y, stochastic, bits, 1)} << 16);
-          const uint32_t hi = to_bf16_bits(p4.z, stochastic, bits, 2) |
-                              (uint32_t{to_bf16_bits(p4.w, stochastic, bits, 3)} << 16);
-          __stcs(reinterpret_cast<uint2*>(param + i), make_uint2(lo, hi));
-        }
-      } else {
-        for (int k = 0; k < len - i; ++k) {
-          float p = master[i + k], mk = m[i + k], vk = v[i + k];
-          adamw_element(p, mk, vk, grad[i + k] * scale, s, decay);
-          master[i + k] = p;
-          m[i + k] = mk;
-          v[i + k] = vk;
-          if (param) param[i + k] = to_bf16_bits(p, stochastic, bits, k);
+          const uint64_t bits = bits_of(kk);
+          const uint32_t lo = to_bf16_bits(p[h].x, stochastic, bits, 0) |
+                              (uint32_t{to_bf16_bits(p[h].y, stochastic, bits, 1)} << 16);
+          const uint32_t hi = to_bf16_bits(p[h].z, stochastic, bits, 2) |
+                              (uint32_t{to_bf16_bits(p[h].w, stochastic, bits, 3)} << 16);
+          __stcs(reinterpret_cast<uint2*>(param) + kk, make_uint2(lo, hi));
         }
       }
+    }
+    // The last len % 4 elements, one per thread.
+    for (int i = 4 * groups + static_cast<int>(threadIdx.x); i < len; i += kThreads) {
+      float p = master[i], mk = m[i], vk = v[i];
+      adamw_element(p, mk, vk, grad[i] * scale, s, decay);
+      master[i] = p;
+      m[i] = mk;
+      v[i] = vk;
+      if (param) param[i] = to_bf16_bits(p, stochastic, bits_of(i / 4), i % 4);
     }
   }
 }

@@ -33,18 +33,18 @@ __global__ void __launch_bounds__(kThreads)
     const int len = static_cast<int>(rest < kChunk ? (rest > 0 ? rest : 0) : kChunk);
     const float* x = e.data + begin;
     float acc = 0.0f;
-    for (int i = 4 * threadIdx.x; i < len; i += 4 * kThreads) {
-      if (i + 4 <= len) {
-        const float4 v = __ldcs(reinterpret_cast<const float4*>(x + i));
-        acc = fmaf(v.x, v.x, acc);
-        acc = fmaf(v.y, v.y, acc);
-        acc = fmaf(v.z, v.z, acc);
-        acc = fmaf(v.w, v.w, acc);
-      } else {
-        for (int k = i; k < len; ++k)
-          acc = fmaf(x[k], x[k], acc);
-      }
+    const int vecs = len / 4;
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+#pragma unroll 4
+    for (int k = threadIdx.x; k < vecs; k += kThreads) {  // loads of 4 iterations in flight
+      const float4 v = __ldcs(x4 + k);
+      acc = fmaf(v.x, v.x, acc);
+      acc = fmaf(v.y, v.y, acc);
+      acc = fmaf(v.z, v.z, acc);
+      acc = fmaf(v.w, v.w, acc);
     }
+    for (int i = 4 * vecs + static_cast<int>(threadIdx.x); i < len; i += kThreads)
+      acc = fmaf(x[i], x[i], acc);
     const float sum = dev::block_sum<kThreads>(acc, scratch);
     if (threadIdx.x == 0) partials[c] = sum;
   }

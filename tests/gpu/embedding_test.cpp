@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -222,4 +223,42 @@ TEST_CASE("embedding_bwd refuses a workspace smaller than it asked for", "[embed
                            ws.get(), need - 1, KILN_DTYPE_BF16,
                            nullptr) == KILN_STATUS_INVALID_ARGUMENT);
   CHECK_THAT(std::string(kiln_last_error()), Catch::Contains("workspace_bytes"));
+}
+
+TEST_CASE("embedding: NaN and Inf propagate to exactly the elements they feed", "[embedding]") {
+  auto rng = kiln::test::make_rng(504);
+  const int64_t B = 2, T = 4, C = 16, V = 10, maxT = 4, M = B * T;
+  std::vector<int32_t> tokens{1, 2, 3, 4, 1, 6, 7, 8};
+  auto wte = kiln::test::round_to_bf16(kiln::test::random_normal(V * C, 0, 1, rng));
+  auto wpe = kiln::test::round_to_bf16(kiln::test::random_normal(maxT * C, 0, 1, rng));
+  wte[1 * C + 3] = std::numeric_limits<float>::quiet_NaN();  // token 1: rows 0 and 4
+  wpe[2 * C + 5] = std::numeric_limits<float>::infinity();   // position 2: rows 2 and 6
+  DeviceBuffer<bf16> d_wte(kiln::test::to_bf16(wte)), d_wpe(kiln::test::to_bf16(wpe)), out(M * C);
+  DeviceBuffer<int32_t> d_tokens(tokens);
+  kiln::embedding_fwd(out.get(), d_tokens.get(), d_wte.get(), d_wpe.get(), B, T, C, V, maxT,
+                      nullptr);
+  const auto got = kiln::test::to_double(out.download());
+  std::vector<double> ref(M * C);
+  const auto wte_d = kiln::test::to_double(wte), wpe_d = kiln::test::to_double(wpe);
+  kiln::ref::embedding_fwd_ref(ref.data(), tokens.data(), wte_d.data(), wpe_d.data(), B, T, C);
+  kiln::test::check_close("out", ref, got, 1e-2, 0);  // non-finite exactly where the reference is
+  CHECK(std::isnan(got[0 * C + 3]));
+  CHECK(std::isinf(got[6 * C + 5]));
+
+  auto dout = kiln::test::round_to_bf16(kiln::test::random_uniform(M * C, -1, 1, rng));
+  dout[5 * C + 7] = std::numeric_limits<float>::quiet_NaN();  // token 6, position 1
+  DeviceBuffer<bf16> d_dout(kiln::test::to_bf16(dout));
+  DeviceBuffer<float> dwte(std::vector<float>(V * C, 0.0f)),
+      dwpe(std::vector<float>(maxT * C, 0.0f));
+  DeviceBuffer<unsigned char> ws(kiln::embedding_bwd_workspace_size(B, T, V));
+  kiln::embedding_bwd(dwte.get(), dwpe.get(), d_dout.get(), d_tokens.get(), B, T, C, V, maxT,
+                      ws.get(), ws.size(), nullptr);
+  std::vector<double> ref_wte(V * C, 0.0), ref_wpe(maxT * C, 0.0);
+  const auto dout_d = kiln::test::to_double(dout);
+  kiln::ref::embedding_bwd_ref(ref_wte.data(), ref_wpe.data(), dout_d.data(), tokens.data(), B, T,
+                               C);
+  kiln::test::check_close("dwte", ref_wte, kiln::test::to_double(dwte.download()), 1e-6, 1e-6);
+  kiln::test::check_close("dwpe", ref_wpe, kiln::test::to_double(dwpe.download()), 1e-6, 1e-6);
+  CHECK(std::isnan(ref_wte[6 * C + 7]));
+  CHECK(std::isnan(ref_wpe[1 * C + 7]));
 }

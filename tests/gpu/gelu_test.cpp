@@ -75,9 +75,11 @@ void check_gelu(std::int64_t n, std::mt19937_64& rng) {
 
 TEST_CASE("gelu forward and backward match the reference", "[gelu]") {
   auto rng = kt::make_rng(4001);
-  std::vector<std::int64_t> sizes = {
-      1, 3, 7, 8, 9, 4096, 4097, 4104, 8191, 8192, 4096 * 3 + 5, 1000003, 8 * 1024 * 768};
-  if (!kt::quick_mode()) sizes.push_back(8 * 1024 * 3072 + 3);  // GPT-2 MLP activations, ragged
+  std::vector<std::int64_t> sizes = {1, 3, 7, 8, 9, 4096, 4097, 4104, 8191, 8192, 4096 * 3 + 5};
+  if (!kt::quick_mode()) {
+    sizes.push_back(1000003);
+    sizes.push_back(8 * 1024 * 3072 + 3);  // GPT-2 124M's MLP activations, ragged
+  }
   for (const std::int64_t n : sizes) {
     check_gelu<rows::bf16>(n, rng);
     if (n <= (1 << 22)) check_gelu<float>(n, rng);

@@ -132,12 +132,15 @@ void check_step(const Model& model, const std::vector<Downloaded>& got,
     auto bp = t.master, bm = t.m, bv = t.v;
     kiln::ref::adamw_ref<float, float>(bp.data(), bm.data(), bv.data(), t.grad.data(), t.n,
                                        ref_config(c), c.step, grad_scale, t.decay);
+    // Absolute terms of about one fp32 ulp at each state's magnitude (master in (-1, 1), m about
+    // 1e-2, v about 1e-4): a tensor of a few elements may have an exact baseline while the
+    // kernel's fused multiply-adds round once differently.
     kiln::test::check_rule("master", p, kiln::test::to_double(got[i].master),
-                           kiln::test::to_double(bp), 1e-7);
+                           kiln::test::to_double(bp), 1.2e-7);
     kiln::test::check_rule("m", m, kiln::test::to_double(got[i].m), kiln::test::to_double(bm),
-                           1e-9);
+                           2e-9);
     kiln::test::check_rule("v", v, kiln::test::to_double(got[i].v), kiln::test::to_double(bv),
-                           1e-12);
+                           2e-11);
     int64_t wrong = 0, written = 0;
     for (int64_t k = 0; k < t.n; ++k) {
       if (t.copy) {
@@ -312,7 +315,7 @@ TEST_CASE("global_norm: the reference's norm and clip scale, deterministically",
     kiln::global_norm(out.get(), table.get(), count, total, max_norm, ws.get(), ws.size(), nullptr);
     const auto got = out.download();
     kiln::test::check_rule("norm", {ref}, {double(got[0])}, {base}, 1e-6 * ref);
-    CHECK(double(got[1]) == Approx(kiln::ref::clip_scale_ref(ref, max_norm)).epsilon(1e-6));
+    CHECK(double(got[1]) == Approx(kiln::ref::clip_scale_ref(ref, max_norm)).epsilon(1e-5));
     if (max_norm == 1.0f) CHECK(got[1] < 1.0f);  // the norm is far above 1
     out.poison();
     kiln::global_norm(out.get(), table.get(), count, total, max_norm, ws.get(), ws.size(), nullptr);
@@ -355,6 +358,6 @@ TEST_CASE("global_norm then adamw_step: the clip scale never leaves the device",
       kiln::ref::clip_scale_ref(kiln::ref::global_norm_ref(ptrs.data(), sizes.data(), 3), max_norm);
   REQUIRE(scale < 0.5);
   const float used = out.download()[1];
-  CHECK(double(used) == Approx(scale).epsilon(1e-6));
+  CHECK(double(used) == Approx(scale).epsilon(1e-5));
   check_step(model, download(model), c, double(used));
 }

@@ -46,7 +46,8 @@ inline std::string describe(const char* dtype, const Shape& s) {
 // mapping's edges: one vector per row (C = 8), sub-warp groups (40), partial whole-warp rows
 // (136, 264), the first block-per-row widths (1032, 2056), the widest vectorized rows (16384) and
 // the first past them (16392), and C that no vector divides (1, 7, 100, 769). Quick mode
-// (sanitizers) keeps C <= 4096 and at most 2048 rows.
+// (sanitizers, which slow every shared-memory access a hundredfold) keeps C <= 4096 and at most
+// 300 rows.
 inline std::vector<Shape> grid(bool with_probes = true) {
   const bool quick = quick_mode();
   const std::int64_t big_cs[] = {1, 7, 64, 768, 1024, 1600, 2048, 4096, 8192, 12288};
@@ -54,7 +55,7 @@ inline std::vector<Shape> grid(bool with_probes = true) {
   for (const std::int64_t C : big_cs) {
     if (quick && C > 4096) continue;
     std::int64_t many = std::min<std::int64_t>(100003, (std::int64_t{8} << 20) / C);
-    if (quick) many = std::min<std::int64_t>(many, 2048);
+    if (quick) many = std::min<std::int64_t>(many, 300);
     for (const std::int64_t N : {std::int64_t{1}, std::int64_t{37}, many})
       out.push_back({N, C});
   }

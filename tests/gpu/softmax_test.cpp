@@ -92,7 +92,9 @@ TEST_CASE("softmax forward and backward match the reference over the shape grid"
 
 TEST_CASE("softmax over attention-score shapes (B * NH * T rows of T)", "[softmax]") {
   auto rng = kt::make_rng(3002);
-  const std::int64_t Ts[] = {64, 1000, 1024, 2048};
+  const std::vector<std::int64_t> Ts = kt::quick_mode()
+                                           ? std::vector<std::int64_t>{64, 1000}
+                                           : std::vector<std::int64_t>{64, 1000, 1024, 2048};
   for (const std::int64_t T : Ts) {
     const std::int64_t BNH = kt::quick_mode() ? 1 : 3;
     for (const bool causal : {false, true})
