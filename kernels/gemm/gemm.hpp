@@ -62,8 +62,8 @@ void cublaslt_cache_destroy(CublasLtCache* cache) noexcept;
 void gemm_cublaslt(CublasLtCache& cache, void* handle, void* workspace, std::size_t workspace_bytes,
                    const GemmProblem& p, cudaStream_t stream);
 // Builds (or finds) the plan without launching: false when cuBLASLt has no algorithm.
-bool cublaslt_supports(CublasLtCache& cache, void* handle, std::size_t workspace_bytes,
-                       const GemmProblem& p);
+bool cublaslt_supports(CublasLtCache& cache, void* handle, void* workspace,
+                       std::size_t workspace_bytes, const GemmProblem& p);
 
 // The accumulation cuBLASLt's bias gradient needs (it overwrites; kiln's contract adds):
 // dst[i] += src[i] for i < n, in the dtype of the problem's bias_grad.

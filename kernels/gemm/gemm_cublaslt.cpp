@@ -63,6 +63,7 @@ struct Plan {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr, d = nullptr;
   cublasLtMatmulAlgo_t algo{};
   bool found = false;
+  cublasStatus_t heuristic_status = CUBLAS_STATUS_SUCCESS;  // why not found, when not
   std::size_t workspace_bytes = 0;  // what cuBLASLt may use (the scratch excluded)
 
   void destroy() noexcept {
@@ -185,9 +186,15 @@ void build_plan(Plan& plan, cublasLtHandle_t handle, std::size_t workspace_bytes
     int count = 0;
     const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
         handle, plan.desc, plan.a, plan.b, plan.c, plan.d, pref, 1, &result, &count);
-    // NOT_SUPPORTED is cuBLASLt's "no algorithm for this problem"; anything else is an error.
-    if (st != CUBLAS_STATUS_NOT_SUPPORTED) KILN_CUBLAS_CHECK(st);
+    // cuBLASLt answers a combination it lacks with NOT_SUPPORTED, or for some epilogue and layout
+    // combinations with INVALID_VALUE: both mean "no algorithm" (AUTO then takes another
+    // backend; a forced cuBLASLt reports not_supported with this status).
+    plan.heuristic_status = st;
     plan.found = st == CUBLAS_STATUS_SUCCESS && count > 0 && result.state == CUBLAS_STATUS_SUCCESS;
+    if (st == CUBLAS_STATUS_SUCCESS && count > 0 && result.state != CUBLAS_STATUS_SUCCESS)
+      plan.heuristic_status = result.state;
+    if (st == CUBLAS_STATUS_SUCCESS && count == 0)
+      plan.heuristic_status = CUBLAS_STATUS_NOT_SUPPORTED;
     if (plan.found) plan.algo = result.algo;
   } catch (...) {
     cublasLtMatmulPreferenceDestroy(pref);
@@ -235,33 +242,45 @@ namespace {
 bool aux_ld_ok(const GemmProblem& p) {
   return !(p.flags.gelu || p.flags.dgelu) || p.ld_pre_gelu % 8 == 0;
 }
+
+// The scratch at the end of the workspace (256-byte aligned), where cuBLASLt writes the bias
+// gradient before kiln adds it.
+void* scratch_of(void* workspace, std::size_t workspace_bytes, const GemmProblem& p) {
+  const std::size_t scratch = scratch_bytes(p);
+  return scratch ? static_cast<char*>(workspace) + (workspace_bytes - scratch) / 256 * 256
+                 : nullptr;
+}
 }  // namespace
 
-bool cublaslt_supports(CublasLtCache& cache, void* handle, std::size_t workspace_bytes,
-                       const GemmProblem& p) {
-  if (!handle || workspace_bytes < scratch_bytes(p) + 256 || !aux_ld_ok(p)) return false;
-  return cache.get(static_cast<cublasLtHandle_t>(handle), workspace_bytes, p, nullptr).found;
+bool cublaslt_supports(CublasLtCache& cache, void* handle, void* workspace,
+                       std::size_t workspace_bytes, const GemmProblem& p) {
+  const std::size_t scratch = scratch_bytes(p);
+  if (!handle || (scratch && workspace_bytes < scratch + 256) || !aux_ld_ok(p)) return false;
+  return cache
+      .get(static_cast<cublasLtHandle_t>(handle), workspace_bytes, p,
+           scratch_of(workspace, workspace_bytes, p))
+      .found;
 }
 
 void gemm_cublaslt(CublasLtCache& cache, void* handle, void* workspace, std::size_t workspace_bytes,
                    const GemmProblem& p, cudaStream_t stream) {
   KILN_CHECK(handle != nullptr, Status::not_supported,
-             "gemm: the cuBLASLt backend needs a context created with a cuBLASLt handle");
-  KILN_CHECK(aux_ld_ok(p), Status::not_supported, "gemm: cuBLASLt needs ld_pre_gelu (",
+             "kiln_gemm: the cuBLASLt backend needs a context created with a cuBLASLt handle");
+  KILN_CHECK(aux_ld_ok(p), Status::not_supported, "kiln_gemm: cuBLASLt needs ld_pre_gelu (",
              p.ld_pre_gelu, ") to be a multiple of 8");
   const std::size_t scratch = scratch_bytes(p);
-  KILN_CHECK_ARG(workspace_bytes >= scratch + 256, "gemm: cuBLASLt's bias gradient for M = ", p.m,
+  KILN_CHECK_ARG(!scratch || workspace_bytes >= scratch + 256,
+                 "kiln_gemm: cuBLASLt's bias gradient for M = ", p.m,
                  " needs a workspace of at least ", scratch + 256, " bytes (the context has ",
                  workspace_bytes, ")");
   KILN_CHECK_ARG(workspace != nullptr || workspace_bytes == 0,
-                 "gemm: the context's workspace is null but its size is ", workspace_bytes);
-  // The scratch ends the workspace, 256-byte aligned.
-  void* scratch_ptr =
-      scratch ? static_cast<char*>(workspace) + (workspace_bytes - scratch) / 256 * 256 : nullptr;
+                 "kiln_gemm: the context's workspace is null but its size is ", workspace_bytes);
+  void* scratch_ptr = scratch_of(workspace, workspace_bytes, p);
   Plan& plan = cache.get(static_cast<cublasLtHandle_t>(handle), workspace_bytes, p, scratch_ptr);
-  KILN_CHECK(plan.found, Status::not_supported, "gemm: cuBLASLt has no algorithm for M ", p.m,
+  KILN_CHECK(plan.found, Status::not_supported, "kiln_gemm: cuBLASLt has no algorithm for M ", p.m,
              " N ", p.n, " K ", p.k, " trans_a ", p.trans_a, " trans_b ", p.trans_b, " epilogue ",
-             kiln_gemm_epilogue_name(p.epilogue), " with ", p.cd_f32 ? "fp32" : "bf16", " C/D");
+             kiln_gemm_epilogue_name(p.epilogue), " with ", p.cd_f32 ? "fp32" : "bf16",
+             " C/D (heuristic: ", cublasLtGetStatusString(plan.heuristic_status), ")");
   set_pointers(plan.desc, p, scratch_ptr);
   KILN_CUBLAS_CHECK(cublasLtMatmul(static_cast<cublasLtHandle_t>(handle), plan.desc, &p.alpha, p.b,
                                    plan.a, p.a, plan.b, &p.beta, p.c ? p.c : p.d, plan.c, p.d,
