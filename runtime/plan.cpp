@@ -77,17 +77,29 @@ std::string format_bytes(std::size_t bytes) {
 }
 
 MemoryPlan plan_training(const ModelConfig& model, const TrainConfig& train,
-                         const BackendTypes& types, std::size_t workspace_bytes) {
+                         const BackendTypes& types, std::size_t workspace_bytes,
+                         std::size_t optimizer_workspace_bytes) {
   MemoryPlan plan;
-  impl::build_training_plan(plan, model.resolved(), train, types, workspace_bytes);
+  impl::build_training_plan(plan, model.resolved(), train, types, workspace_bytes,
+                            optimizer_workspace_bytes);
   return plan;
+}
+
+MemoryPlan plan_training(const ModelConfig& model, const TrainConfig& train,
+                         const Backend& backend) {
+  const ModelConfig m = model.resolved();
+  train.validate(m);
+  return plan_training(m, train, backend.types(),
+                       backend.workspace_bytes(m, train.batch, train.seq_len),
+                       backend.optimizer_workspace_bytes(m));
 }
 
 namespace impl {
 
 TrainingRegions build_training_plan(MemoryPlan& plan, const ModelConfig& model,
                                     const TrainConfig& train, const BackendTypes& types,
-                                    std::size_t workspace_bytes) {
+                                    std::size_t workspace_bytes,
+                                    std::size_t optimizer_workspace_bytes) {
   train.validate(model);
   const ParamLayout layout(model);
   const int64_t B = train.batch, T = train.seq_len, C = model.n_embd, NH = model.n_head;
@@ -150,6 +162,10 @@ TrainingRegions build_training_plan(MemoryPlan& plan, const ModelConfig& model,
   r.d4c = plan.add("d4C", G::activation_grads, act, BT * 4 * C);
   r.workspace =
       workspace_bytes > 0 ? plan.add_bytes("workspace", G::workspace, workspace_bytes) : kNoRegion;
+  r.optimizer_workspace =
+      optimizer_workspace_bytes > 0
+          ? plan.add_bytes("optimizer_workspace", G::workspace, optimizer_workspace_bytes)
+          : kNoRegion;
   return r;
 }
 
