@@ -69,6 +69,12 @@ bool cublaslt_supports(CublasLtCache& cache, void* handle, void* workspace,
 // dst[i] += src[i] for i < n, in the dtype of the problem's bias_grad.
 void bias_grad_accumulate(void* dst, const void* src, std::int64_t n, bool f32,
                           cudaStream_t stream);
+// bias_grad (M, f32 or bf16) += sum_k op(A)[m, k] with A bf16 ((M, K), or (K, M) when trans_a,
+// row stride lda), deterministically. `scratch` (4-byte aligned; may be null with 0 bytes) holds
+// partial column sums when trans_a: the more of it, the more row slices run in parallel.
+void op_a_row_sums_accumulate(void* bias_grad, bool f32, const void* a, bool trans_a,
+                              std::int64_t lda, std::int64_t M, std::int64_t K, void* scratch,
+                              std::size_t scratch_bytes, int multiprocessors, cudaStream_t stream);
 
 // Lets `kernel` use `bytes` of dynamic shared memory (past the default 48 KiB) on the current
 // device, once per device: `done` is the caller's per-kernel bitmask of devices already set.

@@ -5,6 +5,9 @@
 //  - kiln's bias_grad (M) = sum_k op(A)[m, k] reduces cuBLASLt's B over k: EPILOGUE_BGRADB.
 //    cuBLASLt overwrites the vector; kiln's contract accumulates, so cuBLASLt writes into a
 //    scratch at the end of the workspace and a small kernel adds it (bias_grad_accumulate).
+//    Where cuBLASLt has no BGRADB algorithm (its documentation leaves the supported layouts and
+//    output types open), kiln runs the plain GEMM and sums op(A)'s rows with its own
+//    deterministic kernels (op_a_row_sums_accumulate).
 //  - pre_gelu (M, N) row-major is cuBLASLt's column-major aux matrix with ld = ld_pre_gelu.
 //
 // GELU: cuBLASLt documents CUBLASLT_EPILOGUE_GELU only as "GELU" without saying which. kiln
@@ -23,6 +26,7 @@
 
 #include "kernels/common/check.hpp"
 #include "kernels/common/check_libs.hpp"
+#include "kernels/common/device.hpp"
 #include "kernels/gemm/gemm.hpp"
 
 namespace kiln::impl {
@@ -250,16 +254,36 @@ void* scratch_of(void* workspace, std::size_t workspace_bytes, const GemmProblem
   return scratch ? static_cast<char*>(workspace) + (workspace_bytes - scratch) / 256 * 256
                  : nullptr;
 }
+
+// The problem without its bias gradient: what cuBLASLt runs when it has no BGRADB algorithm
+// (kiln then sums op(A)'s rows itself).
+GemmProblem without_bias_grad(const GemmProblem& p) {
+  GemmProblem q = p;
+  q.epilogue = KILN_GEMM_EPILOGUE_NONE;
+  q.flags.bias_grad = false;
+  q.bias_grad = nullptr;
+  return q;
+}
+
+void matmul(cublasLtHandle_t handle, Plan& plan, const GemmProblem& p, void* workspace,
+            void* scratch, cudaStream_t stream) {
+  set_pointers(plan.desc, p, scratch);
+  KILN_CUBLAS_CHECK(cublasLtMatmul(handle, plan.desc, &p.alpha, p.b, plan.a, p.a, plan.b, &p.beta,
+                                   p.c ? p.c : p.d, plan.c, p.d, plan.d, &plan.algo, workspace,
+                                   plan.workspace_bytes, stream));
+}
+
 }  // namespace
 
 bool cublaslt_supports(CublasLtCache& cache, void* handle, void* workspace,
                        std::size_t workspace_bytes, const GemmProblem& p) {
   const std::size_t scratch = scratch_bytes(p);
-  if (!handle || (scratch && workspace_bytes < scratch + 256) || !aux_ld_ok(p)) return false;
-  return cache
-      .get(static_cast<cublasLtHandle_t>(handle), workspace_bytes, p,
-           scratch_of(workspace, workspace_bytes, p))
-      .found;
+  if (!handle || !aux_ld_ok(p)) return false;
+  auto* h = static_cast<cublasLtHandle_t>(handle);
+  if ((!scratch || workspace_bytes >= scratch + 256) &&
+      cache.get(h, workspace_bytes, p, scratch_of(workspace, workspace_bytes, p)).found)
+    return true;
+  return p.flags.bias_grad && cache.get(h, workspace_bytes, without_bias_grad(p), nullptr).found;
 }
 
 void gemm_cublaslt(CublasLtCache& cache, void* handle, void* workspace, std::size_t workspace_bytes,
@@ -268,24 +292,36 @@ void gemm_cublaslt(CublasLtCache& cache, void* handle, void* workspace, std::siz
              "kiln_gemm: the cuBLASLt backend needs a context created with a cuBLASLt handle");
   KILN_CHECK(aux_ld_ok(p), Status::not_supported, "kiln_gemm: cuBLASLt needs ld_pre_gelu (",
              p.ld_pre_gelu, ") to be a multiple of 8");
-  const std::size_t scratch = scratch_bytes(p);
-  KILN_CHECK_ARG(!scratch || workspace_bytes >= scratch + 256,
-                 "kiln_gemm: cuBLASLt's bias gradient for M = ", p.m,
-                 " needs a workspace of at least ", scratch + 256, " bytes (the context has ",
-                 workspace_bytes, ")");
   KILN_CHECK_ARG(workspace != nullptr || workspace_bytes == 0,
                  "kiln_gemm: the context's workspace is null but its size is ", workspace_bytes);
-  void* scratch_ptr = scratch_of(workspace, workspace_bytes, p);
-  Plan& plan = cache.get(static_cast<cublasLtHandle_t>(handle), workspace_bytes, p, scratch_ptr);
+  auto* h = static_cast<cublasLtHandle_t>(handle);
+  const std::size_t scratch = scratch_bytes(p);
+  if (!scratch || workspace_bytes >= scratch + 256) {
+    void* scratch_ptr = scratch_of(workspace, workspace_bytes, p);
+    Plan& plan = cache.get(h, workspace_bytes, p, scratch_ptr);
+    if (plan.found) {
+      matmul(h, plan, p, workspace, scratch_ptr, stream);
+      if (p.flags.bias_grad) bias_grad_accumulate(p.bias_grad, scratch_ptr, p.m, p.cd_f32, stream);
+      return;
+    }
+    KILN_CHECK(p.flags.bias_grad, Status::not_supported,
+               "kiln_gemm: cuBLASLt has no algorithm for M ", p.m, " N ", p.n, " K ", p.k,
+               " trans_a ", p.trans_a, " trans_b ", p.trans_b, " epilogue ",
+               kiln_gemm_epilogue_name(p.epilogue), " with ", p.cd_f32 ? "fp32" : "bf16",
+               " C/D (heuristic: ", cublasLtGetStatusString(plan.heuristic_status), ")");
+  }
+  // No BGRADB algorithm for this layout or output type (or no room for its scratch): the plain
+  // GEMM, then kiln's deterministic row sums of op(A), which may use the whole workspace once
+  // the GEMM (earlier on the same stream) is done with it.
+  const GemmProblem plain = without_bias_grad(p);
+  Plan& plan = cache.get(h, workspace_bytes, plain, nullptr);
   KILN_CHECK(plan.found, Status::not_supported, "kiln_gemm: cuBLASLt has no algorithm for M ", p.m,
-             " N ", p.n, " K ", p.k, " trans_a ", p.trans_a, " trans_b ", p.trans_b, " epilogue ",
-             kiln_gemm_epilogue_name(p.epilogue), " with ", p.cd_f32 ? "fp32" : "bf16",
+             " N ", p.n, " K ", p.k, " trans_a ", p.trans_a, " trans_b ", p.trans_b, " with ",
+             p.cd_f32 ? "fp32" : "bf16",
              " C/D (heuristic: ", cublasLtGetStatusString(plan.heuristic_status), ")");
-  set_pointers(plan.desc, p, scratch_ptr);
-  KILN_CUBLAS_CHECK(cublasLtMatmul(static_cast<cublasLtHandle_t>(handle), plan.desc, &p.alpha, p.b,
-                                   plan.a, p.a, plan.b, &p.beta, p.c ? p.c : p.d, plan.c, p.d,
-                                   plan.d, &plan.algo, workspace, plan.workspace_bytes, stream));
-  if (p.flags.bias_grad) bias_grad_accumulate(p.bias_grad, scratch_ptr, p.m, p.cd_f32, stream);
+  matmul(h, plan, plain, workspace, nullptr, stream);
+  op_a_row_sums_accumulate(p.bias_grad, p.cd_f32, p.a, p.trans_a, p.lda, p.m, p.k, workspace,
+                           workspace_bytes, current_device_facts().multiprocessors, stream);
 }
 
 }  // namespace kiln::impl
