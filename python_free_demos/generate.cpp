@@ -105,6 +105,7 @@ int run(const Options& o) {
   std::fwrite(pending.data(), 1, pending.size(), stdout);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("\n");
+  std::fflush(stdout);
   std::fprintf(stderr, "%lld tokens in %.2f s (%.1f tokens/s)\n", static_cast<long long>(count), s,
                static_cast<double>(count) / s);
   return 0;

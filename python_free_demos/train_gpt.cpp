@@ -191,8 +191,8 @@ int run(const Options& o) {
     if (o.layers) model.n_layer = o.layers;
     if (o.heads) model.n_head = o.heads;
     if (o.channels) model.n_embd = o.channels;
-    if (o.max_seq_len) model.max_seq_len = o.max_seq_len;
-    model.max_seq_len = std::max(model.max_seq_len, o.seq_len);
+    // A preset's positions grow to the requested sequence length unless given explicitly.
+    model.max_seq_len = o.max_seq_len ? o.max_seq_len : std::max(model.max_seq_len, o.seq_len);
     model.padded_vocab = 0;
     if (o.encoder) {
       model.kind = kiln::ModelKind::encoder;
