@@ -36,8 +36,10 @@ namespace {
 
 std::atomic<bool> g_stop{false};
 
+// The first Ctrl-C finishes the step and saves; a second one ends the process at once.
 void on_sigint(int) {
   g_stop = true;
+  std::signal(SIGINT, SIG_DFL);
 }
 
 struct Options {
