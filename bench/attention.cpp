@@ -2,7 +2,8 @@
 // (PERF.md): 16k tokens in total, hidden 2048 (NH = 2048 / HD, B = 16384 / T), T from 512 to 16k,
 // HD 64 and 128, causal and not; FLOPs 4 B NH T^2 HD for the forward (halved when causal), 2.5x
 // that for the backward. Every kiln path this device serves is timed side by side (forced), each
-// after a spot check of its output against the double reference. cuDNN's fused flash attention,
+// after a spot check of its output against the double reference (forward: O; backward: dQ), the
+// backward in both modes (atomic dQ and deterministic). cuDNN's fused flash attention,
 // reached through kiln's own cuDNN backend (impl "cudnn"), is the peer measured in the same run;
 // HD 256 rows are cuDNN only (kiln's kernels take 64 and 128). The PyTorch peers (SDPA's flash
 // and cuDNN backends) are bench/peers/attention.py, with the same shapes and JSON schema.
@@ -96,6 +97,56 @@ bool spot_check(const Case& c, const bf16* q, const bf16* k, const bf16* v, cons
   return true;
 }
 
+// Spot check of dQ for (b = 0, h = 0) at a few rows against the double reference, D from the O
+// the backward was given (the kernels' definition).
+bool spot_check_dq(const Case& c, const bf16* q, const bf16* k, const bf16* v, const bf16* o,
+                   const bf16* dout, const bf16* dq, const std::string& what) {
+  const size_t n = static_cast<size_t>(c.T * c.NH * c.HD);  // batch 0
+  const auto hq = download_bf16(q, n), hk = download_bf16(k, n), hv = download_bf16(v, n),
+             ho = download_bf16(o, n), hdo = download_bf16(dout, n), hdq = download_bf16(dq, n);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(c.HD));
+  const int64_t row = c.NH * c.HD;  // elements from one token to the next
+  double worst = 0, peak = 0;
+  for (const int64_t i : {int64_t{0}, c.T / 3, c.T - 1}) {
+    const int64_t last = kiln::ref::attention_last_key(i, c.T, c.T, c.causal);
+    std::vector<double> p(static_cast<size_t>(last + 1));
+    double mx = -INFINITY, sum = 0, D = 0;
+    for (int64_t j = 0; j <= last; ++j) {
+      double dot = 0;
+      for (int64_t d = 0; d < c.HD; ++d)
+        dot += static_cast<double>(hq[i * row + d]) * hk[j * row + d];
+      p[j] = dot * scale;
+      mx = std::max(mx, p[j]);
+    }
+    for (auto& x : p) {
+      x = std::exp(x - mx);
+      sum += x;
+    }
+    for (int64_t d = 0; d < c.HD; ++d)
+      D += static_cast<double>(hdo[i * row + d]) * ho[i * row + d];
+    std::vector<double> acc(static_cast<size_t>(c.HD), 0.0);
+    for (int64_t j = 0; j <= last; ++j) {
+      double dp = 0;
+      for (int64_t d = 0; d < c.HD; ++d)
+        dp += static_cast<double>(hdo[i * row + d]) * hv[j * row + d];
+      const double ds = p[j] / sum * (dp - D);
+      for (int64_t d = 0; d < c.HD; ++d)
+        acc[d] += ds * hk[j * row + d];
+    }
+    for (int64_t d = 0; d < c.HD; ++d) {
+      peak = std::max(peak, std::fabs(acc[d] * scale));
+      worst = std::max(worst, std::fabs(acc[d] * scale - hdq[i * row + d]));
+    }
+  }
+  if (!(worst <= 2e-2 * (1.0 + peak))) {
+    std::fprintf(stderr,
+                 "bench_attention: %s %s: dQ off by %g (peak %g) at a spot check; not timed\n",
+                 what.c_str(), c.shape().c_str(), worst, peak);
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -135,7 +186,10 @@ int main(int argc, char** argv) {
         const std::string impl_name =
             std::string(impl == KILN_ATTENTION_IMPL_CUDNN ? "" : "kiln-") +
             kiln_attention_impl_name(impl);
-        for (const bool backward : {false, true}) {
+        // The backward in both dQ modes (cuDNN: its default and its deterministic algorithm).
+        for (const int mode : {0, 1, 2}) {
+          const bool backward = mode > 0;
+          d.deterministic = mode == 2 ? 1 : 0;
           kiln_attention_impl_t resolved;
           if (kiln_attention_resolve_impl(&d, backward ? 1 : 0, &resolved) != KILN_STATUS_OK)
             continue;  // this device or build does not serve the path
@@ -157,14 +211,18 @@ int main(int argc, char** argv) {
             // O and LSE from the default forward path, as a trainer would have them.
             kiln_attention_desc_t fd = d;
             fd.impl = KILN_ATTENTION_IMPL_AUTO;
+            fd.deterministic = 0;
             const size_t fws_bytes = kiln::attention_fwd_workspace_size(fd);
             Buf<unsigned char> fws(fws_bytes);
             kiln::attention_fwd(fd, o.p, lse.p, q.p, k.p, v.p, fws.p, fws_bytes, stream);
+            bwd(stream);
+            KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
+            if (!spot_check_dq(c, q.p, k.p, v.p, o.p, dout.p, dq.p, impl_name)) continue;
           }
           const auto t = kiln::bench::time_region(backward ? bwd : fwd, stream, options);
           const double flops = c.fwd_flops() * (backward ? 2.5 : 1.0);
           report.add(nlohmann::json{{"op", backward ? "attention_bwd" : "attention_fwd"},
-                                    {"impl", impl_name},
+                                    {"impl", impl_name + (mode == 2 ? "-deterministic" : "")},
                                     {"shape", c.shape()},
                                     {"B", c.B},
                                     {"T", c.T},

@@ -111,8 +111,17 @@ AttnShape validate(const kiln_attention_desc_t* d, const char* op, bool writes_q
   return s;
 }
 
-// Whether this build carries the sm_90a attention forward (kernels/attention/*_sm90.cu).
-bool hopper_fwd_built() {
+// Whether AUTO runs the sm_90a backward on Hopper. No kiln GPU code has run on a GPU yet, and of
+// the kernels the sm_90a backward has the most that only a GPU can prove (two warpgroups sharing
+// dS^T through shared memory, dQ by asynchronous bulk reductions, register reallocation), so AUTO
+// keeps the simpler sm_80 backward on Hopper, and the sm_90a one is reached only when forced
+// (KILN_ATTENTION_IMPL_SM90), as tests/gpu/attention_test.cpp and bench_attention do. Turn this on
+// once [attention] passes on an H100 with it forced and bench_attention shows it faster than sm80
+// (and update the AUTO test there).
+constexpr bool kAutoHopperBackward = false;
+
+// Whether this build carries the sm_90a attention kernels (kernels/attention/*_sm90.cu).
+bool hopper_built() {
 #if defined(KILN_HAS_SM90A)
   return true;
 #else
@@ -126,12 +135,9 @@ bool hopper_fwd_built() {
 kiln_attention_impl_t resolve(const kiln_attention_desc_t* d, const AttnShape& s, bool backward,
                               const char* op) {
   const bool ours = attn_kernel_head_dim(s.HD);
-  if (d->impl == KILN_ATTENTION_IMPL_SM90) {
-    KILN_CHECK(hopper_fwd_built(), Status::not_supported, op,
+  if (d->impl == KILN_ATTENTION_IMPL_SM90)
+    KILN_CHECK(hopper_built(), Status::not_supported, op,
                ": this build carries no sm_90a kernels (configure with KILN_SM90A=ON)");
-    KILN_CHECK(!backward, Status::not_supported, op,
-               ": the sm_90a attention backward is not written yet; use SM80 (AUTO does)");
-  }
   if (d->impl == KILN_ATTENTION_IMPL_SM80 || d->impl == KILN_ATTENTION_IMPL_SM90)
     KILN_CHECK(ours, Status::not_supported, op, ": head_dim ", s.HD,
                " is not served by kiln's kernels, which take 64 and 128 (AUTO sends it to cuDNN)");
@@ -147,7 +153,7 @@ kiln_attention_impl_t resolve(const kiln_attention_desc_t* d, const AttnShape& s
   if (impl == KILN_ATTENTION_IMPL_AUTO) {
     if (!ours)
       impl = KILN_ATTENTION_IMPL_CUDNN;
-    else if (!backward && hopper_fwd_built() && hopper_kernels_available())
+    else if ((!backward || kAutoHopperBackward) && hopper_built() && hopper_kernels_available())
       impl = KILN_ATTENTION_IMPL_SM90;
     else
       impl = KILN_ATTENTION_IMPL_SM80;
@@ -161,8 +167,16 @@ std::size_t fwd_workspace(kiln_attention_impl_t impl, const AttnShape& s) {
 }
 
 std::size_t bwd_workspace(kiln_attention_impl_t impl, const AttnShape& s) {
-  return impl == KILN_ATTENTION_IMPL_CUDNN ? attention_cudnn_workspace(s, true)
-                                           : attention_bwd_sm80_workspace(s);
+  switch (impl) {
+    case KILN_ATTENTION_IMPL_CUDNN:
+      return attention_cudnn_workspace(s, true);
+#if defined(KILN_HAS_SM90A)
+    case KILN_ATTENTION_IMPL_SM90:
+      return attention_bwd_sm90_workspace(s);
+#endif
+    default:
+      return attention_bwd_sm80_workspace(s);
+  }
 }
 
 void check_workspace(const char* op, void* workspace, std::size_t bytes, std::size_t needed) {
@@ -334,6 +348,11 @@ kiln_status_t kiln_attention_bwd(const kiln_attention_desc_t* desc, void* dq, vo
                         static_cast<bf16*>(dk),
                         static_cast<bf16*>(dv)};
     switch (impl) {
+#if defined(KILN_HAS_SM90A)
+      case KILN_ATTENTION_IMPL_SM90:
+        attention_bwd_sm90(a, workspace, stream);
+        break;
+#endif
       case KILN_ATTENTION_IMPL_SM80:
         attention_bwd_sm80(a, workspace, stream);
         break;

@@ -76,6 +76,11 @@ void attention_bwd_convert_dq(const AttnBwdArgs& a, const float* dq_accum, cudaS
 
 // --- sm_90a kernels (wgmma, TMA; compute capability 9.0; built only with KILN_HAS_SM90A) ---------
 void attention_fwd_sm90(const AttnFwdArgs& a, cudaStream_t stream);
+// Backward: D (as the sm_80 path), then the dK/dV kernel with dQ by bulk fp32 reductions into an
+// accumulator (or, deterministic, the sm_80 dQ pass), then dQ from the accumulator.
+std::size_t attention_bwd_sm90_workspace(const AttnShape& s);
+std::size_t attention_bwd_sm90_dq_accum_bytes(const AttnShape& s);
+void attention_bwd_sm90(const AttnBwdArgs& a, void* workspace, cudaStream_t stream);
 
 // --- cuDNN fused flash attention (attention_cudnn.cpp) ------------------------------------------
 // Each builds (once per thread, device, direction and shape) cuDNN's execution plan and throws

@@ -16,10 +16,9 @@
 // the diagonal are never loaded. O is written straight from registers; LSE in fp32.
 #include "kernels/attention/attention.hpp"
 #include "kernels/attention/attention_sm80.cuh"
+#include "kernels/attention/attention_sm90.cuh"
 #include "kernels/common/check.hpp"
 #include "kernels/common/device.hpp"
-#include "kernels/common/sm90.cuh"
-#include "kernels/common/tma.hpp"
 
 namespace kiln::attn {
 namespace {
@@ -85,29 +84,7 @@ __device__ __forceinline__ int key_blocks(const Sm90Params& p, int m0) {
   return n;
 }
 
-// A ring position: stage and the parity of its current phase, advanced identically on both sides.
-struct Ring {
-  int stage = 0;
-  std::uint32_t phase = 0;
-  __device__ __forceinline__ void next() {
-    if (++stage == kStages) {
-      stage = 0;
-      phase ^= 1;
-    }
-  }
-};
-
-// wgmma descriptors. Q and K are K-major (a row is one query / key, HD contiguous in 64-column
-// blocks): k-step kk starts 32 bytes further inside its column block. V is N-major for the P V
-// product (a row is one key = one K index): 16 keys are two 1024-byte atoms, and the 64-column
-// blocks of HD are a whole block's bytes apart (LBO).
-template <int HD>
-__device__ __forceinline__ std::uint64_t desc_kmajor(const unsigned char* tile, int rows, int kk) {
-  return dev::wgmma_desc_sw128(tile + (kk / 4) * rows * 128 + (kk % 4) * 32, 16, 1024);
-}
-__device__ __forceinline__ std::uint64_t desc_v(const unsigned char* tile, int kk) {
-  return dev::wgmma_desc_sw128(tile + kk * 2048, kN * 128, 1024);
-}
+using Ring = attn::Ring<kStages>;
 
 template <int HD>
 __device__ __forceinline__ void consumer_arrive(std::uint64_t* bar, int lane) {
@@ -207,15 +184,15 @@ __global__ void __launch_bounds__(kThreads, 1)
       dev::wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < HD / 16; ++kk)
-        dev::Wgmma<kN>::template ss<0, 0>(s, desc_kmajor<HD>(q_tile, kM, kk),
-                                          desc_kmajor<HD>(sm.k[stage], kN, kk), kk > 0);
+        dev::Wgmma<kN>::template ss<0, 0>(s, desc_kmajor(q_tile, kM, kk),
+                                          desc_kmajor(sm.k[stage], kN, kk), kk > 0);
       dev::wgmma_commit();
     };
     const auto issue_pv = [&](int stage) {
       dev::wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < kN / 16; ++kk)
-        dev::Wgmma<HD>::template rs<1>(o, pa[kk], desc_v(sm.v[stage], kk), 1);
+        dev::Wgmma<HD>::template rs<1>(o, pa[kk], desc_mn(sm.v[stage], kN, kk), 1);
       dev::wgmma_commit();
     };
     // Masks block n's S, updates the running max and sum, leaves P (fp32) in s and returns the
@@ -347,25 +324,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (cw == 0) dev::named_barrier_sync(1, 256);
 }
 
-void make_map(CUtensorMap* map, const bf16* base, int HD, int T, int NH, int B,
-              const impl::AttnStrides& s, int box_rows) {
-  const std::uint64_t dims[4] = {static_cast<std::uint64_t>(HD), static_cast<std::uint64_t>(T),
-                                 static_cast<std::uint64_t>(NH), static_cast<std::uint64_t>(B)};
-  const std::uint64_t strides[3] = {static_cast<std::uint64_t>(s.t) * 2,
-                                    static_cast<std::uint64_t>(s.h) * 2,
-                                    static_cast<std::uint64_t>(s.b) * 2};
-  const std::uint32_t box[4] = {64, static_cast<std::uint32_t>(box_rows), 1, 1};
-  impl::encode_tensor_map(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, base, dims, strides, box,
-                          CU_TENSOR_MAP_SWIZZLE_128B);
-}
-
 template <int HD>
 void launch(const impl::AttnFwdArgs& a, cudaStream_t stream) {
   const impl::AttnShape& s = a.s;
   CUtensorMap mq, mk, mv;
-  make_map(&mq, a.q, HD, s.Tq, s.NHq, s.B, s.q, kM);
-  make_map(&mk, a.k, HD, s.Tk, s.NHkv, s.B, s.k, kN);
-  make_map(&mv, a.v, HD, s.Tk, s.NHkv, s.B, s.v, kN);
+  make_attention_map(&mq, a.q, HD, s.Tq, s.NHq, s.B, s.q, kM);
+  make_attention_map(&mk, a.k, HD, s.Tk, s.NHkv, s.B, s.k, kN);
+  make_attention_map(&mv, a.v, HD, s.Tk, s.NHkv, s.B, s.v, kN);
   Sm90Params p{};
   p.Tq = s.Tq;
   p.Tk = s.Tk;

@@ -234,4 +234,18 @@ __device__ __forceinline__ std::uint32_t sw128_offset(std::uint32_t row, std::ui
   return row * 128 + ((((byte >> 4) ^ row) & 7) << 4) + (byte & 15);
 }
 
+// ---- bulk reductions (cp.reduce.async.bulk) -----------------------------------------------------
+
+// gmem[i] += smem[i] for `bytes` / 4 floats (bytes a multiple of 16; both addresses 16-byte
+// aligned), performed by the TMA unit as atomic adds in L2. Like a TMA store: publish the source
+// with fence_proxy_async() and a barrier first; tracked in this thread's bulk groups
+// (tma_store_commit, tma_store_wait_read before reusing the source, tma_store_wait before exit).
+__device__ __forceinline__ void bulk_reduce_add_f32(float* gmem, const void* smem,
+                                                    std::uint32_t bytes) {
+  asm volatile(
+      "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(gmem),
+      "r"(smem_addr(smem)), "r"(bytes)
+      : "memory");
+}
+
 }  // namespace kiln::dev

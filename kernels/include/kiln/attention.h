@@ -22,8 +22,9 @@
  *
  * Implementations (kiln_attention_impl_t): AUTO picks the Hopper kernels (wgmma, TMA) on compute
  * capability 9.0 when this build carries them, and the sm_80 kernels (mma.sync) on other devices of
- * compute capability >= 8.0 (and for the backward, which has no Hopper kernel yet); head dims
- * other than 64 and 128 go to cuDNN. Any implementation can be forced, e.g. to compare them; a
+ * compute capability >= 8.0, and for the backward on every device: the Hopper backward exists but
+ * is reached only when forced (SM90) until it has been verified on a GPU; head dims other than 64
+ * and 128 go to cuDNN. Any implementation can be forced, e.g. to compare them; a
  * forced one that cannot serve the call returns KILN_STATUS_NOT_SUPPORTED. CUDNN runs cuDNN's
  * fused flash attention through its graph API: the execution plan for a (direction, shape,
  * strides, causal, deterministic) is built on first use in each thread (the workspace queries and

@@ -1,0 +1,77 @@
+// Pieces shared by the sm_90a attention kernels (attention_fwd_sm90.cu, attention_bwd_sm90.cu):
+// the TMA views of the strided (B, T, NH, HD) tensors, the wgmma descriptors of their tiles, and
+// the position in an mbarrier ring. Include only from files built for sm_90a.
+//
+// Tile layout: a tile of R rows x HD bf16 columns lives in shared memory as HD / 64 column blocks,
+// each R rows of 128 bytes in TMA's 128-byte swizzle (8-row, 1024-byte atoms), block c at byte
+// c * R * 128. Every tile starts 1024-byte aligned.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/attention/attention.hpp"
+#include "kernels/common/sm90.cuh"
+#include "kernels/common/tma.hpp"
+
+namespace kiln::attn {
+
+// A ring position: stage and the parity of its current phase, advanced identically by the
+// producer and the consumers.
+template <int kStages>
+struct Ring {
+  int stage = 0;
+  std::uint32_t phase = 0;
+  __device__ __forceinline__ void next() {
+    if (++stage == kStages) {
+      stage = 0;
+      phase ^= 1;
+    }
+  }
+};
+
+// wgmma descriptor of a tile used K-major (a row is one M / N index, the K index runs along it):
+// k-step kk (16 columns) starts 32 bytes further in its 64-column block.
+__device__ __forceinline__ std::uint64_t desc_kmajor(const unsigned char* tile, int rows, int kk) {
+  return dev::wgmma_desc_sw128(tile + (kk / 4) * rows * 128 + (kk % 4) * 32, 16, 1024);
+}
+
+// wgmma descriptor of a tile used M/N-major (a row is one K index, the M / N index runs along
+// it): k-step kk (16 rows) is two atoms further; the 64-wide M / N column blocks are a whole
+// block (rows * 128 bytes) apart.
+__device__ __forceinline__ std::uint64_t desc_mn(const unsigned char* tile, int rows, int kk) {
+  return dev::wgmma_desc_sw128(tile + kk * 2048, rows * 128, 1024);
+}
+
+// The same descriptors as offsets from the one of k-step 0: a descriptor's low 14 bits are the
+// start address / 16, so a byte offset within shared memory is added directly.
+__host__ __device__ constexpr std::uint32_t kmajor_offset(int rows, int kk) {
+  return static_cast<std::uint32_t>((kk / 4) * rows * 128 + (kk % 4) * 32);
+}
+__host__ __device__ constexpr std::uint32_t mn_offset(int kk) {
+  return static_cast<std::uint32_t>(kk * 2048);
+}
+__device__ __forceinline__ std::uint64_t desc_add(std::uint64_t desc, std::uint32_t bytes) {
+  return desc + (bytes >> 4);
+}
+// Hides a value's origin from the compiler, so what derives from it is computed where it is used
+// rather than hoisted out of the loop and kept in registers for its whole length.
+__device__ __forceinline__ std::uint64_t opaque(std::uint64_t x) {
+  asm volatile("" : "+l"(x));
+  return x;
+}
+
+// A 4-D tensor map (HD, T, NH, B) over a strided bf16 tensor, boxes of 64 x box_rows: rows past T
+// read as zeros, so ragged tiles need no other care.
+inline void make_attention_map(CUtensorMap* map, const impl::bf16* base, int HD, int T, int NH,
+                               int B, const impl::AttnStrides& s, int box_rows) {
+  const std::uint64_t dims[4] = {static_cast<std::uint64_t>(HD), static_cast<std::uint64_t>(T),
+                                 static_cast<std::uint64_t>(NH), static_cast<std::uint64_t>(B)};
+  const std::uint64_t strides[3] = {static_cast<std::uint64_t>(s.t) * 2,
+                                    static_cast<std::uint64_t>(s.h) * 2,
+                                    static_cast<std::uint64_t>(s.b) * 2};
+  const std::uint32_t box[4] = {64, static_cast<std::uint32_t>(box_rows), 1, 1};
+  impl::encode_tensor_map(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, base, dims, strides, box,
+                          CU_TENSOR_MAP_SWIZZLE_128B);
+}
+
+}  // namespace kiln::attn
