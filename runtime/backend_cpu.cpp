@@ -113,14 +113,14 @@ class CpuBackend final : public Backend {
 
   // ---- ops ------------------------------------------------------------------------------------
   void embedding_fwd(void* out, const int32_t* tokens, const void* wte, const void* wpe, int64_t B,
-                     int64_t T_, int64_t C) override {
+                     int64_t T_, int64_t C, int64_t, int64_t) override {
     pool_.parallel_for(B, 1, [&](int, int64_t b0, int64_t b1) {
       ref::embedding_fwd_ref(p(out) + b0 * T_ * C, tokens + b0 * T_, cp(wte), cp(wpe), b1 - b0, T_,
                              C);
     });
   }
   void embedding_bwd(void* dwte, void* dwpe, const void* dout, const int32_t* tokens, int64_t B,
-                     int64_t T_, int64_t C) override {
+                     int64_t T_, int64_t C, int64_t, int64_t) override {
     ref::embedding_bwd_ref(p(dwte), p(dwpe), cp(dout), tokens, B, T_, C);
   }
   void layernorm_fwd(void* y, void* mean, void* rstd, const void* x, const void* gamma,

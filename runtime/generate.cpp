@@ -138,7 +138,7 @@ std::vector<float> Generator::State::run(std::span<const int32_t> tokens) {
   const void* wpe = static_cast<const char*>(param(ParamKind::wpe)) +
                     past * C * static_cast<int64_t>(dtype_size(types.compute));
   be.embedding_fwd(at(r.x), static_cast<const int32_t*>(at(r.tokens)), param(ParamKind::wte), wpe,
-                   1, n, C);
+                   1, n, C, m.vocab_size, m.max_seq_len - past);
   be.layernorm_fwd(at(r.ln), at(r.mean), at(r.rstd), at(r.x), param(ParamKind::ln1_w, 0),
                    param(ParamKind::ln1_b, 0), n, C, eps);
   for (int64_t l = 0; l < L; ++l) {

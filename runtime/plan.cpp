@@ -77,10 +77,21 @@ std::string format_bytes(std::size_t bytes) {
 }
 
 MemoryPlan plan_training(const ModelConfig& model, const TrainConfig& train,
-                         const BackendTypes& types, std::size_t workspace_bytes, int world_size) {
+                         const BackendTypes& types, std::size_t workspace_bytes,
+                         std::size_t optimizer_workspace_bytes, int world_size) {
   MemoryPlan plan;
-  impl::build_training_plan(plan, model.resolved(), train, types, workspace_bytes, world_size);
+  impl::build_training_plan(plan, model.resolved(), train, types, workspace_bytes,
+                            optimizer_workspace_bytes, world_size);
   return plan;
+}
+
+MemoryPlan plan_training(const ModelConfig& model, const TrainConfig& train, const Backend& backend,
+                         int world_size) {
+  const ModelConfig m = model.resolved();
+  train.validate(m);
+  return plan_training(m, train, backend.types(),
+                       backend.workspace_bytes(m, train.batch, train.seq_len),
+                       backend.optimizer_workspace_bytes(m), world_size);
 }
 
 namespace impl {
@@ -99,7 +110,8 @@ ShardGeometry::ShardGeometry(int64_t total_elements, int ranks, bool zero1)
 
 TrainingRegions build_training_plan(MemoryPlan& plan, const ModelConfig& model,
                                     const TrainConfig& train, const BackendTypes& types,
-                                    std::size_t workspace_bytes, int world_size) {
+                                    std::size_t workspace_bytes,
+                                    std::size_t optimizer_workspace_bytes, int world_size) {
   train.validate(model);
   const ParamLayout layout(model);
   const int64_t B = train.batch, T = train.seq_len, C = model.n_embd, NH = model.n_head;
@@ -166,6 +178,10 @@ TrainingRegions build_training_plan(MemoryPlan& plan, const ModelConfig& model,
   r.d4c = plan.add("d4C", G::activation_grads, act, BT * 4 * C);
   r.workspace =
       workspace_bytes > 0 ? plan.add_bytes("workspace", G::workspace, workspace_bytes) : kNoRegion;
+  r.optimizer_workspace =
+      optimizer_workspace_bytes > 0
+          ? plan.add_bytes("optimizer_workspace", G::workspace, optimizer_workspace_bytes)
+          : kNoRegion;
   return r;
 }
 

@@ -65,7 +65,8 @@ void TrainerState::forward() {
   const double eps = m.layernorm_eps;
   const auto* tokens = static_cast<const int32_t*>(at(r.inputs));
 
-  be.embedding_fwd(at(r.encoded), tokens, param(ParamKind::wte), param(ParamKind::wpe), B, T, C);
+  be.embedding_fwd(at(r.encoded), tokens, param(ParamKind::wte), param(ParamKind::wpe), B, T, C,
+                   m.vocab_size, m.max_seq_len);
   be.layernorm_fwd(at(r.layers[0].ln1), at(r.layers[0].ln1_mean), at(r.layers[0].ln1_rstd),
                    at(r.encoded), param(ParamKind::ln1_w, 0), param(ParamKind::ln1_b, 0), BT, C,
                    eps);
@@ -149,7 +150,7 @@ void TrainerState::backward(bool reduce) {
     if (reduce) reduce_bucket(layout.layer_bucket(l));
   }
   be.embedding_bwd(grad(ParamKind::wte), grad(ParamKind::wpe), at(r.dres),
-                   static_cast<const int32_t*>(at(r.inputs)), B, T, C);
+                   static_cast<const int32_t*>(at(r.inputs)), B, T, C, m.vocab_size, m.max_seq_len);
   if (reduce) reduce_bucket(layout.embedding_bucket());
 }
 
@@ -316,6 +317,10 @@ StepResult Trainer::step(std::span<const int32_t> inputs, std::span<const int32_
   u.weight_decay = s.train.optimizer.weight_decay;
   u.grad_clip = s.train.optimizer.grad_clip;
   u.step = s.step + 1;
+  if (s.r.optimizer_workspace != impl::kNoRegion) {
+    u.workspace = s.at(s.r.optimizer_workspace);
+    u.workspace_bytes = s.plan[s.r.optimizer_workspace].bytes;
+  }
   s.update(u);
   ++s.step;
   result.step = s.step;

@@ -20,7 +20,8 @@ TrainerState::TrainerState(const ModelConfig& model, const TrainConfig& train_co
   types = backend->types();
   const std::size_t workspace =
       backend->workspace_bytes(layout.config(), train.batch, train.seq_len);
-  r = build_training_plan(plan, layout.config(), train, types, workspace, comm->world_size());
+  r = build_training_plan(plan, layout.config(), train, types, workspace,
+                          backend->optimizer_workspace_bytes(layout.config()), comm->world_size());
   arena = backend->allocate(plan.total_bytes());
   // A fresh arena holds garbage; zero it once so that the alignment gaps of the parameter,
   // gradient and moment buffers are zero and stay zero.
@@ -54,6 +55,13 @@ void TrainerState::run_graph(double dloss) {
   if (graph >= 0 && graph_dloss != dloss) {
     backend->release_graph(graph);
     graph = -1;
+  }
+  if (graph < 0 && !graph_warmed) {
+    // The first run of each op may do one-time host work (library plans, caches) that must not
+    // happen inside a capture: run the micro-step eagerly once, capture the next one.
+    micro_step(dloss, false);
+    graph_warmed = true;
+    return;
   }
   if (graph < 0) {
     backend->begin_capture();

@@ -78,6 +78,7 @@ struct TrainerState {
   std::vector<int32_t> host_inputs, host_targets;  // one micro-batch, staged for upload
   int graph = -1;
   double graph_dloss = 0;
+  bool graph_warmed = false;
 };
 
 }  // namespace kiln::impl

@@ -41,7 +41,8 @@ struct TrainingRegions {
   std::size_t dres, dc, d4c;                         // (B*T, C), (B*T, C), (B*T, 4C)
   std::size_t ln_scratch, gelu_scratch;              // recompute targets (or kNoRegion)
   std::size_t stat_scratch_mean, stat_scratch_rstd;  // (B*T) recompute LN statistics
-  std::size_t workspace;                             // kNoRegion when 0 bytes
+  std::size_t workspace = kNoRegion;                 // kNoRegion when 0 bytes
+  std::size_t optimizer_workspace = kNoRegion;       // kNoRegion when 0 bytes
 };
 
 // How ZeRO-1 splits the flat parameter buffer of `total` elements over `world_size` ranks: rank r
@@ -60,7 +61,8 @@ struct ShardGeometry {
 // world_size: the data-parallel ranks (ZeRO-1 sizes the master weights and moments by shard).
 TrainingRegions build_training_plan(MemoryPlan& plan, const ModelConfig& model,
                                     const TrainConfig& train, const BackendTypes& types,
-                                    std::size_t workspace_bytes, int world_size = 1);
+                                    std::size_t workspace_bytes,
+                                    std::size_t optimizer_workspace_bytes, int world_size = 1);
 
 // A generator: batch 1, up to max_seq_len positions, a qkv cache per layer.
 struct GenerationRegions {

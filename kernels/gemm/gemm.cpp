@@ -259,7 +259,7 @@ bool accepts(kiln_gemm_context& ctx, GemmBackend b, const GemmProblem& p) {
       return sm80_rejects_static(p).empty() && backend_available(b);
     case GemmBackend::cublaslt:
       return ctx.cublaslt != nullptr && backend_available(b) &&
-             cublaslt_supports(*ctx.cache, ctx.cublaslt, ctx.workspace_bytes, p);
+             cublaslt_supports(*ctx.cache, ctx.cublaslt, ctx.workspace, ctx.workspace_bytes, p);
   }
   return false;
 }

@@ -62,13 +62,19 @@ void cublaslt_cache_destroy(CublasLtCache* cache) noexcept;
 void gemm_cublaslt(CublasLtCache& cache, void* handle, void* workspace, std::size_t workspace_bytes,
                    const GemmProblem& p, cudaStream_t stream);
 // Builds (or finds) the plan without launching: false when cuBLASLt has no algorithm.
-bool cublaslt_supports(CublasLtCache& cache, void* handle, std::size_t workspace_bytes,
-                       const GemmProblem& p);
+bool cublaslt_supports(CublasLtCache& cache, void* handle, void* workspace,
+                       std::size_t workspace_bytes, const GemmProblem& p);
 
 // The accumulation cuBLASLt's bias gradient needs (it overwrites; kiln's contract adds):
 // dst[i] += src[i] for i < n, in the dtype of the problem's bias_grad.
 void bias_grad_accumulate(void* dst, const void* src, std::int64_t n, bool f32,
                           cudaStream_t stream);
+// bias_grad (M, f32 or bf16) += sum_k op(A)[m, k] with A bf16 ((M, K), or (K, M) when trans_a,
+// row stride lda), deterministically. `scratch` (4-byte aligned; may be null with 0 bytes) holds
+// partial column sums when trans_a: the more of it, the more row slices run in parallel.
+void op_a_row_sums_accumulate(void* bias_grad, bool f32, const void* a, bool trans_a,
+                              std::int64_t lda, std::int64_t M, std::int64_t K, void* scratch,
+                              std::size_t scratch_bytes, int multiprocessors, cudaStream_t stream);
 
 // Lets `kernel` use `bytes` of dynamic shared memory (past the default 48 KiB) on the current
 // device, once per device: `done` is the caller's per-kernel bitmask of devices already set.

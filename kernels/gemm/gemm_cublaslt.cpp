@@ -5,6 +5,9 @@
 //  - kiln's bias_grad (M) = sum_k op(A)[m, k] reduces cuBLASLt's B over k: EPILOGUE_BGRADB.
 //    cuBLASLt overwrites the vector; kiln's contract accumulates, so cuBLASLt writes into a
 //    scratch at the end of the workspace and a small kernel adds it (bias_grad_accumulate).
+//    Where cuBLASLt has no BGRADB algorithm (its documentation leaves the supported layouts and
+//    output types open), kiln runs the plain GEMM and sums op(A)'s rows with its own
+//    deterministic kernels (op_a_row_sums_accumulate).
 //  - pre_gelu (M, N) row-major is cuBLASLt's column-major aux matrix with ld = ld_pre_gelu.
 //
 // GELU: cuBLASLt documents CUBLASLT_EPILOGUE_GELU only as "GELU" without saying which. kiln
@@ -23,6 +26,7 @@
 
 #include "kernels/common/check.hpp"
 #include "kernels/common/check_libs.hpp"
+#include "kernels/common/device.hpp"
 #include "kernels/gemm/gemm.hpp"
 
 namespace kiln::impl {
@@ -63,6 +67,7 @@ struct Plan {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr, d = nullptr;
   cublasLtMatmulAlgo_t algo{};
   bool found = false;
+  cublasStatus_t heuristic_status = CUBLAS_STATUS_SUCCESS;  // why not found, when not
   std::size_t workspace_bytes = 0;  // what cuBLASLt may use (the scratch excluded)
 
   void destroy() noexcept {
@@ -185,9 +190,15 @@ void build_plan(Plan& plan, cublasLtHandle_t handle, std::size_t workspace_bytes
     int count = 0;
     const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
         handle, plan.desc, plan.a, plan.b, plan.c, plan.d, pref, 1, &result, &count);
-    // NOT_SUPPORTED is cuBLASLt's "no algorithm for this problem"; anything else is an error.
-    if (st != CUBLAS_STATUS_NOT_SUPPORTED) KILN_CUBLAS_CHECK(st);
+    // cuBLASLt answers a combination it lacks with NOT_SUPPORTED, or for some epilogue and layout
+    // combinations with INVALID_VALUE: both mean "no algorithm" (AUTO then takes another
+    // backend; a forced cuBLASLt reports not_supported with this status).
+    plan.heuristic_status = st;
     plan.found = st == CUBLAS_STATUS_SUCCESS && count > 0 && result.state == CUBLAS_STATUS_SUCCESS;
+    if (st == CUBLAS_STATUS_SUCCESS && count > 0 && result.state != CUBLAS_STATUS_SUCCESS)
+      plan.heuristic_status = result.state;
+    if (st == CUBLAS_STATUS_SUCCESS && count == 0)
+      plan.heuristic_status = CUBLAS_STATUS_NOT_SUPPORTED;
     if (plan.found) plan.algo = result.algo;
   } catch (...) {
     cublasLtMatmulPreferenceDestroy(pref);
@@ -235,38 +246,82 @@ namespace {
 bool aux_ld_ok(const GemmProblem& p) {
   return !(p.flags.gelu || p.flags.dgelu) || p.ld_pre_gelu % 8 == 0;
 }
+
+// The scratch at the end of the workspace (256-byte aligned), where cuBLASLt writes the bias
+// gradient before kiln adds it.
+void* scratch_of(void* workspace, std::size_t workspace_bytes, const GemmProblem& p) {
+  const std::size_t scratch = scratch_bytes(p);
+  return scratch ? static_cast<char*>(workspace) + (workspace_bytes - scratch) / 256 * 256
+                 : nullptr;
+}
+
+// The problem without its bias gradient: what cuBLASLt runs when it has no BGRADB algorithm
+// (kiln then sums op(A)'s rows itself).
+GemmProblem without_bias_grad(const GemmProblem& p) {
+  GemmProblem q = p;
+  q.epilogue = KILN_GEMM_EPILOGUE_NONE;
+  q.flags.bias_grad = false;
+  q.bias_grad = nullptr;
+  return q;
+}
+
+void matmul(cublasLtHandle_t handle, Plan& plan, const GemmProblem& p, void* workspace,
+            void* scratch, cudaStream_t stream) {
+  set_pointers(plan.desc, p, scratch);
+  KILN_CUBLAS_CHECK(cublasLtMatmul(handle, plan.desc, &p.alpha, p.b, plan.a, p.a, plan.b, &p.beta,
+                                   p.c ? p.c : p.d, plan.c, p.d, plan.d, &plan.algo, workspace,
+                                   plan.workspace_bytes, stream));
+}
+
 }  // namespace
 
-bool cublaslt_supports(CublasLtCache& cache, void* handle, std::size_t workspace_bytes,
-                       const GemmProblem& p) {
-  if (!handle || workspace_bytes < scratch_bytes(p) + 256 || !aux_ld_ok(p)) return false;
-  return cache.get(static_cast<cublasLtHandle_t>(handle), workspace_bytes, p, nullptr).found;
+bool cublaslt_supports(CublasLtCache& cache, void* handle, void* workspace,
+                       std::size_t workspace_bytes, const GemmProblem& p) {
+  const std::size_t scratch = scratch_bytes(p);
+  if (!handle || !aux_ld_ok(p)) return false;
+  auto* h = static_cast<cublasLtHandle_t>(handle);
+  if ((!scratch || workspace_bytes >= scratch + 256) &&
+      cache.get(h, workspace_bytes, p, scratch_of(workspace, workspace_bytes, p)).found)
+    return true;
+  return p.flags.bias_grad && cache.get(h, workspace_bytes, without_bias_grad(p), nullptr).found;
 }
 
 void gemm_cublaslt(CublasLtCache& cache, void* handle, void* workspace, std::size_t workspace_bytes,
                    const GemmProblem& p, cudaStream_t stream) {
   KILN_CHECK(handle != nullptr, Status::not_supported,
-             "gemm: the cuBLASLt backend needs a context created with a cuBLASLt handle");
-  KILN_CHECK(aux_ld_ok(p), Status::not_supported, "gemm: cuBLASLt needs ld_pre_gelu (",
+             "kiln_gemm: the cuBLASLt backend needs a context created with a cuBLASLt handle");
+  KILN_CHECK(aux_ld_ok(p), Status::not_supported, "kiln_gemm: cuBLASLt needs ld_pre_gelu (",
              p.ld_pre_gelu, ") to be a multiple of 8");
-  const std::size_t scratch = scratch_bytes(p);
-  KILN_CHECK_ARG(workspace_bytes >= scratch + 256, "gemm: cuBLASLt's bias gradient for M = ", p.m,
-                 " needs a workspace of at least ", scratch + 256, " bytes (the context has ",
-                 workspace_bytes, ")");
   KILN_CHECK_ARG(workspace != nullptr || workspace_bytes == 0,
-                 "gemm: the context's workspace is null but its size is ", workspace_bytes);
-  // The scratch ends the workspace, 256-byte aligned.
-  void* scratch_ptr =
-      scratch ? static_cast<char*>(workspace) + (workspace_bytes - scratch) / 256 * 256 : nullptr;
-  Plan& plan = cache.get(static_cast<cublasLtHandle_t>(handle), workspace_bytes, p, scratch_ptr);
-  KILN_CHECK(plan.found, Status::not_supported, "gemm: cuBLASLt has no algorithm for M ", p.m,
-             " N ", p.n, " K ", p.k, " trans_a ", p.trans_a, " trans_b ", p.trans_b, " epilogue ",
-             kiln_gemm_epilogue_name(p.epilogue), " with ", p.cd_f32 ? "fp32" : "bf16", " C/D");
-  set_pointers(plan.desc, p, scratch_ptr);
-  KILN_CUBLAS_CHECK(cublasLtMatmul(static_cast<cublasLtHandle_t>(handle), plan.desc, &p.alpha, p.b,
-                                   plan.a, p.a, plan.b, &p.beta, p.c ? p.c : p.d, plan.c, p.d,
-                                   plan.d, &plan.algo, workspace, plan.workspace_bytes, stream));
-  if (p.flags.bias_grad) bias_grad_accumulate(p.bias_grad, scratch_ptr, p.m, p.cd_f32, stream);
+                 "kiln_gemm: the context's workspace is null but its size is ", workspace_bytes);
+  auto* h = static_cast<cublasLtHandle_t>(handle);
+  const std::size_t scratch = scratch_bytes(p);
+  if (!scratch || workspace_bytes >= scratch + 256) {
+    void* scratch_ptr = scratch_of(workspace, workspace_bytes, p);
+    Plan& plan = cache.get(h, workspace_bytes, p, scratch_ptr);
+    if (plan.found) {
+      matmul(h, plan, p, workspace, scratch_ptr, stream);
+      if (p.flags.bias_grad) bias_grad_accumulate(p.bias_grad, scratch_ptr, p.m, p.cd_f32, stream);
+      return;
+    }
+    KILN_CHECK(p.flags.bias_grad, Status::not_supported,
+               "kiln_gemm: cuBLASLt has no algorithm for M ", p.m, " N ", p.n, " K ", p.k,
+               " trans_a ", p.trans_a, " trans_b ", p.trans_b, " epilogue ",
+               kiln_gemm_epilogue_name(p.epilogue), " with ", p.cd_f32 ? "fp32" : "bf16",
+               " C/D (heuristic: ", cublasLtGetStatusString(plan.heuristic_status), ")");
+  }
+  // No BGRADB algorithm for this layout or output type (or no room for its scratch): the plain
+  // GEMM, then kiln's deterministic row sums of op(A), which may use the whole workspace once
+  // the GEMM (earlier on the same stream) is done with it.
+  const GemmProblem plain = without_bias_grad(p);
+  Plan& plan = cache.get(h, workspace_bytes, plain, nullptr);
+  KILN_CHECK(plan.found, Status::not_supported, "kiln_gemm: cuBLASLt has no algorithm for M ", p.m,
+             " N ", p.n, " K ", p.k, " trans_a ", p.trans_a, " trans_b ", p.trans_b, " with ",
+             p.cd_f32 ? "fp32" : "bf16",
+             " C/D (heuristic: ", cublasLtGetStatusString(plan.heuristic_status), ")");
+  matmul(h, plan, plain, workspace, nullptr, stream);
+  op_a_row_sums_accumulate(p.bias_grad, p.cd_f32, p.a, p.trans_a, p.lda, p.m, p.k, workspace,
+                           workspace_bytes, current_device_facts().multiprocessors, stream);
 }
 
 }  // namespace kiln::impl

@@ -228,7 +228,8 @@ void launch(const impl::GemmProblem& p, cudaStream_t stream) {
   static std::atomic<std::uint64_t> opted_in{0};  // devices this kernel may use > 48 KiB on
   impl::opt_in_shared_memory(kernel, kSmemBytes, opted_in);
   const std::int64_t tiles = ((p.m + kBM - 1) / kBM) * ((p.n + kBN - 1) / kBN);
-  KILN_CHECK(tiles <= 0x7FFFFFFF, Status::not_supported, "gemm sm80: ", tiles, " tiles");
+  KILN_CHECK(tiles <= 0x7FFFFFFF, Status::not_supported,
+             "kiln_gemm: the sm80 kernel cannot launch ", tiles, " tiles");
   kernel<<<static_cast<unsigned>(tiles), kThreads, kSmemBytes, stream>>>(
       static_cast<const bf16*>(p.a), p.lda, static_cast<const bf16*>(p.b), p.ldb, p.k,
       make_epilogue_args(p));

@@ -390,7 +390,8 @@ void run(const impl::GemmProblem& p, int multiprocessors, cudaStream_t stream) {
   order.tiles_m = static_cast<int>((p.m + kBM - 1) / kBM);
   order.tiles_n = static_cast<int>((p.n + kBN - 1) / kBN);
   const std::int64_t tiles = std::int64_t{order.tiles_m} * order.tiles_n;
-  KILN_CHECK(tiles <= 0x7FFFFFFF, Status::not_supported, "gemm sm90: ", tiles, " tiles");
+  KILN_CHECK(tiles <= 0x7FFFFFFF, Status::not_supported,
+             "kiln_gemm: the sm90 kernel cannot schedule ", tiles, " tiles");
   const int grid = static_cast<int>(std::min<std::int64_t>(tiles, multiprocessors));
   const int k_blocks = static_cast<int>((p.k + kBK - 1) / kBK);
   auto kernel = gemm_sm90_kernel<kTransA, kTransB, OutT, kBN>;

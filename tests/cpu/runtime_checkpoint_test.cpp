@@ -103,12 +103,12 @@ class FailingBackend final : public kiln::Backend {
   }
   void set_workspace(void* w, std::size_t b) override { inner_->set_workspace(w, b); }
   void embedding_fwd(void* o, const int32_t* t, const void* a, const void* b, int64_t B, int64_t T,
-                     int64_t C) override {
-    inner_->embedding_fwd(o, t, a, b, B, T, C);
+                     int64_t C, int64_t V, int64_t maxT) override {
+    inner_->embedding_fwd(o, t, a, b, B, T, C, V, maxT);
   }
   void embedding_bwd(void* a, void* b, const void* d, const int32_t* t, int64_t B, int64_t T,
-                     int64_t C) override {
-    inner_->embedding_bwd(a, b, d, t, B, T, C);
+                     int64_t C, int64_t V, int64_t maxT) override {
+    inner_->embedding_bwd(a, b, d, t, B, T, C, V, maxT);
   }
   void layernorm_fwd(void* y, void* m, void* r, const void* x, const void* g, const void* b,
                      int64_t N, int64_t C, double eps) override {

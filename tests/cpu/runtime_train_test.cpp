@@ -320,3 +320,18 @@ TEST_CASE("a non-finite loss skips the step, or stops training under policy stop
     CHECK_THAT(e.message(), Catch::Contains("non-finite loss") && Catch::Contains("stops"));
   }
 }
+
+TEST_CASE("the cuda backend without a device is a no_device error, not a crash", "[runtime]") {
+  int count = 0;
+  if (kiln_device_count(&count) == KILN_STATUS_OK && count > 0) {
+    SUCCEED("a device is present: the GPU tests cover the cuda backend");
+    return;
+  }
+  try {
+    kiln::make_backend(kiln::BackendKind::cuda, 0);
+    FAIL("no error");
+  } catch (const kiln::Error& e) {
+    CHECK(e.status() == kiln::Status::no_device);
+    CHECK_THAT(e.message(), Catch::StartsWith("no CUDA device"));
+  }
+}

@@ -55,6 +55,10 @@ struct OptimizerUpdate {
   double lr = 0, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0;
   double grad_clip = 0;  // > 0: gradients scaled by min(1, clip / norm); 0: no clipping
   int64_t step = 1;      // 1-based AdamW step (bias corrections)
+  // Persistent scratch of optimizer_workspace_bytes() (backend memory; may be null when that is
+  // 0): the backend may keep state there between updates (e.g. device tables of the tensors).
+  void* workspace = nullptr;
+  std::size_t workspace_bytes = 0;
   // The step's statistics (kStatCount doubles, backend memory). The update reads
   // stats[kStatLoss] and writes stats[kStatGradNorm]; when either is not finite it leaves every
   // parameter and moment untouched and sets stats[kStatSkipped] = 1, else 0.
@@ -104,14 +108,17 @@ class KILN_API Backend {
   virtual std::size_t workspace_bytes(const ModelConfig& config, int64_t batch,
                                       int64_t seq_len) const = 0;
   virtual void set_workspace(void* workspace, std::size_t bytes) = 0;
+  // Persistent memory optimizer_update() needs for this model (OptimizerUpdate::workspace).
+  virtual std::size_t optimizer_workspace_bytes(const ModelConfig& config) const { return 0; }
 
   // ---- ops (compute dtype unless stated; "stat" = types().stat) ------------------------------
-  // out (B, T, C) = wte[tokens] + wpe[t]; tokens (B, T) int32 in [0, V); wte (Vp, C); wpe (>=T, C).
+  // out (B, T, C) = wte[tokens] + wpe[t]; tokens (B, T) int32 in [0, V); wte (>= V, C);
+  // wpe (maxT, C) with T <= maxT.
   virtual void embedding_fwd(void* out, const int32_t* tokens, const void* wte, const void* wpe,
-                             int64_t B, int64_t T, int64_t C) = 0;
-  // dwte (Vp, C) += scatter(dout), dwpe (T, C) += sum over B; grad dtype.
+                             int64_t B, int64_t T, int64_t C, int64_t V, int64_t maxT) = 0;
+  // dwte (>= V, C) += scatter(dout), dwpe (maxT, C) rows [0, T) += sum over B; grad dtype.
   virtual void embedding_bwd(void* dwte, void* dwpe, const void* dout, const int32_t* tokens,
-                             int64_t B, int64_t T, int64_t C) = 0;
+                             int64_t B, int64_t T, int64_t C, int64_t V, int64_t maxT) = 0;
   // y (N, C) = LayerNorm(x) * gamma + beta; mean, rstd (N) stat dtype.
   virtual void layernorm_fwd(void* y, void* mean, void* rstd, const void* x, const void* gamma,
                              const void* beta, int64_t N, int64_t C, double eps) = 0;

@@ -7,6 +7,7 @@
 #include "kiln/device.hpp"
 #include "kiln/error.hpp"
 #include "kiln/generate.hpp"
+#include "kiln/hf_gpt2.hpp"
 #include "kiln/io.hpp"
 #include "kiln/kiln.h"
 #include "kiln/model.hpp"
