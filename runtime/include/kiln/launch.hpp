@@ -12,8 +12,9 @@
 // file system is needed):
 //   1. NCCL_COMM_ID=host:port set (NCCL communicator only): NCCL's own bootstrap; every rank
 //      derives the same id from it and rank 0 listens there.
-//   2. launched by mpirun and kiln built with MPI (KILN_WITH_MPI): MPI_Bcast over
-//      MPI_COMM_WORLD. kiln initialises MPI if the program has not, and finalises it at exit.
+//   2. launched by mpirun, and kiln's MPI plugin loads (libkiln_mpi.so, built where CMake found
+//      MPI, KILN_WITH_MPI; libkiln itself never links MPI): MPI_Bcast over MPI_COMM_WORLD. kiln
+//      initialises MPI if the program has not, and finalises it at exit.
 //      KILN_RENDEZVOUS=tcp skips MPI (rule 3 then), KILN_RENDEZVOUS=mpi insists on it.
 //   3. otherwise TCP: rank 0 listens on the rendezvous endpoint, every other rank connects
 //   (retrying
@@ -46,7 +47,7 @@ enum class RendezvousMethod {
   tcp,        // TCP at the endpoint below
 };
 
-struct LaunchInfo {
+struct KILN_API LaunchInfo {
   Launcher launcher = Launcher::none;
   int rank = 0;
   int world_size = 1;
@@ -86,7 +87,8 @@ KILN_API int select_device(const LaunchInfo& launch, int device_count);
 KILN_API std::string rendezvous_broadcast(const LaunchInfo& launch, const std::string& payload,
                                           const CommOptions& options = {});
 
-// Whether this build can use MPI for the rendezvous (KILN_WITH_MPI found MPI).
+// Whether the MPI rendezvous is available: kiln's MPI plugin (libkiln_mpi.so, beside libkiln,
+// or KILN_MPI_PLUGIN) and the MPI library it needs load in this process.
 KILN_API bool built_with_mpi();
 
 // NCCL, one process per GPU: `device` is this process's CUDA device (select_device). The unique
