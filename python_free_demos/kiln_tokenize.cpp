@@ -9,10 +9,12 @@
 // sorted by topic still gets a representative val set). Shards: <out>/train_000000.bin ...,
 // <out>/val_000000.bin ... (kiln::find_shards lists them; the format is in kiln/data.hpp).
 // Directories given as inputs contribute their regular files in name order, skipping links and
-// binary files (a NUL byte in the first 8 KiB); files named explicitly are always read.
+// binary files (a NUL byte in the first 8 KiB); files named explicitly are always read. --threads
+// encodes documents in parallel; the shards are the same, byte for byte, for any thread count.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -20,6 +22,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "kiln/kiln.hpp"
@@ -40,7 +43,11 @@ struct Options {
   std::string dtype = "auto";
   bool overwrite = false;
   bool quiet = false;
+  int threads = 1;
 };
+
+// Text encoded per batch of documents: bounds memory (about 4 x this in token ids) on large files.
+constexpr std::size_t kBatchBytes = std::size_t{32} << 20;
 
 bool looks_binary(const kiln::MappedFile& f) {
   const std::size_t n = std::min<std::size_t>(f.size(), 8192);
@@ -130,22 +137,48 @@ int run(const Options& opt) {
                            dtype);
 
   std::int64_t docs = 0, val_docs = 0, bytes = 0;
-  std::vector<std::int32_t> ids;
+  // Documents are gathered into batches, encoded by the threads (any order), then written in
+  // corpus order, so the shards do not depend on the thread count.
+  std::vector<std::string_view> batch;
+  std::vector<std::vector<std::int32_t>> encoded;
+  std::size_t batch_bytes = 0;
+  auto flush = [&] {
+    encoded.resize(batch.size());
+    std::atomic<std::size_t> next{0};
+    auto work = [&] {
+      for (std::size_t i; (i = next.fetch_add(1)) < batch.size();) {
+        encoded[i].assign(1, tok->eot_token());
+        tok->encode(batch[i], encoded[i]);
+      }
+    };
+    std::vector<std::thread> pool;
+    for (int t = 1; t < opt.threads; ++t)
+      pool.emplace_back(work);
+    work();
+    for (auto& t : pool)
+      t.join();
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      // Document k is val when floor((k + 1) f) > floor(k f): exactly a fraction f, spread evenly.
+      const double f = opt.val_fraction;
+      const bool is_val =
+          std::floor(static_cast<double>(docs + 1) * f) > std::floor(static_cast<double>(docs) * f);
+      (is_val ? val : train).write(encoded[i]);
+      ++docs;
+      val_docs += is_val;
+      bytes += static_cast<std::int64_t>(batch[i].size());
+    }
+    batch.clear();
+    batch_bytes = 0;
+  };
   for (const auto& file : files) {
     const kiln::MappedFile map(file);
     const std::string_view text(reinterpret_cast<const char*>(map.data()), map.size());
     split_documents(text, opt, [&](std::string_view doc) {
-      // Document i is val when floor((i + 1) f) > floor(i f): exactly a fraction f, spread evenly.
-      const double f = opt.val_fraction;
-      const bool is_val =
-          std::floor(static_cast<double>(docs + 1) * f) > std::floor(static_cast<double>(docs) * f);
-      ids.assign(1, tok->eot_token());
-      tok->encode(doc, ids);
-      (is_val ? val : train).write(ids);
-      ++docs;
-      val_docs += is_val;
-      bytes += static_cast<std::int64_t>(doc.size());
+      batch.push_back(doc);
+      batch_bytes += doc.size();
+      if (batch_bytes >= kBatchBytes) flush();
     });
+    flush();  // before the file's mapping goes away
   }
   train.commit();
   val.commit();
@@ -198,6 +231,11 @@ int main(int argc, char** argv) {
                  "Token width on disk: auto (uint16 when the vocab fits), u16 "
                  "or u32")
       ->check(CLI::IsMember({"auto", "u16", "u32"}))
+      ->capture_default_str();
+  opt.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  app.add_option("--threads", opt.threads,
+                 "Threads encoding documents (the output is the same for any count)")
+      ->check(CLI::Range(1, 1024))
       ->capture_default_str();
   app.add_flag("--overwrite", opt.overwrite, "Replace shards already in the output folder");
   app.add_flag("-q,--quiet", opt.quiet, "Print nothing but errors");

@@ -150,6 +150,9 @@ class CudaBackend final : public Backend {
   std::size_t workspace_bytes(const ModelConfig& config, int64_t batch,
                               int64_t seq_len) const override {
     const ModelConfig c = config.resolved();
+    // The kernels move 16-byte vectors of bf16: say so before any op refuses a shape mid-step.
+    KILN_CHECK_ARG(c.n_embd % 8 == 0 && c.head_dim() % 8 == 0, "cuda backend: n_embd (", c.n_embd,
+                   ") and the head dimension (", c.head_dim(), ") must be multiples of 8");
     device_.make_current();
     const int64_t C = c.n_embd, NH = c.n_head, HD = c.head_dim();
     std::size_t bytes = 0;

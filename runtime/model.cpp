@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <sstream>
+#include <thread>
 
 #include "kernels/common/check.hpp"
 #include "runtime/rng.hpp"
@@ -264,9 +265,19 @@ void init_parameters(const ParamLayout& layout, uint64_t seed, float* params) {
   const ModelConfig& c = layout.config();
   std::fill(params, params + layout.total(), 0.0f);
   const double residual_std = c.init_std / std::sqrt(2.0 * static_cast<double>(c.n_layer));
+  // The random tensors as (tensor, std, elements) jobs; each tensor draws its own stream, so
+  // adding a layer does not reshuffle the others, and every value is a pure function of (seed,
+  // tensor, index): the threads below split the work without changing a bit.
+  struct Job {
+    float* p;
+    uint64_t stream;
+    double std;
+    int64_t n;
+  };
+  std::vector<Job> jobs;
   uint64_t stream = 0;
   for (const ParamTensor& t : layout.tensors()) {
-    ++stream;  // each tensor draws its own stream: adding a layer does not reshuffle the others
+    ++stream;
     float* p = params + t.offset;
     switch (t.kind) {
       case ParamKind::ln1_w:
@@ -284,15 +295,38 @@ void init_parameters(const ParamLayout& layout, uint64_t seed, float* params) {
         break;
       default: {
         const bool residual = t.kind == ParamKind::attproj_w || t.kind == ParamKind::fcproj_w;
-        const double std = residual ? residual_std : c.init_std;
         // The padded rows of the tied embedding stay zero: they produce logits nobody reads.
         const int64_t n = t.kind == ParamKind::wte ? c.vocab_size * c.n_embd : t.numel();
-        for (int64_t i = 0; i < n; ++i) {
-          p[i] = static_cast<float>(std * impl::normal_at(seed, stream, static_cast<uint64_t>(i)));
-        }
+        jobs.push_back({p, stream, residual ? residual_std : c.init_std, n});
       }
     }
   }
+  int64_t total = 0;
+  for (const Job& j : jobs)
+    total += (j.n + 1) / 2;  // pairs
+  const int threads = static_cast<int>(std::clamp<int64_t>(
+      std::min<int64_t>(std::thread::hardware_concurrency(), total / (1 << 16)), 1, 64));
+  auto work = [&](int64_t first, int64_t last) {  // pairs [first, last) of the concatenation
+    int64_t base = 0;
+    for (const Job& j : jobs) {
+      const int64_t pairs = (j.n + 1) / 2;
+      const int64_t b = std::max(first, base) - base, e = std::min(last, base + pairs) - base;
+      for (int64_t q = b; q < e; ++q) {
+        double even, odd;
+        impl::normal_pair_at(seed, j.stream, static_cast<uint64_t>(q), &even, &odd);
+        j.p[2 * q] = static_cast<float>(j.std * even);
+        if (2 * q + 1 < j.n) j.p[2 * q + 1] = static_cast<float>(j.std * odd);
+      }
+      base += pairs;
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int i = 1; i < threads; ++i) {
+    pool.emplace_back(work, total * i / threads, total * (i + 1) / threads);
+  }
+  work(0, total / threads);
+  for (std::thread& t : pool)
+    t.join();
 }
 
 }  // namespace kiln

@@ -25,11 +25,22 @@ inline double uniform01(uint64_t bits) {
   return static_cast<double>(bits >> 11) * (1.0 / 9007199254740992.0);
 }
 
-// A standard normal at (seed, stream, index) by Box-Muller on two independent uniforms.
+// The standard normals at indices 2 * pair and 2 * pair + 1 of (seed, stream): Box-Muller on two
+// independent uniforms, both of its outputs used.
+inline void normal_pair_at(uint64_t seed, uint64_t stream, uint64_t pair, double* even,
+                           double* odd) {
+  const double u1 = 1.0 - uniform01(hash3(seed, stream, 2 * pair));  // (0, 1]: log is finite
+  const double u2 = uniform01(hash3(seed, stream, 2 * pair + 1));
+  const double r = std::sqrt(-2.0 * std::log(u1)), a = 6.283185307179586 * u2;
+  *even = r * std::cos(a);
+  *odd = r * std::sin(a);
+}
+
+// The standard normal at (seed, stream, index), as normal_pair_at gives it.
 inline double normal_at(uint64_t seed, uint64_t stream, uint64_t index) {
-  const double u1 = 1.0 - uniform01(hash3(seed, stream, 2 * index));  // (0, 1]: log is finite
-  const double u2 = uniform01(hash3(seed, stream, 2 * index + 1));
-  return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+  double even, odd;
+  normal_pair_at(seed, stream, index / 2, &even, &odd);
+  return index % 2 ? odd : even;
 }
 
 // A sequential view of the counter-based stream: draws advance `counter`, which together with

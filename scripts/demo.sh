@@ -41,8 +41,8 @@ if "$bin/kiln_info" | grep -Eq '^devices: [1-9]'; then
 else
   echo "== no GPU: training a tiny GPT on the CPU backend (a few minutes on 2 cores)"
   model=(--backend cpu --model tiny --batch 8 --seq-len 64 --lr 3e-3)
-  steps=${KILN_DEMO_STEPS:-800}
-  cadence=(--log-every 25 --eval-every 200 --sample-every 400)
+  steps=${KILN_DEMO_STEPS:-1200}
+  cadence=(--log-every 50 --eval-every 300 --sample-every 600)
 fi
 rm -rf "$out/ckpt"
 "$bin/train_gpt" --data "$out/data" "${model[@]}" --steps "$steps" "${cadence[@]}" \

@@ -26,22 +26,14 @@
 #include "kernels/common/sm80.cuh"
 #include "kernels/gemm/gemm.hpp"
 #include "kernels/gemm/gemm_epilogue.cuh"
+#include "kernels/gemm/gemm_sm80_layout.hpp"
 
 namespace kiln::dev {
 namespace {
 
-constexpr int kBM = 128, kBN = 128, kBK = 32, kStages = 4, kThreads = 256;
-constexpr int kTileBytes = kBM * kBK * 2;  // 8 KiB; both tile shapes
+using namespace kiln::dev::sm80;
 constexpr int kSmemBytes = kStages * 2 * kTileBytes;
 constexpr int kGroupM = 8;  // tile rows per L2 group (see tile_coords)
-
-// Byte offset of 16-byte chunk `c` of row `r` in each tile shape.
-__device__ __forceinline__ std::uint32_t k_tile_chunk(int r, int c) {
-  return (r * 4 + (c ^ ((r >> 1) & 3))) * 16;
-}
-__device__ __forceinline__ std::uint32_t mn_tile_chunk(int r, int c) {
-  return (r * 16 + (c ^ (r & 7))) * 16;
-}
 
 // Copies the (rows x 32-k) slice starting at (row0, k0) of a K-contiguous global matrix
 // (rows_total x k_total, row stride ld) into a K-contiguous tile; 2 chunks per thread.
@@ -50,13 +42,12 @@ __device__ __forceinline__ void load_k_tile(char* tile, const bf16* g, std::int6
                                             std::int64_t row0, std::int64_t k0) {
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    const int id = threadIdx.x + i * kThreads;
-    const int r = id >> 2, c = id & 3;
-    const std::int64_t row = row0 + r, k = k0 + c * 8;
+    const RowChunk rc = k_tile_copy(threadIdx.x, i);
+    const std::int64_t row = row0 + rc.row, k = k0 + rc.chunk * 8;
     const std::int64_t left = row < rows_total ? k_total - k : 0;
     const int bytes = left <= 0 ? 0 : (left >= 8 ? 16 : static_cast<int>(left) * 2);
     const bf16* src = bytes ? g + row * ld + k : g;
-    cp_async_16_zfill(tile + k_tile_chunk(r, c), src, bytes);
+    cp_async_16_zfill(tile + k_tile_chunk(rc.row, rc.chunk), src, bytes);
   }
 }
 
@@ -67,13 +58,12 @@ __device__ __forceinline__ void load_mn_tile(char* tile, const bf16* g, std::int
                                              std::int64_t k0, std::int64_t col0) {
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    const int id = threadIdx.x + i * kThreads;
-    const int r = id >> 4, c = id & 15;
-    const std::int64_t k = k0 + r, col = col0 + c * 8;
+    const RowChunk rc = mn_tile_copy(threadIdx.x, i);
+    const std::int64_t k = k0 + rc.row, col = col0 + rc.chunk * 8;
     const std::int64_t left = k < k_total ? cols_total - col : 0;
     const int bytes = left <= 0 ? 0 : (left >= 8 ? 16 : static_cast<int>(left) * 2);
     const bf16* src = bytes ? g + k * ld + col : g;
-    cp_async_16_zfill(tile + mn_tile_chunk(r, c), src, bytes);
+    cp_async_16_zfill(tile + mn_tile_chunk(rc.row, rc.chunk), src, bytes);
   }
 }
 
@@ -81,16 +71,11 @@ __device__ __forceinline__ void load_mn_tile(char* tile, const bf16* g, std::int
 template <bool kMnMajor>
 __device__ __forceinline__ void load_a_frag(std::uint32_t (&a)[4], const char* tile, int m0,
                                             int kk) {
-  const int lane = threadIdx.x & 31, j = lane >> 3, r = lane & 7;
-  if constexpr (!kMnMajor) {
-    // matrices: (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15)
-    const int row = m0 + r + 8 * (j & 1), chunk = (kk >> 3) + (j >> 1);
-    ldmatrix_x4(a, tile + k_tile_chunk(row, chunk));
-  } else {
-    // the same matrices, stored as k rows: row k, chunk of 8 m values
-    const int k = kk + r + 8 * (j >> 1), chunk = (m0 >> 3) + (j & 1);
-    ldmatrix_x4_trans(a, tile + mn_tile_chunk(k, chunk));
-  }
+  const char* p = tile + a_frag_addr(kMnMajor, threadIdx.x & 31, m0, kk);
+  if constexpr (kMnMajor)
+    ldmatrix_x4_trans(a, p);
+  else
+    ldmatrix_x4(a, p);
 }
 
 // B fragments of two adjacent n8 tiles (cols n0..n0+15, k kk..kk+15): b[0..1] for n0, b[2..3]
@@ -98,15 +83,11 @@ __device__ __forceinline__ void load_a_frag(std::uint32_t (&a)[4], const char* t
 template <bool kMnMajor>
 __device__ __forceinline__ void load_b_frag(std::uint32_t (&b)[4], const char* tile, int n0,
                                             int kk) {
-  const int lane = threadIdx.x & 31, j = lane >> 3, r = lane & 7;
-  if constexpr (!kMnMajor) {
-    // matrices: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15)
-    const int row = n0 + r + 8 * (j >> 1), chunk = (kk >> 3) + (j & 1);
-    ldmatrix_x4(b, tile + k_tile_chunk(row, chunk));
-  } else {
-    const int k = kk + r + 8 * (j & 1), chunk = (n0 >> 3) + (j >> 1);
-    ldmatrix_x4_trans(b, tile + mn_tile_chunk(k, chunk));
-  }
+  const char* p = tile + b_frag_addr(kMnMajor, threadIdx.x & 31, n0, kk);
+  if constexpr (kMnMajor)
+    ldmatrix_x4_trans(b, p);
+  else
+    ldmatrix_x4(b, p);
 }
 
 // Tiles in groups of kGroupM tile rows, column by column inside a group: consecutive CTAs share
@@ -132,8 +113,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   tile_coords(tiles_m, tiles_n, tm, tn);
   const std::int64_t m0 = std::int64_t{tm} * kBM, n0 = std::int64_t{tn} * kBN;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int wm = warp >> 2, wn = warp & 3;  // warp tile at (wm * 64, wn * 32)
-  const bool row_sums = (e.bits & kEpiBiasGrad) && tn == 0 && wn == 0;
+  const int wr = warp_row0(warp), wc = warp_col0(warp);  // this warp's 64 x 32 block
+  const bool row_sums = (e.bits & kEpiBiasGrad) && tn == 0 && wc == 0;
 
   auto a_tile = [&](int s) { return smem + s * 2 * kTileBytes; };
   auto b_tile = [&](int s) { return smem + s * 2 * kTileBytes + kTileBytes; };
@@ -178,38 +159,38 @@ __global__ void __launch_bounds__(kThreads, 2)
     const char* bt = b_tile(kb % kStages);
 #pragma unroll
     for (int kk = 0; kk < kBK; kk += 16) {
-      std::uint32_t af[4][4], bf[2][4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-        load_a_frag<kTransA>(af[i], at, wm * 64 + i * 16, kk);
+      // B's fragments first, then A's one m16 tile at a time: 12 fragment registers live at
+      // once instead of 24 keeps every layout within 128 registers (2 CTAs per SM).
+      std::uint32_t bf[2][4];
 #pragma unroll
       for (int j = 0; j < 2; ++j)
-        load_b_frag<!kTransB>(bf[j], bt, wn * 32 + j * 16, kk);
+        load_b_frag<!kTransB>(bf[j], bt, wc + j * 16, kk);
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
+        std::uint32_t af[4];
+        load_a_frag<kTransA>(af, at, wr + i * 16, kk);
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
           const std::uint32_t b2[2] = {bf[j >> 1][(j & 1) * 2], bf[j >> 1][(j & 1) * 2 + 1]};
-          mma_m16n8k16_bf16(acc[i][j], af[i], b2);
+          mma_m16n8k16_bf16(acc[i][j], af, b2);
         }
-        if (row_sums) mma_m16n8k16_bf16(sums[i], af[i], ones);
+        if (row_sums) mma_m16n8k16_bf16(sums[i], af, ones);
       }
     }
   }
   cp_async_wait<0>();
 
-  // Epilogue: thread (g = lane / 4, t = lane % 4) holds rows g, g + 8 and columns 2t, 2t + 1 of
-  // each 16 x 8 tile.
-  const int g = lane >> 2, t = lane & 3;
+  // Epilogue: accumulator v of mma tile (i, j) sits at (acc_row, acc_col) of the warp's block;
+  // v = 0, 1 and v = 2, 3 are column pairs.
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const std::int64_t row = m0 + wm * 64 + i * 16 + g + 8 * h;
+      const std::int64_t row = m0 + wr + acc_row(lane, i, 2 * h);
       if (row >= e.m) continue;
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const std::int64_t col = n0 + wn * 32 + j * 8 + 2 * t;
+        const std::int64_t col = n0 + wc + acc_col(lane, j, 2 * h);
         if (col >= e.n) continue;
         float v0 = acc[i][j][2 * h], v1 = acc[i][j][2 * h + 1], g0 = 0, g1 = 0;
         epilogue_pair<OutT>(e, row, col, v0, v1, g0, g1);
@@ -217,7 +198,8 @@ __global__ void __launch_bounds__(kThreads, 2)
         store_pair(static_cast<OutT*>(e.d) + row * e.ldd + col, both, v0, v1);
         if (e.bits & kEpiGelu) store_pair(e.pre_gelu_out + row * e.ld_pre_gelu + col, both, g0, g1);
       }
-      if (row_sums && t == 0) bias_grad_add<OutT>(e, row, sums[i][2 * h]);
+      // Column 0 of the ones product holds the row sum: the lanes with acc_col == 0 write it.
+      if (row_sums && acc_col(lane, 0, 2 * h) == 0) bias_grad_add<OutT>(e, row, sums[i][2 * h]);
     }
   }
 }

@@ -45,10 +45,11 @@
 #include "kernels/common/sm90.cuh"
 #include "kernels/common/tma.hpp"
 #include "kernels/gemm/gemm_epilogue.cuh"
+#include "kernels/gemm/gemm_sm90_layout.hpp"
 
 namespace kiln::dev::sm90 {
 
-constexpr int kBM = 128, kBK = 64, kThreads = 384;
+constexpr int kThreads = 384;
 constexpr int kGroupM = 8;
 constexpr int kEpiBufBytes = 64 * 128;  // one 64-row x 128-byte chunk of D (or pre_gelu)
 
@@ -98,22 +99,9 @@ __device__ __forceinline__ void add_bf16x8(const uint4& v, float (&p)[8], bool s
 
 template <bool kTransA>
 __device__ __forceinline__ void row_sums_add(const char* a, int t, float (&part)[8]) {
-  if constexpr (!kTransA) {
-    const int row = t >> 1, half = t & 1;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int chunk = half * 4 + i;
-      add_bf16x8(*reinterpret_cast<const uint4*>(a + row * 128 + ((chunk ^ (row & 7)) << 4)), part,
-                 false);
-    }
-  } else {
-    const int c = t & 7, g = t >> 3;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int k = g * 4 + i;
-      add_bf16x8(*reinterpret_cast<const uint4*>(a + k * 128 + ((c ^ (k & 7)) << 4)), part, true);
-    }
-  }
+  for (int i = 0; i < 4; ++i)
+    add_bf16x8(*reinterpret_cast<const uint4*>(a + row_sums_read(kTransA, t, i)), part, kTransA);
 }
 
 // Combines the partial sums in a fixed order and adds each row's total to bias_grad. `scratch`
@@ -186,20 +174,15 @@ __global__ void __launch_bounds__(kThreads, 1)
         char* sa = smem + stage * Cfg::kStageBytes;
         char* sb = sa + Cfg::kABytes;
         mbarrier_arrive_expect_tx(&full[stage], Cfg::kStageBytes);
-        const int k0 = kb * kBK;
-        if constexpr (!kTransA) {
-          tma_load_2d(sa, &map_a, &full[stage], k0, tm * kBM);
-        } else {
 #pragma unroll
-          for (int h = 0; h < kBM / 64; ++h)
-            tma_load_2d(sa + h * 8192, &map_a, &full[stage], tm * kBM + h * 64, k0);
+        for (int i = 0; i < a_box_count(kTransA); ++i) {
+          const Box box = a_box(kTransA, i, tm, kb);
+          tma_load_2d(sa + box.smem, &map_a, &full[stage], box.c0, box.c1);
         }
-        if constexpr (kTransB) {
-          tma_load_2d(sb, &map_b, &full[stage], k0, tn * kBN);
-        } else {
 #pragma unroll
-          for (int q = 0; q < kBN / 64; ++q)
-            tma_load_2d(sb + q * 8192, &map_b, &full[stage], tn * kBN + q * 64, k0);
+        for (int i = 0; i < b_box_count(kTransB, kBN); ++i) {
+          const Box box = b_box(kTransB, i, tn, kb, kBN);
+          tma_load_2d(sb + box.smem, &map_b, &full[stage], box.c0, box.c1);
         }
         if (++stage == kStages) {
           stage = 0;
@@ -221,12 +204,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   // ---------------- consumers ----------------
   setmaxnreg_inc<232>();
   const int cw = wg - 1;  // rows cw * 64 .. + 63 of the tile
-  const int warp = t / 32, lane = t % 32;
+  const int lane = t % 32;
   const bool lane0 = lane == 0;
   char* dbuf = smem + Cfg::kEpiOffset + cw * 2 * kEpiBufBytes;
   char* gbuf = dbuf + kEpiBufBytes;
-  constexpr int kTA = kTransA ? 1 : 0;
-  constexpr int kTB = kTransB ? 0 : 1;  // B in shared memory is N-major unless trans_b
+  constexpr int kTA = a_mn_major(kTransA);
+  constexpr int kTB = b_mn_major(kTransB);
 
   float acc[kBN / 2];
   float part[8];  // bias_grad partial sums (row_sums_*)
@@ -244,24 +227,23 @@ __global__ void __launch_bounds__(kThreads, 1)
       mbarrier_wait(&full[stage], phase);
       const char* sa = smem + stage * Cfg::kStageBytes;
       const char* sb = sa + Cfg::kABytes;
-      // A: this warpgroup's 64 rows (K-major: 64 rows of 128 bytes; M-major: the second box).
-      // LBO matters only for M/N-major operands wider than 64: the 8 KiB between boxes.
-      const std::uint64_t da = wgmma_desc_sw128(sa + cw * 8192, kTransA ? 8192 : 16, 1024);
-      const std::uint64_t db = wgmma_desc_sw128(sb, kTransB ? 16 : 8192, 1024);
+      // Descriptors of the tiles' starts; each k step adds its start offset (>> 4, the
+      // descriptor's unit) to the low bits (addresses stay below 2^18: no carry out).
+      const std::uint64_t da = wgmma_desc_sw128(sa, a_lbo(kTransA), kSbo);
+      const std::uint64_t db = wgmma_desc_sw128(sb, b_lbo(kTransB), kSbo);
       wgmma_fence_operand(acc);
       wgmma_fence();
 #pragma unroll
       for (int ks = 0; ks < kBK / 16; ++ks) {
-        // Next 16 k: +32 bytes along a K-major row, +2 atoms (2048 bytes) down an MN-major box.
-        const std::uint64_t step_a = (kTransA ? 2048 : 32) * ks >> 4;
-        const std::uint64_t step_b = (kTransB ? 32 : 2048) * ks >> 4;
+        const std::uint64_t step_a = a_desc_start(kTransA, cw, ks) >> 4;
+        const std::uint64_t step_b = b_desc_start(kTransB, ks) >> 4;
         const int accumulate = (kb > 0 || ks > 0) ? 1 : 0;
         Wgmma<kBN>::template ss<kTA, kTB>(acc, da + step_a, db + step_b, accumulate);
       }
       wgmma_commit();
       wgmma_fence_operand(acc);
       if (row_sums) {
-        row_sums_add<kTransA>(sa + cw * 8192, t, part);
+        row_sums_add<kTransA>(sa + kBoxBytes * cw, t, part);
         fence_proxy_async();  // these reads before the TMA that will overwrite the stage
       }
       wgmma_wait<1>();  // the previous k-block's group is done reading its stage
@@ -277,53 +259,42 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (lane0) mbarrier_arrive(&empty[prev_stage]);
 
     // ---------------- epilogue ----------------
-    // Thread t: rows r and r + 8 (r = 16 warp + lane / 4) of this warpgroup's 64, columns
-    // 8 j + 2 (lane % 4) + {0, 1}: acc[4 j + 2 h + {0, 1}] for row r + 8 h.
-    const int r = 16 * warp + lane / 4;
+    // Thread t holds accumulator pairs (i, i + 1), i even, at (acc_row(t, i), acc_col(t, i) +
+    // {0, 1}) of this warpgroup's 64 x kBN block; the pairs of columns 8 j .. 8 j + 7 are
+    // i = 4 j and 4 j + 2 (rows r and r + 8).
     const std::int64_t row0 = std::int64_t{tm} * kBM + cw * 64;
     const std::int64_t col0 = std::int64_t{tn} * kBN;
     if (row0 >= e.m) continue;  // this warpgroup's rows all lie past M (uniform in the group)
     if (row_sums) row_sums_finish<kTransA, OutT>(e, part, t, row0, dbuf, 1 + cw);
     constexpr int kChunk = 128 / static_cast<int>(sizeof(OutT));  // columns per 128-byte row
-    constexpr int kPairs = kChunk / 8;  // accumulator column pairs per thread and row, per chunk
+    constexpr int kPairs = kChunk / 4;  // accumulator pairs per thread in a chunk
 #pragma unroll
     for (int q = 0; q < kBN / kChunk; ++q) {
       if (col0 + q * kChunk >= e.n) continue;  // past N: nothing to store (uniform)
       // The math first, in registers (D's values replace the accumulators): it overlaps the
       // previous chunk's TMA store, which may still be reading the buffers.
-      float g[kPairs * 4];
+      float g[2 * kPairs];
 #pragma unroll
-      for (int jj = 0; jj < kPairs; ++jj) {
-        const int j = q * kPairs + jj;
-        const std::int64_t col = col0 + q * kChunk + 8 * jj + 2 * (lane % 4);
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const std::int64_t row = row0 + r + 8 * h;
-          g[4 * jj + 2 * h] = g[4 * jj + 2 * h + 1] = 0.0f;
-          if (row < e.m && col < e.n)
-            epilogue_pair<OutT>(e, row, col, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1],
-                                g[4 * jj + 2 * h], g[4 * jj + 2 * h + 1]);
-        }
+      for (int p = 0; p < kPairs; ++p) {
+        const int i = q * 2 * kPairs + 2 * p;
+        const std::int64_t row = row0 + acc_row(t, i), col = col0 + acc_col(t, i);
+        g[2 * p] = g[2 * p + 1] = 0.0f;
+        if (row < e.m && col < e.n)
+          epilogue_pair<OutT>(e, row, col, acc[i], acc[i + 1], g[2 * p], g[2 * p + 1]);
       }
       if (t == 0) tma_store_wait_read<0>();  // the previous chunk's store has read the buffers
       named_barrier_sync(1 + cw, 128);
 #pragma unroll
-      for (int jj = 0; jj < kPairs; ++jj) {
-        const int j = q * kPairs + jj;
-        const int c = 8 * jj + 2 * (lane % 4);  // column inside the chunk
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int rr = r + 8 * h;
-          const float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
-          if constexpr (sizeof(OutT) == 4) {
-            *reinterpret_cast<float2*>(dbuf + sw128_offset<4>(rr, c)) = make_float2(v0, v1);
-          } else {
-            *reinterpret_cast<__nv_bfloat162*>(dbuf + sw128_offset<2>(rr, c)) =
-                __floats2bfloat162_rn(v0, v1);
-            if (e.bits & kEpiGelu)
-              *reinterpret_cast<__nv_bfloat162*>(gbuf + sw128_offset<2>(rr, c)) =
-                  __floats2bfloat162_rn(g[4 * jj + 2 * h], g[4 * jj + 2 * h + 1]);
-          }
+      for (int p = 0; p < kPairs; ++p) {
+        const int i = q * 2 * kPairs + 2 * p;
+        const std::uint32_t at = sw128(acc_row(t, i), (acc_col(t, i) - q * kChunk) * sizeof(OutT));
+        if constexpr (sizeof(OutT) == 4) {
+          *reinterpret_cast<float2*>(dbuf + at) = make_float2(acc[i], acc[i + 1]);
+        } else {
+          *reinterpret_cast<__nv_bfloat162*>(dbuf + at) = __floats2bfloat162_rn(acc[i], acc[i + 1]);
+          if (e.bits & kEpiGelu)
+            *reinterpret_cast<__nv_bfloat162*>(gbuf + at) =
+                __floats2bfloat162_rn(g[2 * p], g[2 * p + 1]);
         }
       }
       fence_proxy_async();
@@ -370,10 +341,13 @@ template <bool kTransA, bool kTransB, typename OutT, int kBN>
 void run(const impl::GemmProblem& p, int multiprocessors, cudaStream_t stream) {
   using Cfg = Config<kBN>;
   CUtensorMap map_a, map_b, map_d, map_g;
-  impl::encode_tensor_map_2d_cached(&map_a, kTransA ? bf16_map(p.a, p.m, p.k, p.lda, 64, 64)
-                                                    : bf16_map(p.a, p.k, p.m, p.lda, 64, kBM));
-  impl::encode_tensor_map_2d_cached(&map_b, kTransB ? bf16_map(p.b, p.k, p.n, p.ldb, 64, kBN)
-                                                    : bf16_map(p.b, p.n, p.k, p.ldb, 64, 64));
+  // A (M, K) or (K, M), B (K, N) or (N, K): the global matrix as (inner, outer), boxes as the
+  // layout places them.
+  const int a_rows = a_box(kTransA, 0, 0, 0).rows, b_rows = b_box(kTransB, 0, 0, 0, kBN).rows;
+  impl::encode_tensor_map_2d_cached(&map_a, kTransA ? bf16_map(p.a, p.m, p.k, p.lda, 64, a_rows)
+                                                    : bf16_map(p.a, p.k, p.m, p.lda, 64, a_rows));
+  impl::encode_tensor_map_2d_cached(&map_b, kTransB ? bf16_map(p.b, p.k, p.n, p.ldb, 64, b_rows)
+                                                    : bf16_map(p.b, p.n, p.k, p.ldb, 64, b_rows));
   impl::TensorMap2d d = bf16_map(p.d, p.n, p.m, p.ldd, 128 / sizeof(OutT), 64);
   if constexpr (sizeof(OutT) == 4) {
     d.dtype = CU_TENSOR_MAP_DATA_TYPE_FLOAT32;

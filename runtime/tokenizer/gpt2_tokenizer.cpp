@@ -81,9 +81,14 @@ struct Gpt2Tokenizer::Impl {
   std::unordered_map<std::uint64_t, Merge> merges;  // (left id, right id) -> rank, merged id
   std::int32_t eot = -1;
 
-  mutable std::mutex cache_mutex;
-  mutable std::unordered_map<std::string, std::vector<std::int32_t>, PieceHash, std::equal_to<>>
-      cache;
+  // The cache is split into shards, each with its own lock, so threads encoding at once rarely
+  // wait for each other.
+  struct CacheShard {
+    std::mutex mutex;
+    std::unordered_map<std::string, std::vector<std::int32_t>, PieceHash, std::equal_to<>> map;
+  };
+  static constexpr std::size_t kCacheShards = 16;
+  mutable std::array<CacheShard, kCacheShards> cache;
 
   void bpe(std::string_view piece, std::vector<std::int32_t>& out) const;
 };
@@ -326,10 +331,12 @@ void Gpt2Tokenizer::encode_into(std::string_view text, std::vector<std::int32_t>
       out.push_back(m.byte_id[static_cast<unsigned char>(piece[0])]);
       continue;
     }
+    const std::size_t h = PieceHash{}(piece);
+    Impl::CacheShard& shard = m.cache[h % Impl::kCacheShards];
     {
-      std::lock_guard<std::mutex> lock(m.cache_mutex);
-      const auto it = m.cache.find(piece);
-      if (it != m.cache.end()) {
+      std::lock_guard<std::mutex> lock(shard.mutex);
+      const auto it = shard.map.find(piece);
+      if (it != shard.map.end()) {
         out.insert(out.end(), it->second.begin(), it->second.end());
         continue;
       }
@@ -337,9 +344,9 @@ void Gpt2Tokenizer::encode_into(std::string_view text, std::vector<std::int32_t>
     ids.clear();
     m.bpe(piece, ids);
     out.insert(out.end(), ids.begin(), ids.end());
-    std::lock_guard<std::mutex> lock(m.cache_mutex);
-    if (m.cache.size() >= kCacheLimit) m.cache.clear();
-    m.cache.emplace(std::string(piece), ids);
+    std::lock_guard<std::mutex> lock(shard.mutex);
+    if (shard.map.size() >= kCacheLimit / Impl::kCacheShards) shard.map.clear();
+    shard.map.emplace(std::string(piece), ids);
   }
 }
 

@@ -287,7 +287,8 @@ TEST_CASE("a long single piece encodes in reasonable time", "[gpt2]") {
   REQUIRE_GPT2_VOCAB();
   // One 40 KB pre-token (no spaces): merging it by rescanning all pairs per merge is quadratic.
   std::string s;
-  for (int i = 0; i < 2500; ++i) s += "thequickbrownfox";
+  for (int i = 0; i < 2500; ++i)
+    s += "thequickbrownfox";
   const auto ids = gpt2().encode(s);
   CHECK(gpt2().decode(ids) == s);
   CHECK(ids.size() < s.size() / 2);

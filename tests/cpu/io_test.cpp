@@ -65,6 +65,19 @@ TEST_CASE("crc32c is incremental and both paths agree at every length and offset
       CHECK(kiln::crc32c(p + cut, len - cut, kiln::crc32c(p, cut)) == whole);
     }
   }
+  // Long buffers take the three-stream path of the hardware CRC (blocks of 3 x 4 KiB).
+  std::vector<unsigned char> big((1 << 20) + 29);
+  for (auto& b : big)
+    b = static_cast<unsigned char>(rng());
+  for (std::size_t len : {std::size_t{12287}, std::size_t{12288}, std::size_t{12289},
+                          std::size_t{24576 + 100}, big.size() - 5}) {
+    for (std::size_t offset : {0, 3}) {
+      const unsigned char* p = big.data() + offset;
+      const std::uint32_t want = kiln::impl::crc32c_portable(p, len);
+      CHECK(kiln::crc32c(p, len) == want);
+      CHECK(kiln::crc32c(p + 5000, len - 5000, kiln::crc32c(p, 5000)) == want);
+    }
+  }
   // A single flipped bit changes the checksum.
   const std::uint32_t before = kiln::crc32c(data.data(), data.size());
   data[1234] ^= 0x10;

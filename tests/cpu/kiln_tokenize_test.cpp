@@ -114,6 +114,21 @@ TEST_CASE("kiln_tokenize turns separated documents into train and val shards", "
     if (i + 1 < shards.size()) CHECK(s.size() == 100);
   }
 
+  // The same shards, byte for byte, with another number of threads.
+  const auto out3 = dir / "shards3";
+  REQUIRE(run_tokenize(dir,
+                       "--threads 3 -q --tokenizer byte --separator % --val-fraction 0.25 "
+                       "--shard-tokens 100 --out '" +
+                           out3.string() + "' '" + (dir / "a.txt").string() + "' '" +
+                           (dir / "b.txt").string() + "'")
+              .status == 0);
+  for (const char* split : {"train", "val"}) {
+    const auto one = kiln::find_shards(out, split), three = kiln::find_shards(out3, split);
+    REQUIRE(one.size() == three.size());
+    for (std::size_t i = 0; i < one.size(); ++i)
+      CHECK(kiln::test::read_bytes(one[i]) == kiln::test::read_bytes(three[i]));
+  }
+
   // A second run into the same folder needs --overwrite, and then leaves no stale shard.
   const std::string again =
       "--tokenizer byte --out '" + out.string() + "' '" + (dir / "a.txt").string() + "'";

@@ -112,6 +112,21 @@ TEST_CASE("tokenize, train, resume and generate with the demos on the cpu backen
   for (std::size_t i = 0; i < 40; ++i)
     CHECK(resumed[i] == losses[i]);
 
+  // The BERT-style objective trains too.
+  const Result enc = run(dir, KILN_TRAIN_GPT_EXE,
+                         "--data '" + (dir / "data").string() +
+                             "' --backend cpu --model tiny --batch 4 --seq-len 32 --steps 30 "
+                             "--lr 3e-3 --encoder --log-every 29 --metrics '" +
+                             (dir / "enc.jsonl").string() + "'");
+  INFO(enc.output);
+  REQUIRE(enc.status == 0);
+  CHECK_THAT(enc.output, Catch::Contains("encoder L=2") && Catch::Contains("mask=257"));
+  std::vector<double> enc_losses;
+  for (const auto& j : read_metrics(dir / "enc.jsonl"))
+    enc_losses.push_back(j["loss"].get<double>());
+  REQUIRE(enc_losses.size() == 30);
+  CHECK(enc_losses.back() < enc_losses.front() - 1.0);
+
   // Generation from the checkpoint, twice with one seed: the same text.
   const std::string gen_args = "--checkpoint '" + (dir / "ck_full" / "latest.ckpt").string() +
                                "' --prompt 'the ' --length 40 --seed 3 --backend cpu --ignore-eot";

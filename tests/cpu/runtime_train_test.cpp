@@ -335,3 +335,55 @@ TEST_CASE("the cuda backend without a device is a no_device error, not a crash",
     CHECK_THAT(e.message(), Catch::StartsWith("no CUDA device"));
   }
 }
+
+namespace {
+
+// A communicator of two identical ranks: averaging equal values is the identity, so training is
+// unchanged, and the calls show where the schedule hands gradients over.
+class RecordingCommunicator final : public kiln::Communicator {
+ public:
+  struct Call {
+    const void* data;
+    int64_t count;
+    kiln::DType dtype;
+  };
+  std::vector<Call> calls;
+  int finished = 0;
+  int rank() const override { return 0; }
+  int world_size() const override { return 2; }
+  void all_reduce_mean(void* data, int64_t count, kiln::DType dtype, kiln::Backend&) override {
+    calls.push_back({data, count, dtype});
+  }
+  void finish_step(kiln::Backend&) override { ++finished; }
+};
+
+}  // namespace
+
+TEST_CASE("gradients reach the communicator bucket by bucket, once per step", "[runtime]") {
+  const ModelConfig m = model(3, 2, 16, 30, 8);
+  TrainConfig t = train(2, 8, 1e-3);
+  t.grad_accum = 3;
+  RecordingCommunicator comm;
+  Trainer a(m, t, kiln::make_cpu_backend(kiln::DType::f32, 1), 2, &comm);
+  Trainer b(m, t, kiln::make_cpu_backend(kiln::DType::f32, 1), 2);
+  auto rng = kiln::test::make_rng(12);
+  const auto in = random_tokens(48, 30, rng), tg = random_tokens(48, 30, rng);
+  for (int step = 0; step < 2; ++step) {
+    comm.calls.clear();
+    CHECK(a.step(in, tg).loss == b.step(in, tg).loss);
+    // Only the last micro-step reduces: one call per bucket in backward order, then the loss.
+    const auto& buckets = a.layout().buckets();
+    REQUIRE(comm.calls.size() == buckets.size() + 1);
+    std::vector<float> g = a.gradients();
+    for (std::size_t i = 0; i < buckets.size(); ++i) {
+      CHECK(comm.calls[i].count == buckets[i].end - buckets[i].begin);
+      CHECK(comm.calls[i].dtype == kiln::DType::f32);
+      const auto* base = static_cast<const char*>(comm.calls[0].data) - buckets[0].begin * 4;
+      CHECK(static_cast<const char*>(comm.calls[i].data) - base == buckets[i].begin * 4);
+    }
+    CHECK(comm.calls.back().count == 1);
+    CHECK(comm.calls.back().dtype == kiln::DType::f64);
+    CHECK(comm.finished == step + 1);
+  }
+  CHECK(a.parameters() == b.parameters());
+}

@@ -263,20 +263,33 @@ DeviceInputs upload(const Shape& s, const Inputs& in, const kiln_attention_desc_
     scatter(buf, di.v_off, d.v, in.v, s.B, s.Tk, s.NHkv, s.HD);
     di.qkv = DeviceBuffer<bf16>(buf);
   } else {
-    di.qkv = DeviceBuffer<bf16>(kiln::test::to_bf16(in.q));
-    di.k = DeviceBuffer<bf16>(kiln::test::to_bf16(in.k));
-    di.v = DeviceBuffer<bf16>(kiln::test::to_bf16(in.v));
+    // Separate tensors in the layout of d's strides (contiguous or any permutation of B, T, NH).
+    std::vector<bf16> q(s.q_elems()), k(s.kv_elems()), v(s.kv_elems());
+    scatter(q, 0, d.q, in.q, s.B, s.Tq, s.NHq, s.HD);
+    scatter(k, 0, d.k, in.k, s.B, s.Tk, s.NHkv, s.HD);
+    scatter(v, 0, d.v, in.v, s.B, s.Tk, s.NHkv, s.HD);
+    di.qkv = DeviceBuffer<bf16>(q);
+    di.k = DeviceBuffer<bf16>(k);
+    di.v = DeviceBuffer<bf16>(v);
   }
-  di.dout = DeviceBuffer<bf16>(kiln::test::to_bf16(in.dout));
+  std::vector<bf16> dout(s.q_elems());
+  scatter(dout, 0, d.o, in.dout, s.B, s.Tq, s.NHq, s.HD);
+  di.dout = DeviceBuffer<bf16>(dout);
   return di;
 }
 
 kiln_attention_desc_t make_desc(const Shape& s, kiln_attention_impl_t impl, bool packed,
-                                bool deterministic) {
+                                bool deterministic, bool bhsd = false) {
   kiln_attention_desc_t d;
   REQUIRE(kiln_attention_desc_init(&d, s.B, s.Tq, s.Tk, s.NHq, s.NHkv, s.HD, s.causal) ==
           KILN_STATUS_OK);
   if (packed) REQUIRE(kiln_attention_desc_set_packed_qkv(&d) == KILN_STATUS_OK);
+  if (bhsd) {  // (B, NH, T, HD) in memory: heads outside tokens
+    d.q = {s.NHq * s.Tq * s.HD, s.HD, s.Tq * s.HD};
+    d.o = d.q;
+    d.k = {s.NHkv * s.Tk * s.HD, s.HD, s.Tk * s.HD};
+    d.v = d.k;
+  }
   d.impl = impl;
   d.deterministic = deterministic ? 1 : 0;
   return d;
@@ -303,13 +316,12 @@ DeviceFwd run_fwd(const kiln_attention_desc_t& d, const Shape& s, const DeviceIn
 }
 
 void check_fwd(const std::string& what, const Shape& s, const FwdResult& ref, const FwdResult& base,
-               const DeviceFwd& f) {
-  const auto o = kiln::test::to_double(f.o.download());
+               const DeviceFwd& f, const kiln_attention_desc_t& d) {
+  const auto o = gather(f.o.download(), 0, d.o, s.B, s.Tq, s.NHq, s.HD);
   const auto lse_f = f.lse.download();
   const std::vector<double> lse(lse_f.begin(), lse_f.end());
   kiln::test::check_rule(what + " O", ref.out, o, base.out, atol_for(ref.out));
   kiln::test::check_rule(what + " LSE", ref.lse, lse, base.lse, 1e-5 * (1 + peak(ref.lse)));
-  (void)s;
 }
 
 const char* name(kiln_attention_impl_t impl) {
@@ -348,7 +360,7 @@ TEST_CASE("attention forward matches the reference on every path", "[attention]"
       INFO(what);
       const auto d = make_desc(s, impl, false, false);
       const DeviceInputs di = upload(s, in, d, false);
-      check_fwd(what, s, ref, base.fwd, run_fwd(d, s, di));
+      check_fwd(what, s, ref, base.fwd, run_fwd(d, s, di), d);
     }
   }
 }
@@ -365,7 +377,7 @@ TEST_CASE("attention forward reads Q, K, V inside a packed QKV buffer", "[attent
       INFO(what);
       const auto d = make_desc(s, impl, true, false);
       const DeviceInputs di = upload(s, in, d, true);
-      check_fwd(what, s, ref, base.fwd, run_fwd(d, s, di));
+      check_fwd(what, s, ref, base.fwd, run_fwd(d, s, di), d);
     }
   }
 }
@@ -465,9 +477,9 @@ Grads run_bwd(const kiln_attention_desc_t& d, const Shape& s, const DeviceInputs
       raw->insert(raw->end(), k.begin(), k.end());
       raw->insert(raw->end(), v.begin(), v.end());
     }
-    out.dq = kiln::test::to_double(q);
-    out.dk = kiln::test::to_double(k);
-    out.dv = kiln::test::to_double(v);
+    out.dq = gather(q, 0, d.q, s.B, s.Tq, s.NHq, s.HD);
+    out.dk = gather(k, 0, d.k, s.B, s.Tk, s.NHkv, s.HD);
+    out.dv = gather(v, 0, d.v, s.B, s.Tk, s.NHkv, s.HD);
   }
   return out;
 }
@@ -513,6 +525,31 @@ TEST_CASE("attention backward matches the reference on every path, both modes", 
         const DeviceInputs di = upload(s, in, d, false);
         check_grads(what, ref, base.grads, run_bwd(d, s, di, false));
       }
+  }
+}
+
+TEST_CASE("attention forward and backward take (B, NH, T, HD) strides", "[attention]") {
+  uint64_t stream = 250;
+  for (const Shape& s :
+       {Shape{2, 100, 100, 4, 2, 64, true}, Shape{1, 257, 129, 4, 4, 128, false}}) {
+    const Inputs in = make_inputs(s, stream++);
+    const FwdResult ref = reference_fwd(s, in);
+    const Grads gref = reference_bwd(s, in);
+    const Baseline base = baseline(s, in, true);
+    for (const auto impl : paths(s, false)) {
+      const std::string what = s.str() + " BHSD [" + name(impl) + "]";
+      INFO(what);
+      const auto d = make_desc(s, impl, false, false, true);
+      const DeviceInputs di = upload(s, in, d, false);
+      check_fwd(what, s, ref, base.fwd, run_fwd(d, s, di), d);
+    }
+    for (const auto impl : paths(s, true)) {
+      const std::string what = s.str() + " BHSD backward [" + name(impl) + "]";
+      INFO(what);
+      const auto d = make_desc(s, impl, false, false, true);
+      const DeviceInputs di = upload(s, in, d, false);
+      check_grads(what, gref, base.grads, run_bwd(d, s, di, false));
+    }
   }
 }
 

@@ -8,7 +8,7 @@
  * A row that sees no key (causal with Tq > Tk: rows i < Tq - Tk) gets O = 0 and LSE = -inf; it is
  * never NaN. Its gradients are 0.
  *
- * Layouts. Q, O, dO, dQ: (B, Tq, NH*, HD); K, V, dK, dV: (B, Tk, NHkv, HD), all bf16, addressed
+ * Layouts. Q, O, dO, dQ: (B, Tq, NHq, HD); K, V, dK, dV: (B, Tk, NHkv, HD), all bf16, addressed
  * through per-tensor strides in elements (the head dimension itself is contiguous), so Q, K and V
  * may live inside the packed (B, T, NHq + 2 NHkv, HD) output of a QKV projection with no copy (see
  * kiln_attention_desc_set_packed_qkv). The gradients dQ, dK, dV use the strides of Q, K, V and dO
@@ -17,7 +17,8 @@
  * Requirements checked before anything is launched: bf16; head_dim a multiple of 8 up to 256, of
  * which kiln's kernels serve 64 and 128 (others return NOT_SUPPORTED); NHq a multiple of NHkv;
  * scale > 0 and finite; B, Tq >= 0, Tk >= 1; every stride a multiple of 8 elements and every
- * pointer 16-byte aligned; workspace at least the queried size. Outputs must not overlap inputs.
+ * tensor pointer 16-byte aligned (LSE: 4); workspace at least the queried size (256-byte aligned).
+ * Outputs must not overlap inputs.
  *
  * Implementations (kiln_attention_impl_t): AUTO picks the Hopper kernels (wgmma, TMA) on compute
  * capability 9.0 when this build carries them, and the sm_80 kernels (mma.sync) on other devices of

@@ -9,7 +9,8 @@
 // types() names for its role; shapes are row-major and written beside each argument. Ops are
 // asynchronous on the cuda backend (ordered on its stream) and synchronous on the cpu backend;
 // only download() and synchronize() wait. Parameter gradients accumulate (+=), activation
-// gradients overwrite (=) unless stated, as in the references.
+// gradients overwrite (=) unless stated, as in the references. A backend is used by one thread at
+// a time (the trainers and generators sharing it included).
 #pragma once
 
 #include <cstddef>

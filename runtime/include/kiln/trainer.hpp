@@ -42,7 +42,8 @@ struct StepResult {
   bool stats_read = false;  // the fields below are valid (step(..., read_stats = true))
   double loss = 0;          // mean loss over the positions that count
   double grad_norm = 0;     // global gradient norm before clipping
-  bool skipped = false;     // loss or norm not finite: parameters and moments untouched
+  bool skipped = false;     // loss or norm not finite: parameters and moments untouched (the
+                            // step still counts: AdamW's bias correction uses the step index)
 };
 
 // The classifier's ignore index: targets equal to it count for nothing.
