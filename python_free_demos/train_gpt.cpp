@@ -61,8 +61,10 @@ void say(const char* format, ...) {
   va_end(args);
 }
 
+// The first Ctrl-C finishes the step and saves; a second one ends the process at once.
 void on_sigint(int) {
   g_stop = true;
+  std::signal(SIGINT, SIG_DFL);
 }
 
 struct Options {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -39,6 +40,7 @@ struct kiln_gemm_context {
   std::mutex mutex;  // guards the cache and the table (and the descriptors' pointer attributes)
   kiln::impl::CublasLtCache* cache = nullptr;
   std::map<kiln::impl::TableKey, kiln::impl::TableEntry> table;
+  bool environment_table_read = false;  // KILN_GEMM_TABLE (see load_environment_table)
 };
 
 namespace kiln::impl {
@@ -264,6 +266,8 @@ bool accepts(kiln_gemm_context& ctx, GemmBackend b, const GemmProblem& p) {
   return false;
 }
 
+void load_environment_table(kiln_gemm_context& ctx);
+
 // Forced: that backend or an error. AUTO: the table's measured winner, else cuBLASLt (the
 // measured-safe default), else the hand-written kernels.
 GemmBackend select(kiln_gemm_context& ctx, const GemmProblem& p, kiln_gemm_backend_t requested) {
@@ -281,6 +285,7 @@ GemmBackend select(kiln_gemm_context& ctx, const GemmProblem& p, kiln_gemm_backe
     }
     return b;
   }
+  load_environment_table(ctx);
   if (auto it = ctx.table.find(table_key(p)); it != ctx.table.end())
     if (accepts(ctx, it->second.backend, p)) return it->second.backend;
   for (GemmBackend b : {GemmBackend::cublaslt, GemmBackend::sm90, GemmBackend::sm80})
@@ -331,6 +336,51 @@ int parse_epilogue(const std::string& name) {
     if (name == kiln_gemm_epilogue_name(static_cast<kiln_gemm_epilogue_t>(e))) return e;
   throw_error(Status::data_error, cat("gemm table: unknown epilogue \"", name, "\""), nullptr,
               __FILE__, __LINE__);
+}
+
+// The lines of a table file measured on a device named like the current one.
+std::map<TableKey, TableEntry> read_table(const char* path) {
+  std::ifstream in(path);
+  KILN_CHECK(in.good(), kiln::Status::io_error, "kiln_gemm_table_load: cannot open ", path);
+  const std::string device = current_device_name();
+  std::map<TableKey, TableEntry> loaded;
+  std::string text;
+  int line_no = 0;
+  while (std::getline(in, text)) {
+    ++line_no;
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    try {
+      const nlohmann::json j = nlohmann::json::parse(text);
+      if (j.at("device").get<std::string>() != device) continue;
+      const std::string cd = j.at("cd").get<std::string>();
+      KILN_CHECK(cd == "bf16" || cd == "f32", kiln::Status::data_error, "unknown cd \"", cd, "\"");
+      const TableKey key{j.at("m").get<std::int64_t>(),    j.at("n").get<std::int64_t>(),
+                         j.at("k").get<std::int64_t>(),    j.at("trans_a").get<int>(),
+                         j.at("trans_b").get<int>(),       cd == "f32",
+                         parse_epilogue(j.at("epilogue")), j.at("beta_nonzero").get<bool>()};
+      loaded[key] = TableEntry{parse_backend(j.at("backend").get<std::string>()), device};
+    } catch (const nlohmann::json::exception& e) {
+      throw_error(kiln::Status::data_error,
+                  cat("kiln_gemm_table_load: ", path, " line ", line_no, ": ", e.what()), nullptr,
+                  __FILE__, __LINE__);
+    } catch (const kiln::Error& e) {
+      throw_error(kiln::Status::data_error,
+                  cat("kiln_gemm_table_load: ", path, " line ", line_no, ": ", e.message()),
+                  nullptr, __FILE__, __LINE__);
+    }
+  }
+  return loaded;
+}
+
+// KILN_GEMM_TABLE=FILE: the table AUTO starts from, read at a context's first AUTO call (not at
+// creation, which touches no device). Called with the context's lock held.
+void load_environment_table(kiln_gemm_context& ctx) {
+  if (ctx.environment_table_read) return;
+  ctx.environment_table_read = true;
+  const char* path = std::getenv("KILN_GEMM_TABLE");
+  if (!path || !*path) return;
+  for (auto& [key, entry] : read_table(path))
+    ctx.table.emplace(key, entry);  // entries set through the API win
 }
 
 }  // namespace
@@ -528,36 +578,7 @@ kiln_status_t kiln_gemm_table_load(kiln_gemm_context_t* context, const char* pat
   return capi_guard([&] {
     kiln_gemm_context& ctx = context_of(context);
     KILN_CHECK_ARG(path != nullptr, "kiln_gemm_table_load: path is null");
-    std::ifstream in(path);
-    KILN_CHECK(in.good(), kiln::Status::io_error, "kiln_gemm_table_load: cannot open ", path);
-    const std::string device = current_device_name();
-    std::map<TableKey, TableEntry> loaded;
-    std::string text;
-    int line_no = 0;
-    while (std::getline(in, text)) {
-      ++line_no;
-      if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-      try {
-        const nlohmann::json j = nlohmann::json::parse(text);
-        if (j.at("device").get<std::string>() != device) continue;
-        const std::string cd = j.at("cd").get<std::string>();
-        KILN_CHECK(cd == "bf16" || cd == "f32", kiln::Status::data_error, "unknown cd \"", cd,
-                   "\"");
-        const TableKey key{j.at("m").get<std::int64_t>(),    j.at("n").get<std::int64_t>(),
-                           j.at("k").get<std::int64_t>(),    j.at("trans_a").get<int>(),
-                           j.at("trans_b").get<int>(),       cd == "f32",
-                           parse_epilogue(j.at("epilogue")), j.at("beta_nonzero").get<bool>()};
-        loaded[key] = TableEntry{parse_backend(j.at("backend").get<std::string>()), device};
-      } catch (const nlohmann::json::exception& e) {
-        throw_error(kiln::Status::data_error,
-                    cat("kiln_gemm_table_load: ", path, " line ", line_no, ": ", e.what()), nullptr,
-                    __FILE__, __LINE__);
-      } catch (const kiln::Error& e) {
-        throw_error(kiln::Status::data_error,
-                    cat("kiln_gemm_table_load: ", path, " line ", line_no, ": ", e.message()),
-                    nullptr, __FILE__, __LINE__);
-      }
-    }
+    const auto loaded = read_table(path);
     std::lock_guard<std::mutex> lock(ctx.mutex);
     for (auto& [key, entry] : loaded)
       ctx.table[key] = entry;

@@ -207,6 +207,13 @@ TEST_CASE("the demos refuse bad shards, checkpoints and options with a clear err
   CHECK(r.status == 1);
   CHECK_THAT(r.output, Catch::Contains("none.safetensors"));
 
+  // Missing GPT-2 vocabulary files for the samples / the prompt.
+  r = run(dir, KILN_TRAIN_GPT_EXE,
+          train + (dir / "data").string() + "' --sample-every 1 --tokenizer gpt2 --vocab-dir '" +
+              (dir / "no_vocab").string() + "'");
+  CHECK(r.status == 1);
+  CHECK_THAT(r.output, Catch::Contains("no_vocab"));
+
   // --help explains the options.
   r = run(dir, KILN_TRAIN_GPT_EXE, "--help");
   CHECK(r.status == 0);

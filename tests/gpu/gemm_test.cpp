@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 #include <sstream>
@@ -751,6 +752,15 @@ TEST_CASE("gemm: AUTO, tuning and the table of measured winners", "[gemm]") {
   REQUIRE(kiln_gemm_table_load(ctx, path.c_str()) == KILN_STATUS_OK);
   REQUIRE(kiln_gemm_select(ctx, &p, &selected) == KILN_STATUS_OK);
   CHECK(selected == chosen);
+  // KILN_GEMM_TABLE: a fresh context starts from the file, at its first AUTO call.
+  {
+    REQUIRE(setenv("KILN_GEMM_TABLE", path.c_str(), 1) == 0);
+    kiln::GemmContext fresh(env().device.cublaslt(), env().device.workspace(),
+                            env().device.workspace_bytes());
+    REQUIRE(kiln_gemm_select(fresh.get(), &p, &selected) == KILN_STATUS_OK);
+    CHECK(selected == chosen);
+    REQUIRE(unsetenv("KILN_GEMM_TABLE") == 0);
+  }
   std::remove(path.c_str());
   CHECK(kiln_gemm_table_load(ctx, path.c_str()) == KILN_STATUS_IO_ERROR);
 

@@ -102,8 +102,9 @@ KILN_API void kiln_gemm_params_init(kiln_gemm_params_t* params);
 #define KILN_GEMM_WORKSPACE_BYTES ((size_t)32 << 20)
 
 /* A context: the cuBLASLt handle and workspace kiln_gemm uses, the cached cuBLASLt
- * descriptors and algorithms (one per problem shape), the cached TMA descriptors, and the table
- * of measured winners AUTO consults. Creating it touches no GPU. `cublaslt` and `workspace` stay
+ * descriptors and algorithms (one per problem shape and pointer-alignment class), and the table
+ * of measured winners AUTO consults. (The hand-written kernels' TMA descriptors are cached per
+ * host thread.) Creating it touches no GPU. `cublaslt` and `workspace` (256-byte aligned) stay
  * owned by the caller and must outlive the context; `cublaslt` may be NULL (then only the
  * hand-written backends are available). One context per device; thread-safe. */
 typedef struct kiln_gemm_context kiln_gemm_context_t;
@@ -140,7 +141,10 @@ KILN_API kiln_status_t kiln_gemm_tune(kiln_gemm_context_t* context,
 
 /* The table of measured winners as JSON lines (one problem per line, with the device it was
  * measured on): save writes the whole table; load adds the lines measured on a device of the
- * current device's name and ignores the others. bench_gemm --table FILE writes such a file. */
+ * current device's name and ignores the others. bench_gemm --table FILE writes such a file.
+ * The environment variable KILN_GEMM_TABLE=FILE has every context load FILE at its first AUTO
+ * call (entries already set through the calls below take precedence); a file that cannot be read
+ * makes that call fail with the load's status. */
 KILN_API kiln_status_t kiln_gemm_table_save(kiln_gemm_context_t* context, const char* path);
 KILN_API kiln_status_t kiln_gemm_table_load(kiln_gemm_context_t* context, const char* path);
 /* Records `backend` as the winner for `params`' problem, as kiln_gemm_tune does. */
