@@ -353,8 +353,7 @@ class RecordingCommunicator final : public kiln::Communicator {
   int rank() const override { return 0; }
   int world_size() const override { return 2; }
   std::string description() const override { return "recording"; }
-  void all_reduce(void* data, int64_t count, kiln::DType dtype, kiln::ReduceOp op,
-                  void*) override {
+  void all_reduce(void* data, int64_t count, kiln::DType dtype, kiln::ReduceOp op, void*) override {
     CHECK(op == kiln::ReduceOp::mean);
     calls.push_back({data, count, dtype, false});
   }
