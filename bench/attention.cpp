@@ -2,7 +2,9 @@
 // (PERF.md): 16k tokens in total, hidden 2048 (NH = 2048 / HD, B = 16384 / T), T from 512 to 16k,
 // HD 64 and 128, causal and not; FLOPs 4 B NH T^2 HD for the forward (halved when causal), 2.5x
 // that for the backward. Every kiln path this device serves is timed side by side (forced), each
-// after a spot check of its output against the double reference. The PyTorch peers (SDPA's flash
+// after a spot check of its output against the double reference. cuDNN's fused flash attention,
+// reached through kiln's own cuDNN backend (impl "cudnn"), is the peer measured in the same run;
+// HD 256 rows are cuDNN only (kiln's kernels take 64 and 128). The PyTorch peers (SDPA's flash
 // and cuDNN backends) are bench/peers/attention.py, with the same shapes and JSON schema.
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
@@ -111,7 +113,8 @@ int main(int argc, char** argv) {
     const std::vector<int64_t> lengths =
         options.quick ? std::vector<int64_t>{1024, 4096}
                       : std::vector<int64_t>{512, 1024, 2048, 4096, 8192, 16384};
-    for (const int64_t hd : {int64_t{64}, int64_t{128}})
+    // HD 256 is served by cuDNN only (AUTO's fallback): its rows show what that fallback costs.
+    for (const int64_t hd : {int64_t{64}, int64_t{128}, int64_t{256}})
       for (const bool causal : {false, true})
         for (const int64_t t : lengths)
           cases.push_back({16384 / t, t, 2048 / hd, hd, causal});

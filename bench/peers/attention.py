@@ -1,6 +1,6 @@
 """PyTorch peer of bench_attention: scaled_dot_product_attention with its flash (FlashAttention-2)
 and cuDNN backends, on the shapes and FLOP conventions of bench/attention.cpp (FlashAttention's:
-16k tokens, hidden 2048, T 512..16k, HD 64 and 128, causal and not; forward 4 B NH T^2 HD, halved
+16k tokens, hidden 2048, T 512..16k, HD 64, 128 and 256, causal and not; forward 4 B NH T^2 HD, halved
 when causal; backward 2.5x the forward). Tensors are (B, T, NH, HD) in memory, as kiln's, and
 handed to SDPA as (B, NH, T, HD) views.
 """
@@ -18,7 +18,7 @@ def main():
     require_cuda()
     report = Report("attention", args)
     lengths = [1024, 4096] if args.quick else [512, 1024, 2048, 4096, 8192, 16384]
-    for hd in (64, 128):
+    for hd in (64, 128, 256):
         for causal in (False, True):
             for t in lengths:
                 b, nh = 16384 // t, 2048 // hd

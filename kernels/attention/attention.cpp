@@ -121,20 +121,20 @@ bool hopper_fwd_built() {
 }
 
 // The implementation that serves `d` in the given direction. Shape-only refusals of a forced
-// implementation come first (no device needed); then the device decides.
+// implementation come first (no device needed); then the device decides, and for cuDNN, whether
+// cuDNN has an engine for the call (its plan is built here once and cached).
 kiln_attention_impl_t resolve(const kiln_attention_desc_t* d, const AttnShape& s, bool backward,
                               const char* op) {
   const bool ours = attn_kernel_head_dim(s.HD);
-  KILN_CHECK(d->impl != KILN_ATTENTION_IMPL_CUDNN, Status::not_supported, op,
-             ": the cuDNN attention backend is not part of this build yet");
   if (d->impl == KILN_ATTENTION_IMPL_SM90) {
     KILN_CHECK(hopper_fwd_built(), Status::not_supported, op,
                ": this build carries no sm_90a kernels (configure with KILN_SM90A=ON)");
     KILN_CHECK(!backward, Status::not_supported, op,
                ": the sm_90a attention backward is not written yet; use SM80 (AUTO does)");
   }
-  KILN_CHECK(ours, Status::not_supported, op, ": head_dim ", s.HD,
-             " is not served: kiln's kernels take 64 and 128");
+  if (d->impl == KILN_ATTENTION_IMPL_SM80 || d->impl == KILN_ATTENTION_IMPL_SM90)
+    KILN_CHECK(ours, Status::not_supported, op, ": head_dim ", s.HD,
+               " is not served by kiln's kernels, which take 64 and 128 (AUTO sends it to cuDNN)");
   const DeviceFacts& f = current_device_facts();
   KILN_CHECK(f.compute_major >= 8, Status::not_supported, op,
              ": attention needs compute capability >= 8.0 (device has ", f.compute_major, ".",
@@ -143,18 +143,26 @@ kiln_attention_impl_t resolve(const kiln_attention_desc_t* d, const AttnShape& s
     KILN_CHECK(hopper_kernels_available(), Status::not_supported, op,
                ": the sm_90a kernels need compute capability 9.0 (device has ", f.compute_major,
                ".", f.compute_minor, ")");
-  if (d->impl != KILN_ATTENTION_IMPL_AUTO) return d->impl;
-  if (!backward && hopper_fwd_built() && hopper_kernels_available())
-    return KILN_ATTENTION_IMPL_SM90;
-  return KILN_ATTENTION_IMPL_SM80;
+  kiln_attention_impl_t impl = d->impl;
+  if (impl == KILN_ATTENTION_IMPL_AUTO) {
+    if (!ours)
+      impl = KILN_ATTENTION_IMPL_CUDNN;
+    else if (!backward && hopper_fwd_built() && hopper_kernels_available())
+      impl = KILN_ATTENTION_IMPL_SM90;
+    else
+      impl = KILN_ATTENTION_IMPL_SM80;
+  }
+  if (impl == KILN_ATTENTION_IMPL_CUDNN) attention_cudnn_check(s, backward, op);
+  return impl;
 }
 
-std::size_t fwd_workspace(kiln_attention_impl_t, const AttnShape&) {
-  return 0;
+std::size_t fwd_workspace(kiln_attention_impl_t impl, const AttnShape& s) {
+  return impl == KILN_ATTENTION_IMPL_CUDNN ? attention_cudnn_workspace(s, false) : 0;
 }
 
-std::size_t bwd_workspace(kiln_attention_impl_t, const AttnShape& s) {
-  return attention_bwd_sm80_workspace(s);
+std::size_t bwd_workspace(kiln_attention_impl_t impl, const AttnShape& s) {
+  return impl == KILN_ATTENTION_IMPL_CUDNN ? attention_cudnn_workspace(s, true)
+                                           : attention_bwd_sm80_workspace(s);
 }
 
 void check_workspace(const char* op, void* workspace, std::size_t bytes, std::size_t needed) {
@@ -287,6 +295,9 @@ kiln_status_t kiln_attention_fwd(const kiln_attention_desc_t* desc, void* o, flo
       case KILN_ATTENTION_IMPL_SM80:
         attention_fwd_sm80(a, stream);
         break;
+      case KILN_ATTENTION_IMPL_CUDNN:
+        attention_fwd_cudnn(a, workspace, stream);
+        break;
       default:
         KILN_CHECK(false, kiln::Status::internal_error, op, ": unresolved implementation");
     }
@@ -325,6 +336,9 @@ kiln_status_t kiln_attention_bwd(const kiln_attention_desc_t* desc, void* dq, vo
     switch (impl) {
       case KILN_ATTENTION_IMPL_SM80:
         attention_bwd_sm80(a, workspace, stream);
+        break;
+      case KILN_ATTENTION_IMPL_CUDNN:
+        attention_bwd_cudnn(a, workspace, stream);
         break;
       default:
         KILN_CHECK(false, kiln::Status::internal_error, op, ": unresolved implementation");

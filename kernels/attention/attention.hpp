@@ -77,4 +77,25 @@ void attention_bwd_convert_dq(const AttnBwdArgs& a, const float* dq_accum, cudaS
 // --- sm_90a kernels (wgmma, TMA; compute capability 9.0; built only with KILN_HAS_SM90A) ---------
 void attention_fwd_sm90(const AttnFwdArgs& a, cudaStream_t stream);
 
+// --- cuDNN fused flash attention (attention_cudnn.cpp) ------------------------------------------
+// Each builds (once per thread, device, direction and shape) cuDNN's execution plan and throws
+// not_supported, with cuDNN's reason, when cuDNN has no engine for the call.
+void attention_cudnn_check(const AttnShape& s, bool backward, const char* op);
+std::size_t attention_cudnn_workspace(const AttnShape& s, bool backward);
+void attention_fwd_cudnn(const AttnFwdArgs& a, void* workspace, cudaStream_t stream);
+void attention_bwd_cudnn(const AttnBwdArgs& a, void* workspace, cudaStream_t stream);
+// Execution plans the calling thread has built so far (tests check that calls reuse them).
+std::size_t attention_cudnn_plan_builds();
+
+// The glue around cuDNN (attention_cudnn_glue.cu). `skipped` leading query rows see no key.
+// LSE (B, NHq, Tq) from cuDNN's stats (B, NHq, Tq - skipped), -inf for the skipped rows:
+void attention_cudnn_lse_out(const float* stats, float* lse, int B, int NHq, int Tq, int skipped,
+                             cudaStream_t stream);
+// cuDNN's stats (B, NHq, Tq - skipped) from LSE (B, NHq, Tq):
+void attention_cudnn_lse_in(const float* lse, float* stats, int B, int NHq, int Tq, int skipped,
+                            cudaStream_t stream);
+// Zeroes tokens [0, rows) of a (B, T, NH, HD) bf16 tensor with strides `s`.
+void attention_zero_rows(bf16* x, const AttnStrides& s, int B, int64_t rows, int NH, int HD,
+                         cudaStream_t stream);
+
 }  // namespace kiln::impl

@@ -156,10 +156,20 @@ TEST_CASE("attention refuses what no path serves, and forced paths that cannot s
   d.o = d.q;
   d.k = {100 * 2 * 96, 2 * 96, 96};
   d.v = d.k;
-  expect(fwd(d), KILN_STATUS_NOT_SUPPORTED, "head_dim 96 is not served");
-  d = good_desc();
-  d.impl = KILN_ATTENTION_IMPL_CUDNN;
-  expect(fwd(d), KILN_STATUS_NOT_SUPPORTED, "cuDNN");
+  // kiln's kernels take 64 and 128 only; AUTO sends other head dims to cuDNN (which needs a
+  // device to say whether it has an engine).
+  d.impl = KILN_ATTENTION_IMPL_SM80;
+  expect(fwd(d), KILN_STATUS_NOT_SUPPORTED, "head_dim 96 is not served by kiln's kernels");
+  d.impl = KILN_ATTENTION_IMPL_SM90;
+  kiln_attention_impl_t got = KILN_ATTENTION_IMPL_AUTO;
+  CHECK(kiln_attention_resolve_impl(&d, 0, &got) == KILN_STATUS_NOT_SUPPORTED);
+  if (!has_device()) {
+    d.impl = KILN_ATTENTION_IMPL_AUTO;
+    expect(fwd(d), KILN_STATUS_NO_DEVICE, "no CUDA device");
+    d.impl = KILN_ATTENTION_IMPL_CUDNN;
+    size_t ws = 0;
+    expect(kiln_attention_bwd_workspace_size(&d, &ws), KILN_STATUS_NO_DEVICE, "no CUDA device");
+  }
   d = good_desc();
   d.impl = KILN_ATTENTION_IMPL_SM90;
   size_t bytes = 0;

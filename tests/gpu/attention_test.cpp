@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/attention/attention.hpp"
 #include "kernels/attention/attention_ref.hpp"
 #include "kiln/attention.h"
 #include "tests/common/compare.hpp"
@@ -43,8 +44,20 @@ struct Shape {
   size_t lse_elems() const { return static_cast<size_t>(B * NHq * Tq); }
 };
 
-// The paths this device can run, forced one by one.
-std::vector<kiln_attention_impl_t> paths(const Shape& s, bool backward) {
+// Whether this device runs cuDNN's fused attention on kiln's graphs for sure: Hopper, where cuDNN
+// 9.19 documents every shape the tests use (head dims up to 256, both backward algorithms).
+bool cudnn_must_serve() {
+  int device = 0, major = 0;
+  return cudaGetDevice(&device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+         major == 9;
+}
+
+// The paths this device can run, forced one by one. Every kiln path that exists for the device
+// must serve head dims 64 and 128; cuDNN must serve everything on Hopper (elsewhere a refusal is
+// reported, not failed).
+std::vector<kiln_attention_impl_t> paths(const Shape& s, bool backward,
+                                         bool deterministic = false) {
   std::vector<kiln_attention_impl_t> out;
   for (const auto impl :
        {KILN_ATTENTION_IMPL_SM80, KILN_ATTENTION_IMPL_SM90, KILN_ATTENTION_IMPL_CUDNN}) {
@@ -52,12 +65,19 @@ std::vector<kiln_attention_impl_t> paths(const Shape& s, bool backward) {
     REQUIRE(kiln_attention_desc_init(&d, s.B, s.Tq, s.Tk, s.NHq, s.NHkv, s.HD, s.causal) ==
             KILN_STATUS_OK);
     d.impl = impl;
+    d.deterministic = deterministic ? 1 : 0;
     kiln_attention_impl_t got;
     const kiln_status_t st = kiln_attention_resolve_impl(&d, backward ? 1 : 0, &got);
-    if (st == KILN_STATUS_OK)
+    INFO(s.str() << " [" << kiln_attention_impl_name(impl) << "]: " << kiln_last_error());
+    if (st == KILN_STATUS_OK) {
       out.push_back(impl);
-    else
-      CHECK(st == KILN_STATUS_NOT_SUPPORTED);  // the only acceptable refusal
+      continue;
+    }
+    CHECK(st == KILN_STATUS_NOT_SUPPORTED);  // the only acceptable refusal
+    if (impl == KILN_ATTENTION_IMPL_CUDNN) {
+      if (cudnn_must_serve()) FAIL_CHECK("cuDNN refused a shape it serves on Hopper");
+      WARN("cuDNN refused " << s.str() << ": " << kiln_last_error());
+    }
   }
   REQUIRE(!out.empty());
   return out;
@@ -324,6 +344,13 @@ void check_fwd(const std::string& what, const Shape& s, const FwdResult& ref, co
   kiln::test::check_rule(what + " LSE", ref.lse, lse, base.lse, 1e-5 * (1 + peak(ref.lse)));
 }
 
+// Head dims of the grid: kiln's kernels serve 64 and 128 (cuDNN too); 96 and 256 only cuDNN,
+// which AUTO sends them to.
+constexpr int64_t kHeadDims[] = {64, 96, 128, 256};
+bool kiln_head_dim(int64_t hd) {
+  return hd == 64 || hd == 128;
+}
+
 const char* name(kiln_attention_impl_t impl) {
   return kiln_attention_impl_name(impl);
 }
@@ -331,7 +358,7 @@ const char* name(kiln_attention_impl_t impl) {
 std::vector<Shape> forward_shapes() {
   std::vector<Shape> shapes;
   for (const bool causal : {false, true}) {
-    for (const int64_t hd : {int64_t{64}, int64_t{128}}) {
+    for (const int64_t hd : kHeadDims) {
       shapes.push_back({2, 1, 1, 4, 4, hd, causal});
       shapes.push_back({3, 17, 17, 8, 2, hd, causal});    // GQA 4
       shapes.push_back({1, 113, 113, 8, 1, hd, causal});  // MQA (GQA 8)
@@ -341,7 +368,8 @@ std::vector<Shape> forward_shapes() {
       shapes.push_back({1, 1, 1024, 8, 8, hd, causal});  // one query (decoding)
       shapes.push_back({1, 1023, 1023, 2, 2, hd, causal});
       shapes.push_back({1, 1024, 1024, 2, 1, hd, causal});
-      if (!kiln::test::quick_mode()) shapes.push_back({1, 4224, 4224, 1, 1, hd, causal});
+      if (!kiln::test::quick_mode() && kiln_head_dim(hd))
+        shapes.push_back({1, 4224, 4224, 1, 1, hd, causal});
     }
   }
   return shapes;
@@ -368,7 +396,8 @@ TEST_CASE("attention forward matches the reference on every path", "[attention]"
 TEST_CASE("attention forward reads Q, K, V inside a packed QKV buffer", "[attention]") {
   uint64_t stream = 200;
   for (const Shape& s : {Shape{2, 77, 77, 8, 2, 64, true}, Shape{1, 300, 300, 4, 4, 128, false},
-                         Shape{3, 129, 129, 6, 1, 128, true}}) {
+                         Shape{3, 129, 129, 6, 1, 128, true}, Shape{2, 77, 77, 8, 2, 96, true},
+                         Shape{1, 130, 130, 4, 2, 256, false}}) {
     const Inputs in = make_inputs(s, stream++);
     const FwdResult ref = reference_fwd(s, in);
     const Baseline base = baseline(s, in, false);
@@ -493,7 +522,7 @@ void check_grads(const std::string& what, const Grads& ref, const Grads& base, c
 std::vector<Shape> backward_shapes() {
   std::vector<Shape> shapes;
   for (const bool causal : {false, true})
-    for (const int64_t hd : {int64_t{64}, int64_t{128}}) {
+    for (const int64_t hd : kHeadDims) {
       shapes.push_back({2, 1, 1, 4, 4, hd, causal});
       shapes.push_back({3, 17, 17, 8, 2, hd, causal});
       shapes.push_back({1, 113, 113, 8, 1, hd, causal});
@@ -501,7 +530,7 @@ std::vector<Shape> backward_shapes() {
       shapes.push_back({2, 17, 113, 4, 1, hd, causal});
       shapes.push_back({1, 113, 17, 4, 4, hd, causal});
       shapes.push_back({1, 1023, 1023, 2, 2, hd, causal});
-      if (!kiln::test::quick_mode()) {
+      if (!kiln::test::quick_mode() && kiln_head_dim(hd)) {
         shapes.push_back({1, 1024, 1024, 2, 1, hd, causal});
         shapes.push_back({1, 4224, 4224, 1, 1, hd, causal});
       }
@@ -517,8 +546,8 @@ TEST_CASE("attention backward matches the reference on every path, both modes", 
     const Inputs in = make_inputs(s, stream++);
     const Grads ref = reference_bwd(s, in);
     const Baseline base = baseline(s, in, true);
-    for (const auto impl : paths(s, true))
-      for (const bool det : {false, true}) {
+    for (const bool det : {false, true})
+      for (const auto impl : paths(s, true, det)) {
         const std::string what = s.str() + " [" + name(impl) + (det ? ", deterministic]" : "]");
         INFO(what);
         const auto d = make_desc(s, impl, false, det);
@@ -555,12 +584,13 @@ TEST_CASE("attention forward and backward take (B, NH, T, HD) strides", "[attent
 
 TEST_CASE("attention backward writes a packed dQKV buffer completely", "[attention]") {
   uint64_t stream = 600;
-  for (const Shape& s : {Shape{2, 77, 77, 8, 2, 64, true}, Shape{1, 200, 200, 4, 4, 128, false}}) {
+  for (const Shape& s : {Shape{2, 77, 77, 8, 2, 64, true}, Shape{1, 200, 200, 4, 4, 128, false},
+                         Shape{1, 90, 90, 6, 3, 256, true}}) {
     const Inputs in = make_inputs(s, stream++);
     const Grads ref = reference_bwd(s, in);
     const Baseline base = baseline(s, in, true);
-    for (const auto impl : paths(s, true))
-      for (const bool det : {false, true}) {
+    for (const bool det : {false, true})
+      for (const auto impl : paths(s, true, det)) {
         const std::string what = s.str() + " packed [" + name(impl) + (det ? ", det]" : "]");
         INFO(what);
         const auto d = make_desc(s, impl, true, det);
@@ -580,7 +610,7 @@ TEST_CASE("attention deterministic backward is bitwise repeatable", "[attention]
   for (const Shape& s :
        {Shape{2, 500, 500, 8, 2, 128, true}, Shape{1, 333, 1000, 4, 1, 64, false}}) {
     const Inputs in = make_inputs(s, 700);
-    for (const auto impl : paths(s, true)) {
+    for (const auto impl : paths(s, true, true)) {
       INFO(s.str() << " [" << name(impl) << "]");
       const auto d = make_desc(s, impl, false, true);
       const DeviceInputs di = upload(s, in, d, false);
@@ -600,8 +630,8 @@ TEST_CASE("attention backward gives zero gradients, never NaN, where rows see no
   const Inputs in = make_inputs(s, 800);
   const Grads ref = reference_bwd(s, in);
   const Baseline base = baseline(s, in, true);
-  for (const auto impl : paths(s, true))
-    for (const bool det : {false, true}) {
+  for (const bool det : {false, true})
+    for (const auto impl : paths(s, true, det)) {
       const std::string what = s.str() + " [" + name(impl) + (det ? ", det]" : "]");
       INFO(what);
       const auto d = make_desc(s, impl, false, det);
@@ -630,4 +660,57 @@ TEST_CASE("attention AUTO picks the Hopper forward only where it exists", "[atte
   kiln_attention_impl_t got;
   const bool hopper = kiln_attention_resolve_impl(&forced, 0, &got) == KILN_STATUS_OK;
   CHECK(fwd == (hopper ? KILN_ATTENTION_IMPL_SM90 : KILN_ATTENTION_IMPL_SM80));
+}
+
+TEST_CASE("attention AUTO sends head dims kiln's kernels lack to cuDNN", "[attention]") {
+  for (const int64_t hd : {int64_t{96}, int64_t{256}}) {
+    const Shape s{1, 128, 128, 2, 2, hd, true};
+    const auto d = make_desc(s, KILN_ATTENTION_IMPL_AUTO, false, false);
+    for (const int backward : {0, 1}) {
+      kiln_attention_impl_t got = KILN_ATTENTION_IMPL_AUTO;
+      const kiln_status_t st = kiln_attention_resolve_impl(&d, backward, &got);
+      INFO(s.str() << (backward ? " backward: " : " forward: ") << kiln_last_error());
+      if (st == KILN_STATUS_OK) {
+        CHECK(got == KILN_ATTENTION_IMPL_CUDNN);
+      } else {
+        CHECK(st == KILN_STATUS_NOT_SUPPORTED);
+        CHECK(!cudnn_must_serve());
+      }
+    }
+  }
+}
+
+TEST_CASE("attention cuDNN builds one plan per shape and direction, for every scale",
+          "[attention]") {
+  const Shape s{2, 100, 100, 4, 2, 96, true};
+  auto d = make_desc(s, KILN_ATTENTION_IMPL_CUDNN, false, false);
+  kiln_attention_impl_t got;
+  if (kiln_attention_resolve_impl(&d, 1, &got) != KILN_STATUS_OK) {
+    CHECK(!cudnn_must_serve());
+    return;
+  }
+  const Inputs in = make_inputs(s, 1000);
+  const DeviceInputs di = upload(s, in, d, false);
+  run_bwd(d, s, di, false);  // both plans now exist
+  const std::size_t built = kiln::impl::attention_cudnn_plan_builds();
+  for (int rep = 0; rep < 3; ++rep)
+    run_bwd(d, s, di, false);
+  // The scale is a by-value input of the plan: another scale reuses it, and is honoured.
+  d.scale = 0.3;
+  const auto o = gather(run_fwd(d, s, di).o.download(), 0, d.o, s.B, s.Tq, s.NHq, s.HD);
+  CHECK(kiln::impl::attention_cudnn_plan_builds() == built);
+  std::vector<double> ref(s.q_elems()), lse(s.lse_elems());
+  const auto q = dbl(in.q), k = dbl(in.k), v = dbl(in.v);
+  kiln::ref::attention_fwd_ref(ref.data(), lse.data(), q.data(), k.data(), v.data(), s.B, s.Tq,
+                               s.Tk, s.NHq, s.NHkv, s.HD, 0.3, s.causal);
+  std::vector<double> other(s.q_elems());
+  kiln::ref::attention_fwd_ref(other.data(), lse.data(), q.data(), k.data(), v.data(), s.B, s.Tq,
+                               s.Tk, s.NHq, s.NHkv, s.HD, s.scale(), s.causal);
+  double worst = 0, apart = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    worst = std::max(worst, std::fabs(o[i] - ref[i]));
+    apart = std::max(apart, std::fabs(other[i] - ref[i]));
+  }
+  CHECK(worst < 3e-2);        // bf16 outputs of magnitude below 4
+  CHECK(apart > 10 * worst);  // and the default scale's output is far from it
 }

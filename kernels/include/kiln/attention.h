@@ -14,25 +14,30 @@
  * kiln_attention_desc_set_packed_qkv). The gradients dQ, dK, dV use the strides of Q, K, V and dO
  * those of O. LSE is (B, NHq, Tq) fp32, contiguous.
  *
- * Requirements checked before anything is launched: bf16; head_dim a multiple of 8 up to 256, of
- * which kiln's kernels serve 64 and 128 (others return NOT_SUPPORTED); NHq a multiple of NHkv;
+ * Requirements checked before anything is launched: bf16; head_dim a multiple of 8 up to 256 (kiln's
+ * kernels serve 64 and 128, cuDNN's fused attention the others); NHq a multiple of NHkv;
  * scale > 0 and finite; B, Tq >= 0, Tk >= 1; every stride a multiple of 8 elements and every
  * tensor pointer 16-byte aligned (LSE: 4); workspace at least the queried size (256-byte aligned).
  * Outputs must not overlap inputs.
  *
  * Implementations (kiln_attention_impl_t): AUTO picks the Hopper kernels (wgmma, TMA) on compute
  * capability 9.0 when this build carries them, and the sm_80 kernels (mma.sync) on other devices of
- * compute capability >= 8.0 (and for the backward, which has no Hopper kernel yet). Any
- * implementation can be forced, e.g. to compare them; a forced one that cannot serve the call
- * returns KILN_STATUS_NOT_SUPPORTED. KILN_ATTENTION_IMPL_CUDNN is reserved for cuDNN's fused
- * attention, which this build does not carry yet (NOT_SUPPORTED).
+ * compute capability >= 8.0 (and for the backward, which has no Hopper kernel yet); head dims
+ * other than 64 and 128 go to cuDNN. Any implementation can be forced, e.g. to compare them; a
+ * forced one that cannot serve the call returns KILN_STATUS_NOT_SUPPORTED. CUDNN runs cuDNN's
+ * fused flash attention through its graph API: the execution plan for a (direction, shape,
+ * strides, causal, deterministic) is built on first use in each thread (the workspace queries and
+ * kiln_attention_resolve_impl build it too; it can take a while, cuDNN compiling kernels) and
+ * reused after; where cuDNN has no engine for a call the status is NOT_SUPPORTED with cuDNN's
+ * reason, and failures inside cuDNN are KILN_STATUS_CUDNN_ERROR with its message.
  *
  * Stream behaviour: everything is enqueued on `stream`; nothing synchronizes the host; nothing is
  * allocated (workspaces are the caller's, sized by the *_workspace_size queries).
  *
  * Determinism: the forward is deterministic. The backward is deterministic when
  * desc.deterministic is set: dQ is then computed by its own pass over the keys instead of fp32
- * atomics (about 1.4x the backward's arithmetic). dK and dV are deterministic in both modes. */
+ * atomics (about 1.4x the backward's arithmetic; cuDNN: its deterministic algorithm, engines it
+ * notes as non-deterministic are never chosen). dK and dV are deterministic in both modes. */
 #ifndef KILN_ATTENTION_H_
 #define KILN_ATTENTION_H_
 
@@ -46,7 +51,7 @@ typedef enum kiln_attention_impl {
   KILN_ATTENTION_IMPL_AUTO = 0,
   KILN_ATTENTION_IMPL_SM80 = 1, /* mma.sync kernels: any device of compute capability >= 8.0 */
   KILN_ATTENTION_IMPL_SM90 = 2, /* wgmma + TMA kernels: compute capability 9.0 (H100, H200) */
-  KILN_ATTENTION_IMPL_CUDNN = 3 /* cuDNN 9 fused flash attention: not in this build yet */
+  KILN_ATTENTION_IMPL_CUDNN = 3 /* cuDNN 9 fused flash attention (graph API), any head dim */
 } kiln_attention_impl_t;
 
 /* Strides of one (B, T, NH, HD) tensor, in elements; the HD elements of one head are contiguous. */
