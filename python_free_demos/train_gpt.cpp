@@ -522,7 +522,12 @@ int run(const Options& o) {
     return status;
   }
   t_speaks = launch.rank == 0;
-  std::shared_ptr<kiln::Backend> backend = choose_backend(o, launch, o.threads);
+  // Processes sharing a node share its cores.
+  const int threads = o.threads > 0 || launch.local_world_size <= 1
+                          ? o.threads
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) /
+                                            launch.local_world_size);
+  std::shared_ptr<kiln::Backend> backend = choose_backend(o, launch, threads);
   if (launch.world_size == 1) {
     kiln::SingleRankCommunicator single;
     return run_rank(o, launch, single, std::move(backend));
