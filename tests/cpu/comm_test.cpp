@@ -25,10 +25,13 @@ using namespace std::chrono_literals;
 
 namespace {
 
-CommOptions quick(std::chrono::milliseconds timeout = 20s) {
+// Short deadlines where a test waits for one to pass; generous ones where it must not (a loaded
+// CI machine may take a while to start a thread).
+CommOptions quick(std::chrono::milliseconds timeout = 20s,
+                  std::chrono::milliseconds rendezvous = 20s) {
   CommOptions o;
   o.timeout = timeout;
-  o.rendezvous_timeout = timeout;
+  o.rendezvous_timeout = rendezvous;
   return o;
 }
 
@@ -209,7 +212,7 @@ TEST_CASE("in-process collectives reduce in rank order, bitwise, on every rank",
 }
 
 TEST_CASE("an in-process rank that never joins is named when the deadline passes", "[comm]") {
-  auto comms = kiln::make_in_process_communicators(3, BackendKind::cpu, quick(200ms));
+  auto comms = kiln::make_in_process_communicators(3, BackendKind::cpu, quick(1000ms));
   std::vector<std::string> messages(3);
   std::vector<kiln::Status> statuses(3, kiln::Status::ok);
   std::vector<float> data(3 * 8, 1.0f);
@@ -352,13 +355,13 @@ TEST_CASE("a TCP rendezvous names the ranks that never connect", "[comm]") {
   std::string rank0_error, rank1_error;
   std::thread rank1([&] {
     try {
-      kiln::rendezvous_broadcast(localhost(1, world, port), "", quick(300ms));
+      kiln::rendezvous_broadcast(localhost(1, world, port), "", quick(20s, 20s));
     } catch (const kiln::Error& e) {
       rank1_error = e.message();
     }
   });
   try {
-    kiln::rendezvous_broadcast(localhost(0, world, port), "id", quick(300ms));
+    kiln::rendezvous_broadcast(localhost(0, world, port), "id", quick(20s, 1500ms));
   } catch (const kiln::Error& e) {
     CHECK(e.status() == kiln::Status::timeout);
     rank0_error = e.message();
@@ -368,7 +371,7 @@ TEST_CASE("a TCP rendezvous names the ranks that never connect", "[comm]") {
   CHECK_THAT(rank1_error, Catch::Contains("rank 0"));
   // A rank with nobody listening names the endpoint it tried.
   try {
-    kiln::rendezvous_broadcast(localhost(2, world, free_port()), "", quick(300ms));
+    kiln::rendezvous_broadcast(localhost(2, world, free_port()), "", quick(20s, 300ms));
     FAIL("no error");
   } catch (const kiln::Error& e) {
     CHECK(e.status() == kiln::Status::timeout);
@@ -395,11 +398,11 @@ TEST_CASE("a TCP communicator names the rank that never joins, on every rank", "
       try {
         // Rank 0's deadline passes first: rank 1 must learn the cause from rank 0.
         auto c =
-            kiln::make_tcp_communicator(localhost(r, world, port), quick(r == 0 ? 300ms : 5000ms));
+            kiln::make_tcp_communicator(localhost(r, world, port), quick(r == 0 ? 1000ms : 20s));
         c->barrier();
         if (r == 2) {
           // Rank 2 stays connected but never joins the second collective.
-          std::this_thread::sleep_for(1000ms);
+          std::this_thread::sleep_for(2500ms);
           return;
         }
         std::vector<float> x(16, 1.0f);
