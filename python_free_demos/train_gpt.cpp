@@ -5,11 +5,19 @@
 //   --steps 300 train_gpt --data data/owt --model gpt2 --batch 16 --seq-len 1024 --grad-accum 4
 //             --steps 5000 --lr 6e-4 --warmup 700 --checkpoint-dir ckpt --checkpoint-every 500
 //   train_gpt --data data/owt --resume ckpt/latest.ckpt ...       (continues bit-exactly)
+//   mpirun -np 8 train_gpt --data data/owt --model gpt2 ...         (8 GPUs; also srun, torchrun)
+//   train_gpt --ranks 4 --backend cpu ...                          (4 in-process ranks, threads)
 //
 // Prints the memory plan, then one progress line per step (loss, learning rate, gradient norm,
 // tokens/s, MFU by PERF.md's convention on a GPU, ETA); evaluates, samples and checkpoints every
 // N steps; writes metrics as JSON lines and the loss curve as a PNG. Ctrl-C stops after the
 // current step, saving a checkpoint when a checkpoint directory is set.
+//
+// Data parallelism: started by mpirun, srun or torchrun --no-python (one process per GPU, the
+// GPU picked by local rank), or with --ranks N (N ranks as threads of this process, on the cpu
+// backend or as N logical ranks on one GPU), every rank trains on its own stride of the data and
+// rank 0 alone prints and writes files. A communicator failure (a rank gone, a collective past
+// --comm-timeout) ends the process with status 1, so that the launcher stops the other ranks.
 #include <CLI/CLI.hpp>
 
 #include <atomic>
@@ -17,17 +25,21 @@
 #include <cinttypes>
 #include <cmath>
 #include <csignal>
+#include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "kiln/kiln.hpp"
+#include "kiln/launch.hpp"
 #include "loss_plot.hpp"
 
 namespace fs = std::filesystem;
@@ -35,6 +47,19 @@ namespace fs = std::filesystem;
 namespace {
 
 std::atomic<bool> g_stop{false};
+// Only rank 0 speaks (each in-process rank runs on its own thread).
+thread_local bool t_speaks = true;
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 1, 2)))
+#endif
+void say(const char* format, ...) {
+  if (!t_speaks) return;
+  va_list args;
+  va_start(args, format);
+  std::vprintf(format, args);
+  va_end(args);
+}
 
 // The first Ctrl-C finishes the step and saves; a second one ends the process at once.
 void on_sigint(int) {
@@ -44,7 +69,7 @@ void on_sigint(int) {
 
 struct Options {
   std::string backend = "auto";
-  int device = 0;
+  int device = -1;
   int threads = 0;
   std::string model = "tiny";
   int64_t layers = 0, heads = 0, channels = 0, max_seq_len = 0, vocab = 0;
@@ -73,6 +98,10 @@ struct Options {
   int64_t log_every = 1;
   int64_t stop_at = 0;
   bool dry_run = false;
+  int ranks = 1;
+  bool zero1 = false;
+  double bucket_mb = 25;
+  double comm_timeout = 600;
 };
 
 std::string format_duration(double s) {
@@ -89,16 +118,49 @@ std::string format_duration(double s) {
   return buf;
 }
 
-std::shared_ptr<kiln::Backend> choose_backend(const Options& o) {
-  if (o.backend == "cpu") return kiln::make_cpu_backend(kiln::DType::f32, o.threads);
-  if (o.backend == "cuda") return kiln::make_backend(kiln::BackendKind::cuda, o.device);
+// The GPU: --device, else the launcher's local rank (one process per GPU), else 0.
+int choose_device(const Options& o, const kiln::LaunchInfo& launch) {
+  if (o.device >= 0) return o.device;
+  return launch.world_size > 1 ? kiln::select_device(launch, kiln::device_count()) : 0;
+}
+
+// `threads`: the cpu backend's threads for this rank.
+std::shared_ptr<kiln::Backend> choose_backend(const Options& o, const kiln::LaunchInfo& launch,
+                                              int threads) {
+  if (o.backend == "cpu") return kiln::make_cpu_backend(kiln::DType::f32, threads);
+  if (o.backend == "cuda") {
+    return kiln::make_backend(kiln::BackendKind::cuda, choose_device(o, launch));
+  }
   int count = 0;
   if (kiln_device_count(&count) == KILN_STATUS_OK && count > 0) {
-    return kiln::make_backend(kiln::BackendKind::cuda, o.device);
+    return kiln::make_backend(kiln::BackendKind::cuda, choose_device(o, launch));
   }
-  std::printf("backend: no CUDA device (%s); training on the cpu backend instead\n",
-              kiln_last_error());
-  return kiln::make_cpu_backend(kiln::DType::f32, o.threads);
+  say("backend: no CUDA device (%s); training on the cpu backend instead\n", kiln_last_error());
+  return kiln::make_cpu_backend(kiln::DType::f32, threads);
+}
+
+// A loader state saved with another batch or world size: the same position in the epoch's window
+// order (windows consumed = step x B x world size), rounded up to a whole step of the new shape.
+kiln::DataLoaderState rebase_loader_state(kiln::DataLoaderState s, const kiln::DataLoader& loader,
+                                          int64_t B, int world) {
+  const uint64_t rows = static_cast<uint64_t>(B) * static_cast<uint64_t>(world);
+  if (s.B * s.world_size == rows && s.B == static_cast<uint64_t>(B) &&
+      s.world_size == static_cast<uint64_t>(world)) {
+    return s;
+  }
+  const uint64_t consumed = s.step * s.B * s.world_size;
+  s.step = (consumed + rows - 1) / rows;
+  if (s.step >= static_cast<uint64_t>(loader.steps_per_epoch())) {
+    ++s.epoch;
+    s.step = 0;
+  }
+  say("data: the checkpoint read %" PRIu64 " windows of epoch %" PRIu64 " as batch %" PRIu64
+      " x %" PRIu64 " rank(s); continuing at step %" PRIu64 " with batch %" PRId64
+      " x %d rank(s)\n",
+      consumed, s.epoch, s.B, s.world_size, s.step, B, world);
+  s.B = static_cast<uint64_t>(B);
+  s.world_size = static_cast<uint64_t>(world);
+  return s;
 }
 
 std::string loader_state_json(const kiln::DataLoaderState& s) {
@@ -125,16 +187,16 @@ kiln::DataLoaderState loader_state_from_json(const std::string& text, const std:
   }
 }
 
-void print_plan(const kiln::MemoryPlan& plan, const kiln::Backend& backend) {
-  std::printf("memory plan (%s): %s in one arena, %zu buffers\n", backend.description().c_str(),
-              kiln::format_bytes(plan.total_bytes()).c_str(), plan.regions().size());
+void print_plan(const kiln::MemoryPlan& plan, const kiln::Backend& backend, int world) {
+  say("memory plan (%s): %s in one arena%s, %zu buffers\n", backend.description().c_str(),
+      kiln::format_bytes(plan.total_bytes()).c_str(), world > 1 ? " per rank" : "",
+      plan.regions().size());
   const auto groups = plan.bytes_by_group();
   for (std::size_t g = 0; g < groups.size(); ++g) {
     if (groups[g] == 0) continue;
-    std::printf("  %-22s %12s  (%4.1f%%)\n",
-                kiln::memory_group_name(static_cast<kiln::MemoryGroup>(g)),
-                kiln::format_bytes(groups[g]).c_str(),
-                100.0 * static_cast<double>(groups[g]) / static_cast<double>(plan.total_bytes()));
+    say("  %-22s %12s  (%4.1f%%)\n", kiln::memory_group_name(static_cast<kiln::MemoryGroup>(g)),
+        kiln::format_bytes(groups[g]).c_str(),
+        100.0 * static_cast<double>(groups[g]) / static_cast<double>(plan.total_bytes()));
   }
 }
 
@@ -156,7 +218,9 @@ void next_batches(kiln::DataLoader& loader, int64_t accum, int64_t B, int64_t T,
   }
 }
 
-int run(const Options& o) {
+int run_rank(const Options& o, const kiln::LaunchInfo& launch, kiln::Communicator& comm,
+             std::shared_ptr<kiln::Backend> backend) {
+  const int world = comm.world_size();
   // ---- data --------------------------------------------------------------------------------
   const auto train_shards = kiln::find_shards(o.data, "train");
   std::vector<fs::path> val_shards;
@@ -170,6 +234,8 @@ int run(const Options& o) {
   dc.B = o.batch;
   dc.T = o.seq_len;
   dc.seed = o.seed;
+  dc.rank = comm.rank();
+  dc.world_size = world;
   kiln::DataLoader loader(dc);
   const int32_t data_vocab = loader.vocab_size();
 
@@ -185,8 +251,8 @@ int run(const Options& o) {
   if (!resume_path.empty()) {
     resume_info = kiln::read_checkpoint(resume_path, nullptr);
     model = resume_info->model;
-    std::printf("resuming from %s (step %" PRId64 "); the model comes from the checkpoint\n",
-                resume_path.c_str(), resume_info->step);
+    say("resuming from %s (step %" PRId64 "); the model comes from the checkpoint\n",
+        resume_path.c_str(), resume_info->step);
   } else {
     const int64_t vocab = o.vocab > 0 ? o.vocab : data_vocab + (o.encoder ? 1 : 0);
     model = kiln::model_preset(o.model, vocab);
@@ -229,30 +295,38 @@ int run(const Options& o) {
   tc.optimizer.beta2 = o.beta2;
   tc.optimizer.weight_decay = o.weight_decay;
   tc.optimizer.grad_clip = o.grad_clip;
+  tc.zero1 = o.zero1;
+  tc.bucket_bytes = static_cast<int64_t>(o.bucket_mb * (1 << 20));
   tc.validate(model);
 
-  std::shared_ptr<kiln::Backend> backend = choose_backend(o);
   const bool on_gpu = backend->kind() == kiln::BackendKind::cuda;
-  std::printf("model: %s, %.2fM parameters\n", model.describe().c_str(),
-              static_cast<double>(model.num_parameters()) / 1e6);
-  std::printf("data: %zu train shard(s), %zu val shard(s) in %s; vocabulary %d; %" PRId64
-              " windows, %" PRId64 " steps per epoch\n",
-              train_shards.size(), val_shards.size(), o.data.c_str(), data_vocab, loader.windows(),
-              loader.steps_per_epoch());
-  std::printf("training: batch %" PRId64 " x seq %" PRId64 " x accum %" PRId64 " = %" PRId64
-              " tokens per step, %" PRId64 " steps, lr %.2e (%s, warm-up %" PRId64 ")%s%s\n",
-              o.batch, o.seq_len, o.grad_accum, tc.tokens_per_step(), o.steps, o.lr,
-              o.schedule.c_str(), tc.optimizer.warmup_steps,
-              tc.recompute.gelu || tc.recompute.layernorm ? ", recompute " : "",
-              tc.recompute.gelu || tc.recompute.layernorm ? o.recompute.c_str() : "");
-  const kiln::MemoryPlan plan = kiln::plan_training(model, tc, *backend);
-  print_plan(plan, *backend);
+  say("model: %s, %.2fM parameters\n", model.describe().c_str(),
+      static_cast<double>(model.num_parameters()) / 1e6);
+  say("data: %zu train shard(s), %zu val shard(s) in %s; vocabulary %d; %" PRId64
+      " windows, %" PRId64 " steps per epoch\n",
+      train_shards.size(), val_shards.size(), o.data.c_str(), data_vocab, loader.windows(),
+      loader.steps_per_epoch());
+  if (world > 1) {
+    say("data parallel: %s, %d ranks (%s)%s, gradient buckets of %.1f MiB\n",
+        comm.description().c_str(), world,
+        launch.world_size > 1 ? launch.describe().c_str() : "in-process threads",
+        tc.zero1 ? ", ZeRO-1 (optimizer state sharded)" : "", o.bucket_mb);
+  }
+  say("training: batch %" PRId64 " x seq %" PRId64 " x accum %" PRId64 " x %d rank(s) = %" PRId64
+      " tokens per step, %" PRId64 " steps, lr %.2e (%s, warm-up %" PRId64 ")%s%s\n",
+      o.batch, o.seq_len, o.grad_accum, world, tc.tokens_per_step() * world, o.steps, o.lr,
+      o.schedule.c_str(), tc.optimizer.warmup_steps,
+      tc.recompute.gelu || tc.recompute.layernorm ? ", recompute " : "",
+      tc.recompute.gelu || tc.recompute.layernorm ? o.recompute.c_str() : "");
+  const kiln::MemoryPlan plan = kiln::plan_training(model, tc, *backend, world);
+  print_plan(plan, *backend, world);
   if (o.dry_run) return 0;
 
-  kiln::Trainer trainer(model, tc, backend, o.seed);
+  kiln::Trainer trainer(model, tc, backend, o.seed, &comm);
   if (resume_info) {
     trainer.load_checkpoint(resume_path);
-    loader.restore(loader_state_from_json(resume_info->data_state, resume_path));
+    loader.restore(rebase_loader_state(loader_state_from_json(resume_info->data_state, resume_path),
+                                       loader, o.batch, world));
   }
 
   // ---- evaluation, sampling, checkpoints ------------------------------------------------------
@@ -264,19 +338,19 @@ int run(const Options& o) {
     try {
       val_loader.emplace(vc);
     } catch (const kiln::Error& e) {
-      std::printf("eval: disabled (%s)\n", e.message().c_str());
+      say("eval: disabled (%s)\n", e.message().c_str());
     }
   }
   std::unique_ptr<kiln::Tokenizer> tokenizer;
   std::unique_ptr<kiln::Generator> generator;
-  if (o.sample_every > 0 && model.kind == kiln::ModelKind::decoder) {
+  if (o.sample_every > 0 && model.kind == kiln::ModelKind::decoder && comm.rank() == 0) {
     const std::string kind =
         o.tokenizer != "auto" ? o.tokenizer : (data_vocab <= 257 ? "byte" : "gpt2");
     tokenizer = kiln::make_tokenizer(kind, o.vocab_dir);
     generator = std::make_unique<kiln::Generator>(trainer);
   }
   std::ofstream metrics;
-  if (!o.metrics.empty()) {
+  if (!o.metrics.empty() && comm.rank() == 0) {
     metrics.open(o.metrics, resume_info ? std::ios::app : std::ios::trunc);
     if (!metrics) throw kiln::Error(kiln::Status::io_error, "cannot write '" + o.metrics + "'");
   }
@@ -288,7 +362,7 @@ int run(const Options& o) {
     fs::create_directories(o.checkpoint_dir);
     const fs::path path = fs::path(o.checkpoint_dir) / "latest.ckpt";
     trainer.save_checkpoint(path, loader_state_json(loader.state()));
-    std::printf("checkpoint: %s (step %" PRId64 ", %s)\n", path.c_str(), trainer.step_count(), why);
+    say("checkpoint: %s (step %" PRId64 ", %s)\n", path.c_str(), trainer.step_count(), why);
   };
   auto sample = [&] {
     if (!generator) return;
@@ -306,8 +380,8 @@ int run(const Options& o) {
       if (!tokenizer->is_special(t)) text_ids.push_back(t);
     }
     const std::string text = tokenizer->decode(text_ids);
-    std::printf("---- sample at step %" PRId64 " ----\n%s%s\n--------\n", trainer.step_count(),
-                o.prompt.c_str(), text.c_str());
+    say("---- sample at step %" PRId64 " ----\n%s%s\n--------\n", trainer.step_count(),
+        o.prompt.c_str(), text.c_str());
     log_json({{"step", trainer.step_count()}, {"sample", o.prompt + text}});
   };
   std::vector<loss_plot::Point> train_curve, val_curve;
@@ -323,9 +397,10 @@ int run(const Options& o) {
       sum += trainer.evaluate(
           vin, model.kind == kiln::ModelKind::encoder ? std::vector<int32_t>{} : vtg, i);
     }
-    const double loss = sum / static_cast<double>(n);
-    std::printf("eval: step %" PRId64 " val loss %.4f (%" PRId64 " batches)\n",
-                trainer.step_count(), loss, n);
+    // Each rank evaluated its own stride of the validation windows.
+    const double loss = comm.all_reduce_value(sum / static_cast<double>(n), kiln::ReduceOp::mean);
+    say("eval: step %" PRId64 " val loss %.4f (%" PRId64 " batches x %d rank(s))\n",
+        trainer.step_count(), loss, n, world);
     val_curve.push_back({static_cast<double>(trainer.step_count()), loss});
     log_json({{"step", trainer.step_count()}, {"val_loss", loss}});
   };
@@ -340,7 +415,16 @@ int run(const Options& o) {
   int64_t timed = 0;
   if (trainer.step_count() == 0 && o.eval_every > 0) evaluate();
   const int64_t last_step = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
-  while (trainer.step_count() < last_step && !g_stop) {
+  // Every rank stops after the same step: a Ctrl-C seen by any rank counts for all.
+  bool stopping = false;
+  auto stop_requested = [&] {
+    stopping = world > 1 ? comm.all_reduce_value(g_stop ? 1.0 : 0.0, kiln::ReduceOp::max) > 0
+                         : g_stop.load();
+    return stopping;
+  };
+  // N logical ranks on one GPU share its throughput.
+  const int ranks_per_device = launch.world_size > 1 ? 1 : world;
+  while (trainer.step_count() < last_step && !stop_requested()) {
     next_batches(loader, o.grad_accum, o.batch, o.seq_len, in, tg);
     const auto t0 = clock::now();
     const kiln::StepResult r = trainer.step(
@@ -349,21 +433,21 @@ int run(const Options& o) {
     // The first steps include warm-up work (allocation of caches, CUDA graph capture).
     ema_step_s = timed == 0 ? dt : 0.9 * ema_step_s + 0.1 * dt;
     ++timed;
-    const double tok_s = static_cast<double>(r.tokens) / ema_step_s;
+    const double tok_s = static_cast<double>(r.tokens) * world / ema_step_s;
     const double eta = ema_step_s * static_cast<double>(o.steps - r.step);
     train_curve.push_back({static_cast<double>(r.step), r.loss});
     char mfu[32] = "n/a";
     double mfu_value = NAN;
     if (on_gpu) {
-      mfu_value = flops_per_step / ema_step_s / 989e12;
+      mfu_value = flops_per_step * ranks_per_device / ema_step_s / 989e12;
       std::snprintf(mfu, sizeof mfu, "%.1f%%", 100 * mfu_value);
     }
     if (r.step % o.log_every == 0 || r.step == o.steps || r.skipped) {
-      std::printf("step %6" PRId64 "/%" PRId64
-                  " | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | "
-                  "MFU %s | ETA %s%s\n",
-                  r.step, o.steps, r.loss, r.lr, r.grad_norm, tok_s, mfu,
-                  format_duration(eta).c_str(), r.skipped ? " | SKIPPED (non-finite)" : "");
+      say("step %6" PRId64 "/%" PRId64
+          " | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | "
+          "MFU %s | ETA %s%s\n",
+          r.step, o.steps, r.loss, r.lr, r.grad_norm, tok_s, mfu, format_duration(eta).c_str(),
+          r.skipped ? " | SKIPPED (non-finite)" : "");
       std::fflush(stdout);
     }
     nlohmann::json j{{"step", r.step},
@@ -380,23 +464,77 @@ int run(const Options& o) {
     if (o.sample_every > 0 && r.step % o.sample_every == 0) sample();
     if (o.checkpoint_every > 0 && r.step % o.checkpoint_every == 0) save("periodic");
   }
-  const bool interrupted = g_stop.load() || trainer.step_count() < o.steps;
+  const bool interrupted = stopping || trainer.step_count() < o.steps;
   if (interrupted)
-    std::printf("stopped at step %" PRId64 " of %" PRId64 "\n", trainer.step_count(), o.steps);
+    say("stopped at step %" PRId64 " of %" PRId64 "\n", trainer.step_count(), o.steps);
   if (o.eval_every > 0 && trainer.step_count() % o.eval_every != 0) evaluate();
   save(interrupted ? "interrupted" : "final");
-  if (!o.plot.empty()) {
+  if (!o.plot.empty() && comm.rank() == 0) {
     try {
       loss_plot::write(o.plot, train_curve, val_curve);
-      std::printf("loss curve: %s\n", o.plot.c_str());
+      say("loss curve: %s\n", o.plot.c_str());
     } catch (const std::exception& e) {
       std::fprintf(stderr, "train_gpt: %s\n", e.what());
     }
   }
   if (o.sample_every > 0 && trainer.step_count() % o.sample_every != 0) sample();
-  std::printf("done: %" PRId64 " steps in %s\n", trainer.step_count(),
-              format_duration(std::chrono::duration<double>(clock::now() - start).count()).c_str());
-  return g_stop ? 130 : 0;
+  say("done: %" PRId64 " steps in %s\n", trainer.step_count(),
+      format_duration(std::chrono::duration<double>(clock::now() - start).count()).c_str());
+  return stopping ? 130 : 0;
+}
+
+// One process of a launched job (or the only one), or --ranks in-process ranks.
+int run(const Options& o) {
+  const kiln::LaunchInfo launch = kiln::detect_launch();
+  kiln::CommOptions copts;
+  copts.timeout = std::chrono::milliseconds(static_cast<int64_t>(o.comm_timeout * 1000));
+  copts.rendezvous_timeout = copts.timeout;
+  // The library only reports a failed collective; this program ends, so that mpirun / srun /
+  // torchrun stop the other ranks instead of leaving them blocked.
+  copts.on_failure = [](const kiln::CommFailure& f) {
+    std::fprintf(stderr, "train_gpt: rank %d of %d: %s\n", f.rank, f.world_size, f.message.c_str());
+    std::fflush(stderr);
+    std::_Exit(1);
+  };
+  if (o.ranks > 1) {
+    if (launch.world_size > 1) {
+      throw kiln::Error(kiln::Status::invalid_argument,
+                        "--ranks " + std::to_string(o.ranks) + " runs in-process ranks, but " +
+                            launch.describe() + " already started several processes");
+    }
+    // The backend decides where the ranks' buffers live: host memory, or one GPU for all.
+    int count = 0;
+    const bool gpu =
+        o.backend == "cuda" ||
+        (o.backend == "auto" && kiln_device_count(&count) == KILN_STATUS_OK && count > 0);
+    const int threads =
+        o.threads > 0
+            ? std::max(1, o.threads / o.ranks)
+            : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / o.ranks);
+    std::atomic<int> status{0};
+    kiln::run_in_process(o.ranks, gpu ? kiln::BackendKind::cuda : kiln::BackendKind::cpu, copts,
+                         [&](kiln::Communicator& comm) {
+                           t_speaks = comm.rank() == 0;
+                           const int rc =
+                               run_rank(o, launch, comm, choose_backend(o, launch, threads));
+                           if (comm.rank() == 0) status = rc;
+                         });
+    return status;
+  }
+  t_speaks = launch.rank == 0;
+  // Processes sharing a node share its cores.
+  const int threads = o.threads > 0 || launch.local_world_size <= 1
+                          ? o.threads
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) /
+                                            launch.local_world_size);
+  std::shared_ptr<kiln::Backend> backend = choose_backend(o, launch, threads);
+  if (launch.world_size == 1) {
+    kiln::SingleRankCommunicator single;
+    return run_rank(o, launch, single, std::move(backend));
+  }
+  // NCCL on the backend's GPU (picked by local rank), or TCP between cpu backends.
+  const std::unique_ptr<kiln::Communicator> comm = kiln::make_communicator(launch, *backend, copts);
+  return run_rank(o, launch, *comm, std::move(backend));
 }
 
 }  // namespace
@@ -411,7 +549,8 @@ int main(int argc, char** argv) {
   app.add_option("--backend", o.backend, "auto (cuda when a device exists, else cpu), cuda or cpu")
       ->check(CLI::IsMember({"auto", "cuda", "cpu"}))
       ->capture_default_str();
-  app.add_option("--device", o.device, "CUDA device ordinal")->capture_default_str();
+  app.add_option("--device", o.device,
+                 "CUDA device ordinal (default: the launcher's local rank, else 0)");
   app.add_option("--threads", o.threads, "CPU backend threads (0: all cores)")
       ->capture_default_str();
   app.add_option(
@@ -494,6 +633,22 @@ int main(int argc, char** argv) {
                  "Stop after this step as if interrupted (checkpoint saved; the schedule still "
                  "spans --steps)");
   app.add_flag("--dry-run", o.dry_run, "Print the model, data and memory plan, then exit");
+  app.add_option("--ranks", o.ranks,
+                 "Data-parallel ranks as threads of this process (cpu backend, or N logical ranks "
+                 "on one GPU); a launcher (mpirun, srun, torchrun) starts one process per rank "
+                 "instead")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app.add_flag("--zero1", o.zero1,
+               "ZeRO-1: shard the optimizer state (and the fp32 master weights) over the ranks");
+  app.add_option("--bucket-mb", o.bucket_mb,
+                 "Gradients are reduced in buckets of about this size, overlapped with backward")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--comm-timeout", o.comm_timeout,
+                 "Seconds a collective (or the start-up rendezvous) may take before the job fails")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     return run(o);

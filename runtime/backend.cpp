@@ -1,7 +1,6 @@
 #include "kiln/backend.hpp"
 
 #include "kernels/common/check.hpp"
-#include "kiln/communicator.hpp"
 
 namespace kiln {
 
@@ -34,9 +33,5 @@ std::shared_ptr<Backend> make_backend(BackendKind kind, int ordinal) {
   if (kind == BackendKind::cpu) return make_cpu_backend(DType::f32, 0);
   return impl::make_cuda_backend_impl(ordinal);
 }
-
-Communicator::~Communicator() = default;
-
-void Communicator::finish_step(Backend&) {}
 
 }  // namespace kiln

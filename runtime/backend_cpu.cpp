@@ -241,9 +241,16 @@ class CpuBackend final : public Backend {
   void optimizer_update(const OptimizerUpdate& u) override {
     KILN_CHECK_ARG(u.layout && u.master && u.grads && u.m && u.v && u.stats,
                    "cpu backend: optimizer_update is missing a buffer");
+    const int64_t b = u.shard_begin, e = shard_end(u);
     const T* grads = cp(u.grads);
-    const int64_t total = u.layout->total();
-    const double norm = ref::global_norm_ref<T>(&grads, &total, 1);
+    double norm;
+    if (u.norm_from_sum_squares) {
+      norm = std::sqrt(u.stats[kStatGradNorm]);
+    } else {
+      const T* first = grads + b;
+      const int64_t n = e - b;
+      norm = ref::global_norm_ref<T>(&first, &n, 1);
+    }
     u.stats[kStatGradNorm] = norm;
     if (!std::isfinite(norm) || !std::isfinite(u.stats[kStatLoss])) {
       u.stats[kStatSkipped] = 1;
@@ -253,15 +260,34 @@ class CpuBackend final : public Backend {
     const double scale = ref::clip_scale_ref(norm, u.grad_clip);
     const ref::AdamWConfig cfg{u.lr, u.beta1, u.beta2, u.eps, u.weight_decay};
     for (const ParamTensor& t : u.layout->tensors()) {
-      const int64_t off = t.offset;
-      pool_.parallel_for(t.numel(), 4096, [&](int, int64_t i0, int64_t i1) {
-        ref::adamw_ref(p(u.master) + off + i0, p(u.m) + off + i0, p(u.v) + off + i0,
-                       grads + off + i0, i1 - i0, cfg, u.step, scale, t.decay);
+      // The part of the tensor inside the shard; master, m and v start at element b.
+      const int64_t lo = std::max(t.offset, b), hi = std::min(t.offset + t.numel(), e);
+      if (lo >= hi) continue;
+      pool_.parallel_for(hi - lo, 4096, [&](int, int64_t i0, int64_t i1) {
+        const int64_t s = lo - b + i0;
+        ref::adamw_ref(p(u.master) + s, p(u.m) + s, p(u.v) + s, grads + lo + i0, i1 - i0, cfg,
+                       u.step, scale, t.decay);
       });
     }
   }
+  void grad_sum_squares(const OptimizerUpdate& u) override {
+    KILN_CHECK_ARG(u.layout && u.grads && u.stats,
+                   "cpu backend: grad_sum_squares is missing a buffer");
+    const T* g = cp(u.grads);
+    double sum = 0;
+    for (int64_t i = u.shard_begin, e = shard_end(u); i < e; ++i)
+      sum += static_cast<double>(g[i]) * static_cast<double>(g[i]);
+    u.stats[kStatGradNorm] = sum;
+  }
 
  private:
+  static int64_t shard_end(const OptimizerUpdate& u) {
+    const int64_t e = u.shard_end < 0 ? u.layout->total() : u.shard_end;
+    KILN_CHECK_ARG(u.shard_begin >= 0 && u.shard_begin <= e && e <= u.layout->total(),
+                   "cpu backend: optimizer shard [", u.shard_begin, ", ", e,
+                   ") is outside the parameters [0, ", u.layout->total(), ")");
+    return e;
+  }
   static T* p(void* x) { return static_cast<T*>(x); }
   static const T* cp(const void* x) { return static_cast<const T*>(x); }
   void check_dtype(DType dtype, const char* op) const {

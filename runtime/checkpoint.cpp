@@ -1,5 +1,5 @@
 // Training checkpoints: the master weights, the AdamW moments, the step, the configs and the
-// data loader's position in one file, written atomically and checked on load.
+// data loader's position, written atomically and checked on load.
 //
 // File format, version 1 (integers little-endian):
 //   offset 0      FileHeader (64 bytes): magic "KILNCKPT", version, section count, the offsets and
@@ -7,14 +7,31 @@
 //   offset 64     the section table: one 64-byte SectionEntry per section (name, kind, CRC-32C of
 //                 the payload, offset, bytes)
 //   then          the JSON metadata (configs, step, kiln version)
-//   then          the payloads, each at a multiple of 64 bytes: "master", "adam_m", "adam_v"
-//                 (f32, ParamLayout::total() values each) and "data_state" (bytes)
+//   then          the payloads, each at a multiple of 64 bytes
 // The payload checksums are computed while the payloads stream out and patched into the table
 // before the file is committed; a reader checks the header, the table, the metadata and every
 // payload before it changes anything.
+//
+// Three kinds of file share that format:
+//   whole    the checkpoint of a state every rank holds entirely (one rank, or plain data
+//            parallelism; rank 0 writes it): sections "master", "adam_m", "adam_v" (f32,
+//            ParamLayout::total() values each) and "data_state" (bytes).
+//   index    the checkpoint of a sharded state (ZeRO-1), at the path the caller named: the
+//            metadata lists the shard files ("shards": file, rank, begin, end) and the only
+//            section is "data_state".
+//   shard    one rank's part, "<path>.step<S>.rank<R>-of-<W>" beside the index: sections
+//            "master", "adam_m", "adam_v" holding elements [begin, end) of the flat buffer.
+// A state is read back at any world size, sharded or not: each rank reads the elements it keeps
+// (its shard, or everything), from the whole file or from the shard files that hold them. Shard
+// files carry their step in their name, so a new save never overwrites the files an older index
+// names; the older files are removed once the new index is in place.
+#include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -33,10 +50,13 @@ static_assert(std::endian::native == std::endian::little,
 namespace kiln {
 namespace {
 
+namespace fs = std::filesystem;
+
 constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'C', 'K', 'P', 'T'};
 constexpr uint32_t kVersion = 1;
 constexpr uint32_t kKindF32 = 1;
 constexpr uint32_t kKindBytes = 2;
+constexpr const char* kShardFormat = "kiln checkpoint shard";
 
 struct FileHeader {
   char magic[8];
@@ -65,7 +85,7 @@ uint64_t align64(uint64_t x) {
   return (x + 63) / 64 * 64;
 }
 
-[[noreturn]] void corrupt(const std::filesystem::path& path, const std::string& what) {
+[[noreturn]] void corrupt(const fs::path& path, const std::string& what) {
   impl::throw_error(Status::data_error, "checkpoint '" + path.string() + "': " + what, nullptr,
                     nullptr, 0);
 }
@@ -77,32 +97,39 @@ struct Section {
   uint64_t bytes;
 };
 
-// A checkpoint read and checked: metadata parsed, every checksum verified.
-struct LoadedCheckpoint {
+// A file of the format, checked: header, table, metadata and every payload's checksum.
+struct CheckedFile {
   MappedFile file;
-  CheckpointInfo info;
+  nlohmann::json meta;
   std::vector<Section> sections;
 
+  const fs::path& path() const { return file.path(); }
+  bool has(const std::string& name) const {
+    for (const Section& s : sections) {
+      if (s.name == name) return true;
+    }
+    return false;
+  }
   const Section& section(const std::string& name) const {
     for (const Section& s : sections) {
       if (s.name == name) return s;
     }
-    corrupt(file.path(), "has no section '" + name + "'");
+    corrupt(path(), "has no section '" + name + "'");
   }
   // A f32 section of exactly `count` values.
   const float* f32(const std::string& name, int64_t count) const {
     const Section& s = section(name);
-    if (s.kind != kKindF32) corrupt(file.path(), "section '" + name + "' is not f32");
+    if (s.kind != kKindF32) corrupt(path(), "section '" + name + "' is not f32");
     if (s.bytes != static_cast<uint64_t>(count) * 4) {
-      corrupt(file.path(), "section '" + name + "' holds " + std::to_string(s.bytes / 4) +
-                               " values where the model has " + std::to_string(count));
+      corrupt(path(), "section '" + name + "' holds " + std::to_string(s.bytes / 4) +
+                          " values where " + std::to_string(count) + " are expected");
     }
     return reinterpret_cast<const float*>(s.data);
   }
 };
 
-LoadedCheckpoint load(const std::filesystem::path& path) {
-  LoadedCheckpoint c{MappedFile(path), {}, {}};
+CheckedFile open_checked(const fs::path& path) {
+  CheckedFile c{MappedFile(path), {}, {}};
   const std::span<const std::byte> bytes = c.file.bytes();
   if (bytes.size() < sizeof(FileHeader)) {
     corrupt(path, "is " + std::to_string(bytes.size()) +
@@ -147,49 +174,26 @@ LoadedCheckpoint load(const std::filesystem::path& path) {
     c.sections.push_back({e.name, e.kind, data, e.bytes});
   }
   try {
-    const auto j = nlohmann::json::parse(std::string_view(
+    c.meta = nlohmann::json::parse(std::string_view(
         reinterpret_cast<const char*>(bytes.data() + h.json_offset), h.json_bytes));
-    c.info.model = impl::model_from_json(j.at("model"));
-    c.info.train = impl::train_from_json(j.at("train"));
-    c.info.step = j.at("step").get<int64_t>();
-    c.info.kiln_version = j.at("kiln_version").get<std::string>();
-  } catch (const Error& e) {
-    corrupt(path, "metadata: " + e.message());
   } catch (const std::exception& e) {
     corrupt(path, std::string("metadata is not valid: ") + e.what());
   }
-  if (c.info.step < 0) corrupt(path, "metadata: negative step");
-  const Section& ds = c.section("data_state");
-  c.info.data_state.assign(reinterpret_cast<const char*>(ds.data), ds.bytes);
   return c;
 }
 
-}  // namespace
+// One section to write: `fetch` returns its bytes in host memory, valid until the next call.
+struct OutSection {
+  std::string name;
+  uint32_t kind;
+  uint64_t bytes;
+  std::function<const void*()> fetch;
+};
 
-void Trainer::save_checkpoint(const std::filesystem::path& path,
-                              const std::string& data_state) const {
-  const impl::TrainerState& s = *s_;
-  const int64_t total = s.layout.total();
-  nlohmann::json meta;
-  meta["format"] = "kiln checkpoint";
-  meta["kiln_version"] = KILN_VERSION_STRING;
-  meta["model"] = impl::model_to_json(s.layout.config());
-  meta["train"] = impl::train_to_json(s.train);
-  meta["step"] = s.step;
-  meta["param_count"] = total;
+void write_checked(const fs::path& path, const nlohmann::json& meta,
+                   const std::vector<OutSection>& outs) {
   const std::string json = meta.dump(1);
-
-  struct Out {
-    const char* name;
-    uint32_t kind;
-    uint64_t bytes;
-  };
-  const Out outs[] = {{"master", kKindF32, static_cast<uint64_t>(total) * 4},
-                      {"adam_m", kKindF32, static_cast<uint64_t>(total) * 4},
-                      {"adam_v", kKindF32, static_cast<uint64_t>(total) * 4},
-                      {"data_state", kKindBytes, data_state.size()}};
-  constexpr uint32_t count = sizeof outs / sizeof outs[0];
-
+  const uint32_t count = static_cast<uint32_t>(outs.size());
   FileHeader h{};
   std::memcpy(h.magic, kMagic, sizeof kMagic);
   h.version = kVersion;
@@ -198,65 +202,324 @@ void Trainer::save_checkpoint(const std::filesystem::path& path,
   h.json_offset = h.table_offset + count * sizeof(SectionEntry);
   h.json_bytes = json.size();
   h.json_crc = crc32c(json.data(), json.size());
-  SectionEntry table[count] = {};
+  std::vector<SectionEntry> table(count, SectionEntry{});
   uint64_t offset = align64(h.json_offset + h.json_bytes);
   for (uint32_t i = 0; i < count; ++i) {
-    std::strncpy(table[i].name, outs[i].name, sizeof table[i].name - 1);
+    std::strncpy(table[i].name, outs[i].name.c_str(), sizeof table[i].name - 1);
     table[i].kind = outs[i].kind;
     table[i].offset = offset;
     table[i].bytes = outs[i].bytes;
     offset = align64(offset + outs[i].bytes);
   }
-  h.file_bytes = table[count - 1].offset + table[count - 1].bytes;
-
-  // One host buffer, reused for each tensor: the checkpoint of a large model streams through it.
-  std::vector<float> host(static_cast<std::size_t>(total));
-  const std::size_t regions[3] = {s.r.master, s.r.adam_m, s.r.adam_v};
+  h.file_bytes =
+      count ? table[count - 1].offset + table[count - 1].bytes : h.json_offset + h.json_bytes;
+  const std::size_t table_bytes = table.size() * sizeof(SectionEntry);
   write_file_atomically(path, [&](AtomicFileWriter& w) {
     w.write(&h, sizeof h);
-    w.write(table, sizeof table);
+    w.write(table.data(), table_bytes);
     w.write(json);
     const char zeros[64] = {};
     for (uint32_t i = 0; i < count; ++i) {
       w.write(zeros, table[i].offset - w.size());
-      const void* data;
-      if (i < 3) {
-        s.backend->download_f32(host.data(), s.at(regions[i]), s.types.master, total);
-        data = host.data();
-      } else {
-        data = data_state.data();
-      }
+      const void* data = outs[i].fetch();
       table[i].crc = crc32c(data, table[i].bytes);
       w.write(data, table[i].bytes);
     }
-    h.table_crc = crc32c(table, sizeof table);
-    w.patch(h.table_offset, table, sizeof table);
+    h.table_crc = crc32c(table.data(), table_bytes);
+    w.patch(h.table_offset, table.data(), table_bytes);
     w.patch(0, &h, sizeof h);
   });
 }
 
+// A whole or index checkpoint, checked, with its metadata parsed.
+struct LoadedCheckpoint {
+  CheckedFile file;
+  CheckpointInfo info;
+  struct Shard {
+    std::string file;
+    int rank;
+    int64_t begin, end;
+  };
+  std::vector<Shard> shards;  // empty for a whole checkpoint
+  int64_t param_count = 0;
+};
+
+LoadedCheckpoint load(const fs::path& path) {
+  LoadedCheckpoint c{open_checked(path), {}, {}, 0};
+  const nlohmann::json& j = c.file.meta;
+  try {
+    if (j.value("format", std::string()) == kShardFormat) {
+      corrupt(path, "is one rank's shard of a checkpoint; load the index file it belongs to");
+    }
+    c.info.model = impl::model_from_json(j.at("model"));
+    c.info.train = impl::train_from_json(j.at("train"));
+    c.info.step = j.at("step").get<int64_t>();
+    c.info.kiln_version = j.at("kiln_version").get<std::string>();
+    c.param_count = j.value("param_count", int64_t{-1});
+    if (j.contains("shards")) {
+      for (const auto& s : j.at("shards")) {
+        c.shards.push_back({s.at("file").get<std::string>(), s.at("rank").get<int>(),
+                            s.at("begin").get<int64_t>(), s.at("end").get<int64_t>()});
+      }
+    }
+  } catch (const Error& e) {
+    if (e.status() == Status::data_error) throw;
+    corrupt(path, "metadata: " + e.message());
+  } catch (const std::exception& e) {
+    corrupt(path, std::string("metadata is not valid: ") + e.what());
+  }
+  if (c.info.step < 0) corrupt(path, "metadata: negative step");
+  if (c.shards.empty() && c.file.has("master") == false) {
+    corrupt(path, "has neither tensors nor shards");
+  }
+  const Section& ds = c.file.section("data_state");
+  c.info.data_state.assign(reinterpret_cast<const char*>(ds.data), ds.bytes);
+  return c;
+}
+
+// Reads elements [begin, end) of the three tensors of a checkpoint, from the whole file or from
+// the shard files holding them (each opened, and checked, once).
+class StateReader {
+ public:
+  StateReader(const LoadedCheckpoint& c, int64_t total) : c_(c), total_(total) {
+    if (c.param_count >= 0 && c.param_count != total) {
+      corrupt(c.file.path(), "holds " + std::to_string(c.param_count) +
+                                 " parameter values where the model has " + std::to_string(total));
+    }
+    int64_t next = 0;
+    for (const auto& s : c.shards) {
+      if (s.begin != next || s.end < s.begin || s.end > total) {
+        corrupt(c.file.path(), "lists shards that do not tile [0, " + std::to_string(total) + ")");
+      }
+      next = s.end;
+    }
+    if (!c.shards.empty() && next != total) {
+      corrupt(c.file.path(), "lists shards that do not tile [0, " + std::to_string(total) + ")");
+    }
+  }
+
+  // out (end - begin) := tensor `name` ("master", "adam_m", "adam_v") elements [begin, end).
+  void read(const std::string& name, int64_t begin, int64_t end, float* out) {
+    if (c_.shards.empty()) {
+      const float* all = c_.file.f32(name, total_);
+      std::memcpy(out, all + begin, static_cast<std::size_t>(end - begin) * sizeof(float));
+      return;
+    }
+    for (std::size_t i = 0; i < c_.shards.size(); ++i) {
+      const auto& s = c_.shards[i];
+      const int64_t lo = std::max(begin, s.begin), hi = std::min(end, s.end);
+      if (lo >= hi) continue;
+      const float* part = shard(i).f32(name, s.end - s.begin);
+      std::memcpy(out + (lo - begin), part + (lo - s.begin),
+                  static_cast<std::size_t>(hi - lo) * sizeof(float));
+    }
+  }
+
+ private:
+  const CheckedFile& shard(std::size_t i) {
+    auto it = open_.find(i);
+    if (it != open_.end()) return it->second;
+    const auto& s = c_.shards[i];
+    const fs::path path = c_.file.path().parent_path() / s.file;
+    CheckedFile f = open_checked(path);
+    try {
+      const nlohmann::json& j = f.meta;
+      if (j.at("format").get<std::string>() != kShardFormat) {
+        corrupt(path, "is not a checkpoint shard");
+      }
+      if (j.at("step").get<int64_t>() != c_.info.step || j.at("begin").get<int64_t>() != s.begin ||
+          j.at("end").get<int64_t>() != s.end || j.at("param_count").get<int64_t>() != total_) {
+        corrupt(path, "does not match its index '" + c_.file.path().string() +
+                          "' (step or range differ: a shard of another save?)");
+      }
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      corrupt(path, std::string("metadata is not valid: ") + e.what());
+    }
+    return open_.emplace(i, std::move(f)).first->second;
+  }
+
+  const LoadedCheckpoint& c_;
+  int64_t total_;
+  std::map<std::size_t, CheckedFile> open_;
+};
+
+std::string shard_file_name(const fs::path& index, int64_t step, int rank, int world) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, ".step%08lld.rank%05d-of-%05d", static_cast<long long>(step), rank,
+                world);
+  return index.filename().string() + buf;
+}
+
+// Removes the shard files of earlier saves to `index` (those not in `keep`). Several ranks may
+// race to remove the same file on a shared file system: errors are ignored.
+void remove_stale_shards(const fs::path& index, const std::vector<std::string>& keep) {
+  const fs::path dir = index.parent_path().empty() ? fs::path(".") : index.parent_path();
+  const std::string prefix = index.filename().string() + ".step";
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind(prefix, 0) != 0 || name.find(".rank") == std::string::npos) continue;
+    if (std::find(keep.begin(), keep.end(), name) != keep.end()) continue;
+    std::error_code ignored;
+    fs::remove(it->path(), ignored);
+  }
+}
+
+// Every rank learns whether every rank succeeded; a rank that failed rethrows its own error, the
+// others report that another rank failed. Collective.
+void agree(Communicator& comm, const std::exception_ptr& error, const std::string& what) {
+  const bool failed = error != nullptr;
+  const double any = comm.world_size() > 1
+                         ? comm.all_reduce_value(failed ? 1.0 : 0.0, ReduceOp::max)
+                         : (failed ? 1.0 : 0.0);
+  if (failed) std::rethrow_exception(error);
+  KILN_CHECK(any == 0.0, Status::io_error, what, " failed on another rank (see its error)");
+}
+
+}  // namespace
+
+void Trainer::save_checkpoint(const std::filesystem::path& path,
+                              const std::string& data_state) const {
+  impl::TrainerState& s = *s_;
+  Communicator& comm = *s.comm;
+  const int64_t total = s.layout.total();
+  const int world = comm.world_size(), rank = s.rank;
+  nlohmann::json meta;
+  meta["format"] = "kiln checkpoint";
+  meta["kiln_version"] = KILN_VERSION_STRING;
+  meta["model"] = impl::model_to_json(s.layout.config());
+  meta["train"] = impl::train_to_json(s.train);
+  meta["step"] = s.step;
+  meta["param_count"] = total;
+  const OutSection data_section{"data_state", kKindBytes, data_state.size(),
+                                [&] { return static_cast<const void*>(data_state.data()); }};
+
+  // One host buffer, reused for each tensor: the checkpoint of a large model streams through it.
+  std::vector<float> host;
+  auto tensor = [&](const char* name, const void* src, int64_t n) {
+    return OutSection{name, kKindF32, static_cast<uint64_t>(n) * 4, [&s, &host, src, n] {
+                        host.resize(static_cast<std::size_t>(n));
+                        s.backend->download_f32(host.data(), src, s.types.master, n);
+                        return static_cast<const void*>(host.data());
+                      }};
+  };
+
+  std::vector<std::string> keep;
+  if (!s.shards.sharded) {
+    // Every rank holds the whole state: rank 0 writes it.
+    std::exception_ptr error;
+    if (rank == 0) {
+      try {
+        write_checked(
+            path, meta,
+            {tensor("master", s.at(s.r.master), total), tensor("adam_m", s.at(s.r.adam_m), total),
+             tensor("adam_v", s.at(s.r.adam_v), total), data_section});
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+    agree(comm, error, "saving checkpoint '" + path.string() + "'");
+  } else {
+    // Each rank writes its shard; once all are in place rank 0 writes the index naming them.
+    const int64_t b = s.shards.begin(rank), e = s.shards.end(rank);
+    const void* master = s.types.separate_master
+                             ? s.at(s.r.master)
+                             : static_cast<const char*>(s.at(s.r.master)) +
+                                   b * static_cast<int64_t>(dtype_size(s.types.master));
+    nlohmann::json shards = nlohmann::json::array();
+    for (int q = 0; q < world; ++q) {
+      keep.push_back(shard_file_name(path, s.step, q, world));
+      shards.push_back({{"file", keep.back()},
+                        {"rank", q},
+                        {"begin", s.shards.begin(q)},
+                        {"end", s.shards.end(q)}});
+    }
+    std::exception_ptr error;
+    try {
+      nlohmann::json shard_meta{{"format", kShardFormat},
+                                {"kiln_version", KILN_VERSION_STRING},
+                                {"step", s.step},
+                                {"rank", rank},
+                                {"world_size", world},
+                                {"begin", b},
+                                {"end", e},
+                                {"param_count", total}};
+      write_checked(path.parent_path() / keep[static_cast<std::size_t>(rank)], shard_meta,
+                    {tensor("master", master, e - b), tensor("adam_m", s.at(s.r.adam_m), e - b),
+                     tensor("adam_v", s.at(s.r.adam_v), e - b)});
+    } catch (...) {
+      error = std::current_exception();
+    }
+    agree(comm, error, "saving checkpoint shards of '" + path.string() + "'");
+    if (rank == 0) {
+      try {
+        meta["world_size"] = world;
+        meta["shards"] = shards;
+        write_checked(path, meta, {data_section});
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+    agree(comm, error, "saving checkpoint '" + path.string() + "'");
+  }
+  remove_stale_shards(path, keep);
+}
+
 CheckpointInfo Trainer::load_checkpoint(const std::filesystem::path& path) {
   impl::TrainerState& s = *s_;
-  LoadedCheckpoint c = load(path);
-  if (!(c.info.model.resolved() == s.layout.config())) {
-    impl::throw_error(Status::invalid_argument,
-                      "checkpoint '" + path.string() + "' holds a " + c.info.model.describe() +
-                          " model; this trainer's is " + s.layout.config().describe(),
-                      nullptr, nullptr, 0);
-  }
+  Communicator& comm = *s.comm;
   const int64_t total = s.layout.total();
-  const float* master = c.f32("master", total);
-  const float* m = c.f32("adam_m", total);
-  const float* v = c.f32("adam_v", total);
-  s.backend->upload_f32(s.at(s.r.master), s.types.master, master, total);
-  if (s.types.separate_master) {
-    s.backend->convert(s.at(s.r.params), s.types.compute, s.at(s.r.master), s.types.master, total);
+  // Read and check everything this rank needs before anything changes (on any rank).
+  CheckpointInfo info;
+  const bool sharded = s.shards.sharded;
+  const int64_t b = s.shards.begin(s.rank), e = s.shards.end(s.rank);
+  std::vector<float> master(static_cast<std::size_t>(sharded ? e - b : total));
+  std::vector<float> m(master.size()), v(master.size());
+  std::exception_ptr error;
+  try {
+    LoadedCheckpoint c = load(path);
+    if (!(c.info.model.resolved() == s.layout.config())) {
+      impl::throw_error(Status::invalid_argument,
+                        "checkpoint '" + path.string() + "' holds a " + c.info.model.describe() +
+                            " model; this trainer's is " + s.layout.config().describe(),
+                        nullptr, nullptr, 0);
+    }
+    StateReader reader(c, total);
+    const int64_t lo = sharded ? b : 0, hi = sharded ? e : total;
+    reader.read("master", lo, hi, master.data());
+    reader.read("adam_m", lo, hi, m.data());
+    reader.read("adam_v", lo, hi, v.data());
+    info = std::move(c.info);
+  } catch (...) {
+    error = std::current_exception();
   }
-  s.backend->upload_f32(s.at(s.r.adam_m), s.types.master, m, total);
-  s.backend->upload_f32(s.at(s.r.adam_v), s.types.master, v, total);
-  s.backend->synchronize();
-  s.step = c.info.step;
-  return c.info;
+  agree(comm, error, "loading checkpoint '" + path.string() + "'");
+
+  Backend& be = *s.backend;
+  if (!sharded) {
+    s.set_master(master.data());
+  } else {
+    // This rank's shard of the master weights, then the compute weights gathered from every
+    // rank's shard.
+    const std::size_t ce = dtype_size(s.types.compute);
+    void* shard_master = s.types.separate_master
+                             ? s.at(s.r.master)
+                             : static_cast<char*>(s.at(s.r.master)) +
+                                   b * static_cast<int64_t>(dtype_size(s.types.master));
+    be.upload_f32(shard_master, s.types.master, master.data(), e - b);
+    if (s.types.separate_master) {
+      be.convert(static_cast<char*>(s.at(s.r.params)) + static_cast<std::size_t>(b) * ce,
+                 s.types.compute, shard_master, s.types.master, e - b);
+    }
+    comm.all_gather(s.at(s.r.params), s.shards.size, s.types.compute, be.native_stream());
+  }
+  be.upload_f32(s.at(s.r.adam_m), s.types.master, m.data(), static_cast<int64_t>(m.size()));
+  be.upload_f32(s.at(s.r.adam_v), s.types.master, v.data(), static_cast<int64_t>(v.size()));
+  be.synchronize();
+  s.step = info.step;
+  return info;
 }
 
 CheckpointInfo read_checkpoint(const std::filesystem::path& path,
@@ -270,8 +533,9 @@ CheckpointInfo read_checkpoint(const std::filesystem::path& path,
       corrupt(path, "metadata: " + e.message());
     }
     const ParamLayout layout(model);
-    const float* master = c.f32("master", layout.total());
-    master_weights->assign(master, master + layout.total());
+    master_weights->resize(static_cast<std::size_t>(layout.total()));
+    StateReader reader(c, layout.total());
+    reader.read("master", 0, layout.total(), master_weights->data());
   }
   return c.info;
 }

@@ -47,6 +47,8 @@ nlohmann::json train_to_json(const TrainConfig& t) {
           {"recompute_layernorm", t.recompute.layernorm},
           {"on_nonfinite", t.on_nonfinite == NonFinitePolicy::stop ? "stop" : "skip"},
           {"cuda_graph", t.cuda_graph},
+          {"zero1", t.zero1},
+          {"bucket_bytes", t.bucket_bytes},
           {"optimizer",
            {{"lr", o.lr},
             {"min_lr", o.min_lr},
@@ -72,6 +74,9 @@ TrainConfig train_from_json(const nlohmann::json& j) {
   t.on_nonfinite = j.at("on_nonfinite").get<std::string>() == "stop" ? NonFinitePolicy::stop
                                                                      : NonFinitePolicy::skip;
   t.cuda_graph = j.at("cuda_graph").get<bool>();
+  // Absent from checkpoints written before data parallelism: the defaults.
+  t.zero1 = j.value("zero1", false);
+  t.bucket_bytes = j.value("bucket_bytes", TrainConfig{}.bucket_bytes);
   const auto& o = j.at("optimizer");
   t.optimizer.lr = o.at("lr").get<double>();
   t.optimizer.min_lr = o.at("min_lr").get<double>();

@@ -78,43 +78,59 @@ std::string format_bytes(std::size_t bytes) {
 
 MemoryPlan plan_training(const ModelConfig& model, const TrainConfig& train,
                          const BackendTypes& types, std::size_t workspace_bytes,
-                         std::size_t optimizer_workspace_bytes) {
+                         std::size_t optimizer_workspace_bytes, int world_size) {
   MemoryPlan plan;
   impl::build_training_plan(plan, model.resolved(), train, types, workspace_bytes,
-                            optimizer_workspace_bytes);
+                            optimizer_workspace_bytes, world_size);
   return plan;
 }
 
-MemoryPlan plan_training(const ModelConfig& model, const TrainConfig& train,
-                         const Backend& backend) {
+MemoryPlan plan_training(const ModelConfig& model, const TrainConfig& train, const Backend& backend,
+                         int world_size) {
   const ModelConfig m = model.resolved();
   train.validate(m);
   return plan_training(m, train, backend.types(),
                        backend.workspace_bytes(m, train.batch, train.seq_len),
-                       backend.optimizer_workspace_bytes(m));
+                       backend.optimizer_workspace_bytes(m), world_size);
 }
 
 namespace impl {
 
+ShardGeometry::ShardGeometry(int64_t total_elements, int ranks, bool zero1)
+    : total(total_elements), world_size(ranks), sharded(zero1 && ranks > 1) {
+  KILN_CHECK_ARG(ranks >= 1, "train: world size must be >= 1 (got ", ranks, ")");
+  if (!sharded) {
+    size = padded = total;
+    return;
+  }
+  const int64_t a = ParamLayout::kAlign;
+  size = ((total + ranks - 1) / ranks + a - 1) / a * a;
+  padded = size * ranks;
+}
+
 TrainingRegions build_training_plan(MemoryPlan& plan, const ModelConfig& model,
                                     const TrainConfig& train, const BackendTypes& types,
                                     std::size_t workspace_bytes,
-                                    std::size_t optimizer_workspace_bytes) {
+                                    std::size_t optimizer_workspace_bytes, int world_size) {
   train.validate(model);
   const ParamLayout layout(model);
   const int64_t B = train.batch, T = train.seq_len, C = model.n_embd, NH = model.n_head;
   const int64_t BT = B * T, L = model.n_layer, Vp = model.resolved().padded_vocab;
   const DType act = types.compute, st = types.stat;
   using G = MemoryGroup;
+  // ZeRO-1: the master weights and moments hold one shard; the buffers all-gathered by shard (the
+  // compute weights, and the gradients that gather the master weights for a read-out) are padded
+  // to whole shards.
+  const ShardGeometry shards(layout.total(), world_size, train.zero1);
 
   TrainingRegions r;
-  r.params = plan.add("params", G::parameters, types.compute, layout.total());
+  r.params = plan.add("params", G::parameters, types.compute, shards.padded);
   r.master = types.separate_master
-                 ? plan.add("master", G::master_weights, types.master, layout.total())
+                 ? plan.add("master", G::master_weights, types.master, shards.size)
                  : r.params;
-  r.grads = plan.add("grads", G::gradients, types.grad, layout.total());
-  r.adam_m = plan.add("adam_m", G::optimizer_state, types.master, layout.total());
-  r.adam_v = plan.add("adam_v", G::optimizer_state, types.master, layout.total());
+  r.grads = plan.add("grads", G::gradients, types.grad, shards.padded);
+  r.adam_m = plan.add("adam_m", G::optimizer_state, types.master, shards.size);
+  r.adam_v = plan.add("adam_v", G::optimizer_state, types.master, shards.size);
 
   r.inputs = plan.add_bytes("inputs", G::io, static_cast<std::size_t>(BT) * 4);
   r.targets = plan.add_bytes("targets", G::io, static_cast<std::size_t>(BT) * 4);

@@ -74,6 +74,7 @@ void TrainConfig::validate(const ModelConfig& model) const {
     KILN_CHECK_ARG(mask_fraction > 0 && mask_fraction <= 1,
                    "train: mask_fraction must lie in (0, 1] (got ", mask_fraction, ")");
   }
+  KILN_CHECK_ARG(bucket_bytes >= 0, "train: bucket_bytes must be >= 0 (got ", bucket_bytes, ")");
   optimizer.validate();
 }
 

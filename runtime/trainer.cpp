@@ -102,12 +102,6 @@ void TrainerState::forward() {
                 m.padded_vocab);
 }
 
-void TrainerState::reduce_bucket(const ParamLayout::Bucket& bucket) {
-  const std::size_t g = dtype_size(types.grad);
-  comm->all_reduce_mean(static_cast<char*>(at(r.grads)) + bucket.begin * static_cast<int64_t>(g),
-                        bucket.end - bucket.begin, types.grad, *backend);
-}
-
 void TrainerState::backward(bool reduce) {
   Backend& be = *backend;
   const ModelConfig& m = layout.config();
@@ -241,6 +235,12 @@ const std::shared_ptr<Backend>& Trainer::backend_ptr() const {
 int64_t Trainer::step_count() const {
   return s_->step;
 }
+Communicator& Trainer::communicator() const {
+  return *s_->comm;
+}
+std::pair<int64_t, int64_t> Trainer::shard() const {
+  return {s_->shards.begin(s_->rank), s_->shards.end(s_->rank)};
+}
 const void* Trainer::compute_parameters() const {
   return s_->at(s_->r.params);
 }
@@ -261,18 +261,25 @@ StepResult Trainer::step(std::span<const int32_t> inputs, std::span<const int32_
                    targets.size(), ") as inputs (", inputs.size(), ")");
   }
 
-  // The loss is the mean over every position that counts in the whole step, so each micro-step's
-  // dloss is 1 / (the step's count): check and count every micro-batch before running any.
+  // The loss is the mean over every position that counts in the whole step (on every rank), so
+  // each micro-step's dloss is 1 / (the step's count), times the world size that the mean over
+  // the ranks divides by: check and count every micro-batch before running any.
   int64_t count = 0;
-  for (int64_t micro = 0; micro < A; ++micro) {
-    const std::size_t off = static_cast<std::size_t>(micro) * n;
-    count +=
-        s.stage(inputs.subspan(off, n),
-                m.kind == ModelKind::encoder ? targets : targets.subspan(off, n), s.step, micro);
+  std::exception_ptr rejected;
+  try {
+    for (int64_t micro = 0; micro < A; ++micro) {
+      const std::size_t off = static_cast<std::size_t>(micro) * n;
+      count +=
+          s.stage(inputs.subspan(off, n),
+                  m.kind == ModelKind::encoder ? targets : targets.subspan(off, n), s.step, micro);
+    }
+  } catch (...) {
+    rejected = std::current_exception();
   }
+  count = s.global_count(count, rejected);
   KILN_CHECK(count > 0, Status::data_error,
              "trainer: every target of the step is the ignore index: no loss to train on");
-  const double dloss = 1.0 / static_cast<double>(count);
+  const double dloss = static_cast<double>(s.comm->world_size()) / static_cast<double>(count);
 
   Backend& be = *s.backend;
   s.bind_workspace();
@@ -297,22 +304,12 @@ StepResult Trainer::step(std::span<const int32_t> inputs, std::span<const int32_
       s.micro_step(dloss, last && multi_rank);
     }
   }
-  if (multi_rank) {
-    // Every rank must agree on skipping a step: average the loss too.
-    s.comm->all_reduce_mean(static_cast<double*>(s.at(s.r.stats)) + kStatLoss, 1, DType::f64, be);
-  }
-  s.comm->finish_step(be);
+  s.finish_gradients();
 
   StepResult result;
   result.lr = learning_rate(s.train.optimizer, s.step);
   result.tokens = s.train.tokens_per_step();
   OptimizerUpdate u;
-  u.layout = &s.layout;
-  u.master = s.at(s.r.master);
-  u.compute = s.at(s.r.params);
-  u.grads = s.at(s.r.grads);
-  u.m = s.at(s.r.adam_m);
-  u.v = s.at(s.r.adam_v);
   u.lr = result.lr;
   u.beta1 = s.train.optimizer.beta1;
   u.beta2 = s.train.optimizer.beta2;
@@ -320,12 +317,11 @@ StepResult Trainer::step(std::span<const int32_t> inputs, std::span<const int32_
   u.weight_decay = s.train.optimizer.weight_decay;
   u.grad_clip = s.train.optimizer.grad_clip;
   u.step = s.step + 1;
-  u.stats = static_cast<double*>(s.at(s.r.stats));
   if (s.r.optimizer_workspace != impl::kNoRegion) {
     u.workspace = s.at(s.r.optimizer_workspace);
     u.workspace_bytes = s.plan[s.r.optimizer_workspace].bytes;
   }
-  be.optimizer_update(u);
+  s.update(u);
   ++s.step;
   result.step = s.step;
 
@@ -402,7 +398,7 @@ std::vector<float> Trainer::logits(std::span<const int32_t> inputs) {
 
 std::vector<float> Trainer::parameters() const {
   std::vector<float> out(static_cast<std::size_t>(s_->layout.total()));
-  s_->backend->download_f32(out.data(), s_->at(s_->r.master), s_->types.master, s_->layout.total());
+  s_->backend->download_f32(out.data(), s_->whole_master(), s_->types.master, s_->layout.total());
   return out;
 }
 
@@ -411,11 +407,7 @@ void Trainer::set_parameters(std::span<const float> params) {
   KILN_CHECK_ARG(static_cast<int64_t>(params.size()) == s.layout.total(),
                  "trainer: set_parameters needs ", s.layout.total(), " values, got ",
                  params.size());
-  s.backend->upload_f32(s.at(s.r.master), s.types.master, params.data(), s.layout.total());
-  if (s.types.separate_master) {
-    s.backend->convert(s.at(s.r.params), s.types.compute, s.at(s.r.master), s.types.master,
-                       s.layout.total());
-  }
+  s.set_master(params.data());
 }
 
 std::vector<float> Trainer::gradients() const {
@@ -426,7 +418,7 @@ std::vector<float> Trainer::gradients() const {
 
 std::vector<double> Trainer::parameters_f64() const {
   std::vector<double> out(static_cast<std::size_t>(s_->layout.total()));
-  s_->backend->download_f64(out.data(), s_->at(s_->r.master), s_->types.master, s_->layout.total());
+  s_->backend->download_f64(out.data(), s_->whole_master(), s_->types.master, s_->layout.total());
   return out;
 }
 
@@ -435,11 +427,7 @@ void Trainer::set_parameters(std::span<const double> params) {
   KILN_CHECK_ARG(static_cast<int64_t>(params.size()) == s.layout.total(),
                  "trainer: set_parameters needs ", s.layout.total(), " values, got ",
                  params.size());
-  s.backend->upload_f64(s.at(s.r.master), s.types.master, params.data(), s.layout.total());
-  if (s.types.separate_master) {
-    s.backend->convert(s.at(s.r.params), s.types.compute, s.at(s.r.master), s.types.master,
-                       s.layout.total());
-  }
+  s.set_master(params.data());
 }
 
 std::vector<double> Trainer::gradients_f64() const {

@@ -9,7 +9,9 @@ TrainerState::TrainerState(const ModelConfig& model, const TrainConfig& train_co
     : layout(model.resolved()),
       train(train_config),
       backend(std::move(backend_ptr)),
-      comm(communicator ? communicator : &single_rank) {
+      comm(communicator ? communicator : &single_rank),
+      shards(layout.total(), comm->world_size(), train_config.zero1),
+      rank(comm->rank()) {
   KILN_CHECK_ARG(backend != nullptr, "trainer: no backend");
   train.validate(layout.config());
   KILN_CHECK_ARG(!train.cuda_graph || backend->supports_capture(),
@@ -19,7 +21,7 @@ TrainerState::TrainerState(const ModelConfig& model, const TrainConfig& train_co
   const std::size_t workspace =
       backend->workspace_bytes(layout.config(), train.batch, train.seq_len);
   r = build_training_plan(plan, layout.config(), train, types, workspace,
-                          backend->optimizer_workspace_bytes(layout.config()));
+                          backend->optimizer_workspace_bytes(layout.config()), comm->world_size());
   arena = backend->allocate(plan.total_bytes());
   // A fresh arena holds garbage; zero it once so that the alignment gaps of the parameter,
   // gradient and moment buffers are zero and stay zero.

@@ -2,6 +2,7 @@
 // by trainer.cpp and checkpoint.cpp.
 #pragma once
 
+#include <exception>
 #include <memory>
 #include <span>
 #include <vector>
@@ -31,7 +32,29 @@ struct TrainerState {
   void micro_step(double dloss, bool reduce);
   // cuda_graph: the micro-step (without reductions) recorded once per dloss and replayed.
   void run_graph(double dloss);
+
+  // ---- data parallelism (runtime/trainer_dp.cpp) ----------------------------------------------
+  // The backward hands over each bucket as it becomes final; consecutive buckets are merged up to
+  // train.bucket_bytes and started on the communicator (all-reduce, or reduce-scatter to the
+  // shards' owners under ZeRO-1) without the compute stream waiting.
   void reduce_bucket(const ParamLayout::Bucket& bucket);
+  void launch_pending();
+  // After the last micro-step: the loss averaged over the ranks; the compute stream ordered after
+  // every reduction started.
+  void finish_gradients();
+  // The positions that count in the whole step over every rank. `error`: this rank's batch was
+  // rejected; every rank then throws (this one its own error), none waits for the others.
+  int64_t global_count(int64_t local, std::exception_ptr error);
+  // Fills the buffers and shard of an update of this rank's elements and runs it: under ZeRO-1
+  // the norm's sum of squares over the shards, the update, the all-gather of the weights.
+  void update(OptimizerUpdate& u);
+  // The master weights, whole: the master region itself or, when it holds only this rank's shard,
+  // the gradient region after an all-gather of the shards into it (collective; the gradients are
+  // lost). Waits.
+  const void* whole_master();
+  // Replaces the weights from the whole host array (layout total, float or double).
+  template <typename H>
+  void set_master(const H* values);
   int64_t stage(std::span<const int32_t> inputs, std::span<const int32_t> targets,
                 int64_t step_index, int64_t micro);
   void upload_staged();
@@ -45,6 +68,9 @@ struct TrainerState {
   BackendTypes types;
   SingleRankCommunicator single_rank;
   Communicator* comm;
+  ShardGeometry shards;  // this rank's elements: [shards.begin(rank), shards.end(rank))
+  int rank = 0;
+  int64_t pending_begin = 0, pending_end = 0;  // the merged bucket not started yet (empty: equal)
   MemoryPlan plan;
   TrainingRegions r;
   void* arena = nullptr;

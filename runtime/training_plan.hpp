@@ -2,6 +2,7 @@
 // generator. plan_training() and the Trainer build the same plan with build_training_plan().
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <vector>
 
@@ -44,10 +45,24 @@ struct TrainingRegions {
   std::size_t optimizer_workspace = kNoRegion;       // kNoRegion when 0 bytes
 };
 
+// How ZeRO-1 splits the flat parameter buffer of `total` elements over `world_size` ranks: rank r
+// owns [begin(r), end(r)), consecutive shards of `size` elements (a multiple of
+// ParamLayout::kAlign), the last one shorter; buffers all-gathered by shard hold `padded` =
+// world_size * size elements. Without sharding (world 1 or no zero1) one shard holds everything.
+struct ShardGeometry {
+  int64_t total = 0, size = 0, padded = 0;
+  int world_size = 1;
+  bool sharded = false;
+  ShardGeometry(int64_t total, int world_size, bool zero1);
+  int64_t begin(int rank) const { return sharded ? std::min(total, rank * size) : 0; }
+  int64_t end(int rank) const { return sharded ? std::min(total, (rank + 1) * size) : total; }
+};
+
+// world_size: the data-parallel ranks (ZeRO-1 sizes the master weights and moments by shard).
 TrainingRegions build_training_plan(MemoryPlan& plan, const ModelConfig& model,
                                     const TrainConfig& train, const BackendTypes& types,
                                     std::size_t workspace_bytes,
-                                    std::size_t optimizer_workspace_bytes);
+                                    std::size_t optimizer_workspace_bytes, int world_size = 1);
 
 // A generator: batch 1, up to max_seq_len positions, a qkv cache per layer.
 struct GenerationRegions {

@@ -18,6 +18,7 @@ cmake --build --preset "$preset" -j "${KILN_JOBS:-$(nproc)}"
 rm -rf "$dest"
 mkdir -p "$dest"
 cp -P "$build"/libkiln.so* "$dest/"
+cp "$build"/libkiln_mpi.so "$dest/" 2>/dev/null || true  # the MPI rendezvous plugin, if built
 cp "$build"/tests/kiln_gpu_tests "$build"/tests/kiln_cpu_tests "$dest/"
 cp "$build"/python_free_demos/* "$dest/" 2>/dev/null || true
 find "$dest" -maxdepth 1 -type f ! -name '*.so*' ! -perm -u+x -delete

@@ -58,8 +58,14 @@ std::string utc_now() {
 }  // namespace
 
 Options parse_options(int argc, char** argv, const std::string& description) {
+  return parse_options(argc, argv, description, {});
+}
+
+Options parse_options(int argc, char** argv, const std::string& description,
+                      const std::function<void(CLI::App&)>& extra) {
   Options o;
   CLI::App app(description);
+  if (extra) extra(app);
   app.add_option("--json", o.json_path, "Append one JSON line per figure to this file");
   app.add_option("--warmup", o.warmup, "Untimed calls before timing")
       ->check(CLI::NonNegativeNumber);

@@ -15,6 +15,10 @@
 
 #include <nlohmann/json.hpp>
 
+namespace CLI {
+class App;
+}  // namespace CLI
+
 namespace kiln::bench {
 
 struct Options {
@@ -28,6 +32,9 @@ struct Options {
 // Parses the common options (plus --help, which prints `description`). Exits the process on
 // --help or a parse error: this is a program's main, not the library.
 Options parse_options(int argc, char** argv, const std::string& description);
+// The same with a program's own options, added to the parser by `extra` before parsing.
+Options parse_options(int argc, char** argv, const std::string& description,
+                      const std::function<void(CLI::App&)>& extra);
 
 // 0 when a CUDA device is present; otherwise prints "no CUDA device (...)" and returns 77, the
 // exit code ctest and scripts/gpu-check.sh read as "skipped".

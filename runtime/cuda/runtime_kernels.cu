@@ -45,6 +45,22 @@ __global__ void finalize_stats_kernel(double* stats, const float* norm_out, int*
   *skipped_host = skip ? 1 : 0;
 }
 
+__global__ void sum_squares_from_norm_kernel(double* stats, const float* norm_out) {
+  const double norm = static_cast<double>(norm_out[0]);
+  stats[kStatGradNorm] = norm * norm;
+}
+
+__global__ void norm_from_sum_squares_kernel(float* norm_out, const double* stats, float max_norm) {
+  const double norm = sqrt(stats[kStatGradNorm]);
+  double scale = 1.0;
+  if (max_norm > 0) {
+    const double c = static_cast<double>(max_norm) / (norm + 1e-6);
+    scale = (c < 1.0 || isnan(c)) ? c : 1.0;  // a NaN norm propagates into the update
+  }
+  norm_out[0] = static_cast<float>(norm);
+  norm_out[1] = static_cast<float>(scale);
+}
+
 }  // namespace
 
 void launch_f32_to_bf16(void* dst, const float* src, int64_t n, cudaStream_t stream) {
@@ -65,6 +81,17 @@ void launch_accumulate_loss(double* sum, const float* losses, int64_t n, double 
 void launch_finalize_stats(double* stats, const float* norm_out, int* skipped_device,
                            cudaStream_t stream) {
   finalize_stats_kernel<<<1, 1, 0, stream>>>(stats, norm_out, skipped_device);
+  KILN_LAUNCH_CHECK(stream);
+}
+
+void launch_sum_squares_from_norm(double* stats, const float* norm_out, cudaStream_t stream) {
+  sum_squares_from_norm_kernel<<<1, 1, 0, stream>>>(stats, norm_out);
+  KILN_LAUNCH_CHECK(stream);
+}
+
+void launch_norm_from_sum_squares(float* norm_out, const double* stats, float max_norm,
+                                  cudaStream_t stream) {
+  norm_from_sum_squares_kernel<<<1, 1, 0, stream>>>(norm_out, stats, max_norm);
   KILN_LAUNCH_CHECK(stream);
 }
 

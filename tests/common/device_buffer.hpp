@@ -1,5 +1,9 @@
 // A typed device allocation for GPU tests: upload, download, and poisoning with NaN (all bits
 // set is NaN in bf16 and fp32) so an element the kernel fails to write cannot pass.
+//
+// upload() and poison() wait for the device before returning: cudaMemcpy from pageable memory
+// and cudaMemset run on the legacy default stream, which does not order work on kiln's
+// non-blocking streams, so without the wait a kernel launched next could race with them.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -42,6 +46,7 @@ class DeviceBuffer {
   void upload(const std::vector<T>& host) {
     KILN_CHECK_ARG(host.size() == count_, "upload of ", host.size(), " into ", count_);
     KILN_CUDA_CHECK(cudaMemcpy(ptr_, host.data(), bytes(), cudaMemcpyHostToDevice));
+    KILN_CUDA_CHECK(cudaDeviceSynchronize());
   }
   std::vector<T> download() const {
     std::vector<T> host(count_);
@@ -49,7 +54,10 @@ class DeviceBuffer {
     KILN_CUDA_CHECK(cudaMemcpy(host.data(), ptr_, bytes(), cudaMemcpyDeviceToHost));
     return host;
   }
-  void poison() { KILN_CUDA_CHECK(cudaMemset(ptr_, 0xFF, bytes())); }
+  void poison() {
+    KILN_CUDA_CHECK(cudaMemset(ptr_, 0xFF, bytes()));
+    KILN_CUDA_CHECK(cudaDeviceSynchronize());
+  }
 
  private:
   T* ptr_ = nullptr;

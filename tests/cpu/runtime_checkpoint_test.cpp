@@ -152,6 +152,7 @@ class FailingBackend final : public kiln::Backend {
     inner_->accumulate_loss(s, l, N, sc);
   }
   void optimizer_update(const kiln::OptimizerUpdate& u) override { inner_->optimizer_update(u); }
+  void grad_sum_squares(const kiln::OptimizerUpdate& u) override { inner_->grad_sum_squares(u); }
 
  private:
   std::shared_ptr<kiln::Backend> inner_;

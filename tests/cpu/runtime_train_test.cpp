@@ -346,15 +346,36 @@ class RecordingCommunicator final : public kiln::Communicator {
     const void* data;
     int64_t count;
     kiln::DType dtype;
+    bool started;  // start_all_reduce: overlapped with the rest of the backward
   };
   std::vector<Call> calls;
-  int finished = 0;
+  int waits = 0;
   int rank() const override { return 0; }
   int world_size() const override { return 2; }
-  void all_reduce_mean(void* data, int64_t count, kiln::DType dtype, kiln::Backend&) override {
-    calls.push_back({data, count, dtype});
+  std::string description() const override { return "recording"; }
+  void all_reduce(void* data, int64_t count, kiln::DType dtype, kiln::ReduceOp op, void*) override {
+    CHECK(op == kiln::ReduceOp::mean);
+    calls.push_back({data, count, dtype, false});
   }
-  void finish_step(kiln::Backend&) override { ++finished; }
+  void start_all_reduce(void* data, int64_t count, kiln::DType dtype, kiln::ReduceOp op,
+                        void*) override {
+    CHECK(op == kiln::ReduceOp::mean);
+    calls.push_back({data, count, dtype, true});
+  }
+  void wait_started(void*) override { ++waits; }
+  void reduce_scatter(void*, std::span<const int64_t>, kiln::DType, kiln::ReduceOp,
+                      void*) override {
+    FAIL("reduce_scatter without ZeRO-1");
+  }
+  void all_gather(void*, int64_t, kiln::DType, void*) override {
+    FAIL("all_gather without ZeRO-1");
+  }
+  void broadcast(void*, int64_t, kiln::DType, int, void*) override { FAIL("broadcast"); }
+  void barrier() override {}
+  // The other rank contributes the same value.
+  double all_reduce_value(double value, kiln::ReduceOp op) override {
+    return op == kiln::ReduceOp::sum ? 2 * value : value;
+  }
 };
 
 }  // namespace
@@ -363,6 +384,7 @@ TEST_CASE("gradients reach the communicator bucket by bucket, once per step", "[
   const ModelConfig m = model(3, 2, 16, 30, 8);
   TrainConfig t = train(2, 8, 1e-3);
   t.grad_accum = 3;
+  t.bucket_bytes = 0;  // one bucket per layer
   RecordingCommunicator comm;
   Trainer a(m, t, kiln::make_cpu_backend(kiln::DType::f32, 1), 2, &comm);
   Trainer b(m, t, kiln::make_cpu_backend(kiln::DType::f32, 1), 2);
@@ -371,19 +393,22 @@ TEST_CASE("gradients reach the communicator bucket by bucket, once per step", "[
   for (int step = 0; step < 2; ++step) {
     comm.calls.clear();
     CHECK(a.step(in, tg).loss == b.step(in, tg).loss);
-    // Only the last micro-step reduces: one call per bucket in backward order, then the loss.
+    // Only the last micro-step reduces: one call per bucket in backward order, started without
+    // waiting, then the loss; one wait for them all.
     const auto& buckets = a.layout().buckets();
     REQUIRE(comm.calls.size() == buckets.size() + 1);
     std::vector<float> g = a.gradients();
     for (std::size_t i = 0; i < buckets.size(); ++i) {
       CHECK(comm.calls[i].count == buckets[i].end - buckets[i].begin);
       CHECK(comm.calls[i].dtype == kiln::DType::f32);
+      CHECK(comm.calls[i].started);
       const auto* base = static_cast<const char*>(comm.calls[0].data) - buckets[0].begin * 4;
       CHECK(static_cast<const char*>(comm.calls[i].data) - base == buckets[i].begin * 4);
     }
     CHECK(comm.calls.back().count == 1);
     CHECK(comm.calls.back().dtype == kiln::DType::f64);
-    CHECK(comm.finished == step + 1);
+    CHECK_FALSE(comm.calls.back().started);
+    CHECK(comm.waits == step + 1);
   }
   CHECK(a.parameters() == b.parameters());
 }

@@ -36,14 +36,23 @@ struct BackendTypes {
                          // of fp32); false: the ops read the master weights directly (cpu)
 };
 
-// The arguments of one optimizer update over the whole flat parameter buffer (ParamLayout).
+// The arguments of one optimizer update over the flat parameter buffer (ParamLayout), or over this
+// rank's shard [shard_begin, shard_end) of it (ZeRO-1: each rank updates its own elements and the
+// ranks exchange the results).
 struct OptimizerUpdate {
   const ParamLayout* layout = nullptr;
-  void* master = nullptr;   // (layout.total()) master dtype
-  void* compute = nullptr;  // (layout.total()) compute dtype; == master when !separate_master
-  void* grads = nullptr;    // (layout.total()) grad dtype; read only
-  void* m = nullptr;        // (layout.total()) master dtype; AdamW first moment
-  void* v = nullptr;        // (layout.total()) master dtype; AdamW second moment
+  void* master = nullptr;   // (shard) master dtype: master[i] is element shard_begin + i
+  void* compute = nullptr;  // (layout.total()) compute dtype, from element 0; when
+                            // !separate_master it is the master buffer itself
+  void* grads = nullptr;    // (layout.total()) grad dtype, from element 0; read only
+  void* m = nullptr;        // (shard) master dtype; AdamW first moment, like master
+  void* v = nullptr;        // (shard) master dtype; AdamW second moment, like master
+  int64_t shard_begin = 0;  // the elements updated: [shard_begin, shard_end), multiples of
+  int64_t shard_end = -1;   // ParamLayout::kAlign (or the end); shard_end < 0: layout.total()
+  // false: the update computes the gradient norm over its elements itself. true: the sum of the
+  // squares of every rank's gradients is already in stats[kStatGradNorm] (grad_sum_squares() on
+  // each shard, summed over the ranks) and the norm is its square root.
+  bool norm_from_sum_squares = false;
   double lr = 0, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0;
   double grad_clip = 0;  // > 0: gradients scaled by min(1, clip / norm); 0: no clipping
   int64_t step = 1;      // 1-based AdamW step (bias corrections)
@@ -168,6 +177,9 @@ class KILN_API Backend {
   // Global norm, non-finite check, clipping, AdamW on every tensor (weight decay where the
   // layout says), and the master -> compute copy: see OptimizerUpdate.
   virtual void optimizer_update(const OptimizerUpdate& update) = 0;
+  // stats[kStatGradNorm] (double) = the sum of the squares of grads[shard_begin, shard_end): a
+  // shard's share of the global norm, which the schedule sums over the ranks before the update.
+  virtual void grad_sum_squares(const OptimizerUpdate& update) = 0;
 };
 
 // A backend of `kind` (cuda: on device `ordinal`). Throws kiln::Error: no_device when cuda is

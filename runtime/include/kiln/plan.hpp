@@ -60,15 +60,16 @@ class KILN_API MemoryPlan {
 };
 
 // The plan a Trainer allocates for `model` trained with `train` on a backend with `types`,
-// plus `workspace_bytes` for the ops and `optimizer_workspace_bytes` for the optimizer. Lets a
-// program report (or refuse) a configuration before allocating anything. Validates both configs
+// plus `workspace_bytes` for the ops and `optimizer_workspace_bytes` for the optimizer, on each
+// of `world_size` data-parallel ranks (which matters with TrainConfig::zero1). Lets a program
+// report (or refuse) a configuration before allocating anything. Validates both configs
 // (kiln::Error(invalid_argument)).
 KILN_API MemoryPlan plan_training(const ModelConfig& model, const TrainConfig& train,
                                   const BackendTypes& types, std::size_t workspace_bytes,
-                                  std::size_t optimizer_workspace_bytes = 0);
+                                  std::size_t optimizer_workspace_bytes = 0, int world_size = 1);
 // The same with the sizes `backend` reports: exactly what a Trainer on it allocates.
 KILN_API MemoryPlan plan_training(const ModelConfig& model, const TrainConfig& train,
-                                  const Backend& backend);
+                                  const Backend& backend, int world_size = 1);
 
 // Bytes for a human: "1.50 GiB", "12.0 MiB", "512 B".
 KILN_API std::string format_bytes(std::size_t bytes);

@@ -63,9 +63,19 @@ struct KILN_API TrainConfig {
   uint64_t seed = 1337;         // the encoder's masking draws (with the step: resume-exact)
   double mask_fraction = 0.15;  // encoder: the fraction of input tokens masked
   bool cuda_graph = false;      // cuda: capture the micro-step as a CUDA graph and replay it
+  // Data parallelism (a Trainer whose Communicator has more than one rank):
+  // ZeRO stage 1: each rank keeps and updates only its shard of the fp32 master weights and AdamW
+  // moments (about 1 / world size of them); the gradients are reduce-scattered to the shards'
+  // owners and the updated compute weights all-gathered.
+  bool zero1 = false;
+  // Gradients are reduced in buckets of at least this many bytes (whole layers, in the order the
+  // backward finishes them), each started as soon as the backward has made it final, so that the
+  // communication overlaps the rest of the backward. 0: one bucket per layer.
+  int64_t bucket_bytes = int64_t{25} << 20;
 
   // Throws kiln::Error(invalid_argument) naming the problem: zero or negative sizes, T over the
-  // model's max_seq_len, a bad optimizer setting, mask_fraction outside (0, 1].
+  // model's max_seq_len, a bad optimizer setting, mask_fraction outside (0, 1], a negative
+  // bucket size.
   void validate(const ModelConfig& model) const;
   int64_t tokens_per_step() const { return batch * seq_len * grad_accum; }
 };

@@ -19,6 +19,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kiln/backend.hpp"
@@ -71,6 +72,14 @@ class KILN_API Trainer {
   // initialisation) and zeroes the optimizer state. `comm` (not owned, may be null: one rank)
   // must outlive the trainer. Throws kiln::Error: invalid_argument for a bad config,
   // out_of_memory when the arena does not fit.
+  //
+  // Data parallelism: with a communicator of N > 1 ranks, every rank constructs a trainer with
+  // the same model, config and seed, and calls step(), save_checkpoint() and load_checkpoint()
+  // together (they are collective), each step with its own micro-batches. The gradients are
+  // averaged over the ranks in buckets (TrainConfig::bucket_bytes) started while the backward
+  // runs; the loss is the mean over every rank's positions; every rank's parameters stay
+  // bitwise identical. With TrainConfig::zero1 each rank keeps only its shard() of the optimizer
+  // state (and, on the cuda backend, of the fp32 master weights).
   Trainer(const ModelConfig& model, const TrainConfig& train, std::shared_ptr<Backend> backend,
           uint64_t init_seed = 1337, Communicator* comm = nullptr);
   ~Trainer();
@@ -85,6 +94,11 @@ class KILN_API Trainer {
   const std::shared_ptr<Backend>& backend_ptr() const;
   // Optimizer steps done so far.
   int64_t step_count() const;
+  // The communicator the trainer was given (a single-rank one when none was).
+  Communicator& communicator() const;
+  // The elements [first, second) of the flat parameter buffer whose optimizer state this rank
+  // keeps and updates: its ZeRO-1 shard, or the whole buffer.
+  std::pair<int64_t, int64_t> shard() const;
 
   // One optimizer step. inputs: grad_accum micro-batches of (B, T) token ids, one after the
   // other (grad_accum * B * T ids). Decoder: targets the same shape (the next tokens; may hold
@@ -106,12 +120,15 @@ class KILN_API Trainer {
   std::vector<float> logits(std::span<const int32_t> inputs);
 
   // ---- state ----------------------------------------------------------------------------------
-  // The master weights as floats (layout().total()); waits.
+  // The master weights as floats (layout().total()); waits. Collective when this rank holds only
+  // its shard of them (ZeRO-1 on the cuda backend): every rank must call it; the shards are
+  // gathered through the gradient buffer, whose contents are then lost.
   std::vector<float> parameters() const;
   // Replaces the weights (layout().total() floats; the padded embedding rows and gaps should be
   // zero); the optimizer state is kept.
   void set_parameters(std::span<const float> params);
-  // The accumulated parameter gradients of the last step (layout().total(); tests). Waits.
+  // The accumulated parameter gradients of the last step (layout().total(); tests). Waits. With
+  // several ranks they are averaged over the ranks; under ZeRO-1 only in this rank's shard().
   std::vector<float> gradients() const;
   // The same three in double: exact on the fp64 cpu backend (gradient checks).
   std::vector<double> parameters_f64() const;
@@ -124,11 +141,16 @@ class KILN_API Trainer {
 
   // Writes the model, the optimizer state, the step and `data_state` to `path` atomically (a
   // crash or error mid-way leaves any previous file at `path` intact). Waits for the backend.
+  // Collective with several ranks: rank 0 writes the whole state; under ZeRO-1 every rank writes
+  // its shard beside `path` ("<path>.step<S>.rank<R>-of-<W>", on a file system every rank can
+  // reach to resume at another world size) and rank 0 an index at `path`. Every rank throws if
+  // any rank failed.
   void save_checkpoint(const std::filesystem::path& path, const std::string& data_state = {}) const;
   // Restores everything save_checkpoint wrote. The checkpoint's model must equal this trainer's
   // (kiln::Error(invalid_argument) otherwise); its train config is returned for the caller to
   // compare. Throws io_error / data_error naming the file for a missing, truncated or corrupt
-  // file; the trainer is unchanged then.
+  // file; the trainer is unchanged then. Collective with several ranks; any world size and either
+  // kind of state (whole or sharded) reads any checkpoint: each rank reads the elements it keeps.
   CheckpointInfo load_checkpoint(const std::filesystem::path& path);
 
  private:
