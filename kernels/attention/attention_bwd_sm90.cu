@@ -31,15 +31,15 @@ namespace {
 constexpr int kThreads = 3 * 128;  // producer + 2 consumer warpgroups
 // 128 x 40 + 256 x 232 = 64512 = 384 x 168, the launch's allocation (ptxas: 168 a thread).
 constexpr int kProducerRegs = 40, kConsumerRegs = 232;
-constexpr int kN = 128;           // keys per CTA: 2 warpgroups x 64
-constexpr int kStages = 2;        // Q / dO ring depth
-constexpr int kDqPart = 64 * 64;  // floats of one warpgroup's dQ part
+constexpr int kN = sm90::kBwdN;  // keys per CTA: 2 warpgroups x 64
+constexpr int kStages = 2;       // Q / dO ring depth
+constexpr int kDqPart = sm90::kDqPart;
 
 // Queries per block: 64 at HD 128 (S^T, dP^T of 64 x 64 per warpgroup beside 64 x 128 dK and
-// dV), 128 at HD 64 (S^T, dP^T of 64 x 128 beside 64 x 64 dK and dV): both fit 240 registers.
+// dV), 128 at HD 64 (S^T, dP^T of 64 x 128 beside 64 x 64 dK and dV): both fit 232 registers.
 template <int HD>
 constexpr int block_m() {
-  return HD == 64 ? 128 : 64;
+  return sm90::bwd_block_m(HD);
 }
 
 template <int HD>
@@ -183,14 +183,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   // ---- consumers -------------------------------------------------------------------------------
   dev::setmaxnreg_inc<kConsumerRegs>();
   const int cw = wg - 1;  // consumer warpgroup: keys n0 + 64 cw ..
-  const int t = tid % 128, warp = t / 32;
+  const int t = tid % 128;
   const int diag = p.Tk - p.Tq;
-  const int key_local = cw * 64 + warp * 16 + (lane >> 2);  // this thread's rows: + 0, + 8
-  const int key0 = n0 + key_local;
+  const int key0 = n0 + cw * 64;                       // + sm90::acc_row: this thread's keys
   const unsigned char* k_rows = sm.k + cw * 64 * 128;  // this warpgroup's 64 rows of K, V
   const unsigned char* v_rows = sm.v + cw * 64 * 128;
   // The dQ part of this warpgroup: 64 queries (block qb) x 64 columns of HD (block hb).
-  const int dq_qb = HD == 64 ? cw : 0, dq_hb = HD == 64 ? 0 : cw;
+  const int dq_qb = sm90::dq_part_qb(HD, cw), dq_hb = sm90::dq_part_hb(HD, cw);
   const bool mask_keys = n0 + kN > p.Tk;
 
   constexpr int kS = kM / 2;  // S^T, dP^T registers: 64 x kM over 128 threads
@@ -226,13 +225,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     dev::wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < HD / 16; ++kk)
-      dev::Wgmma<kM>::template ss<0, 0>(s, desc_add(d_k, kmajor_offset(kN, kk)),
-                                        desc_add(d_q, kmajor_offset(kM, kk)), kk > 0);
+      dev::Wgmma<kM>::template ss<0, 0>(s, desc_add(d_k, sm90::kmajor_offset(kN, kk)),
+                                        desc_add(d_q, sm90::kmajor_offset(kM, kk)), kk > 0);
     dev::wgmma_commit();
 #pragma unroll
     for (int kk = 0; kk < HD / 16; ++kk)
-      dev::Wgmma<kM>::template ss<0, 0>(dp, desc_add(d_v, kmajor_offset(kN, kk)),
-                                        desc_add(d_do, kmajor_offset(kM, kk)), kk > 0);
+      dev::Wgmma<kM>::template ss<0, 0>(dp, desc_add(d_v, sm90::kmajor_offset(kN, kk)),
+                                        desc_add(d_do, sm90::kmajor_offset(kM, kk)), kk > 0);
     dev::wgmma_commit();
     dev::wgmma_wait<1>();
     dev::wgmma_fence_operand(s);
@@ -240,25 +239,21 @@ __global__ void __launch_bounds__(kThreads, 1)
     // P^T, masked: keys past Tk, and causal keys after the query's last visible key.
     const bool need_mask = mask_keys || (p.causal && n0 + kN - 1 > q0 + diag);
 #pragma unroll
-    for (int j = 0; j < kM / 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int qi = j * 8 + (lane & 3) * 2 + (e & 1);
-        float pv = exp2_approx(fmaf(s[4 * j + e], p.scale_log2, -lse2[qi]));
-        if (need_mask) {
-          const int key = key0 + (e >> 1) * 8;
-          if (key >= p.Tk || (p.causal && key > q0 + qi + diag)) pv = 0.f;
-        }
-        s[4 * j + e] = pv;
+    for (int i = 0; i < kS; ++i) {
+      const int qi = sm90::acc_col(t, i);
+      float pv = exp2_approx(fmaf(s[i], p.scale_log2, -lse2[qi]));
+      if (need_mask) {
+        const int key = key0 + sm90::acc_row(t, i);
+        if (key >= p.Tk || (p.causal && key > q0 + qi + diag)) pv = 0.f;
       }
+      s[i] = pv;
+    }
     std::uint32_t pa[kM / 16][4];
 #pragma unroll
-    for (int kk = 0; kk < kM / 16; ++kk) {
-      pa[kk][0] = dev::pack_bf16x2(s[8 * kk + 0], s[8 * kk + 1]);
-      pa[kk][1] = dev::pack_bf16x2(s[8 * kk + 2], s[8 * kk + 3]);
-      pa[kk][2] = dev::pack_bf16x2(s[8 * kk + 4], s[8 * kk + 5]);
-      pa[kk][3] = dev::pack_bf16x2(s[8 * kk + 6], s[8 * kk + 7]);
-    }
+    for (int kk = 0; kk < kM / 16; ++kk)
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+        pa[kk][r] = dev::pack_bf16x2(s[sm90::a_frag_acc(kk, r, 0)], s[sm90::a_frag_acc(kk, r, 1)]);
 
     // dV += P^T dO (P^T from registers), under the dS^T arithmetic below.
     const std::uint64_t d_do_t = opaque(desc_mn(sdo, kM, 0));
@@ -266,27 +261,25 @@ __global__ void __launch_bounds__(kThreads, 1)
     dev::wgmma_fence_operand(dv);
 #pragma unroll
     for (int kk = 0; kk < kM / 16; ++kk)
-      dev::Wgmma<HD>::template rs<1>(dv, pa[kk], desc_add(d_do_t, mn_offset(kk)), 1);
+      dev::Wgmma<HD>::template rs<1>(dv, pa[kk], desc_add(d_do_t, sm90::mn_offset(kk)), 1);
     dev::wgmma_commit();
     dev::wgmma_wait<1>();  // dP^T is done
     dev::wgmma_fence_operand(dp);
 
-    // dS^T = P^T (dP^T - D), with the bf16 P^T the dV product uses.
+    // dS^T = P^T (dP^T - D), with the bf16 P^T the dV product uses, packed as pa is.
     std::uint32_t dsa[kM / 16][4];
 #pragma unroll
-    for (int kk = 0; kk < kM / 16; ++kk) {
-      float ds[2][4];
+    for (int kk = 0; kk < kM / 16; ++kk)
 #pragma unroll
-      for (int half = 0; half < 2; ++half)
+      for (int r = 0; r < 4; ++r) {
+        float ds[2];
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int j = 2 * kk + half;
-          const int qi = j * 8 + (lane & 3) * 2 + (e & 1);
-          const float pv = unpack_bf16(pa[kk][half * 2 + (e >> 1)], e & 1);
-          ds[half][e] = pv * (dp[4 * j + e] - dsum[qi]);
+        for (int h = 0; h < 2; ++h) {
+          const int qi = 16 * kk + sm90::a_frag_k(t, r, h);
+          ds[h] = unpack_bf16(pa[kk][r], h) * (dp[sm90::a_frag_acc(kk, r, h)] - dsum[qi]);
         }
-      pack_a(dsa[kk], ds[0], ds[1]);
-    }
+        dsa[kk][r] = dev::pack_bf16x2(ds[0], ds[1]);
+      }
     if constexpr (kAtomicDq) {
       unsigned char* ds_tile = sm.ds[step & 1];
       // dS^T (keys x queries) for the dQ product, which needs both warpgroups' keys. Each store
@@ -294,12 +287,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int kk = 0; kk < kM / 16; ++kk)
 #pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const int kl = key_local + (r & 1) * 8;
-          const int q = kk * 16 + (r >> 1) * 8 + (lane & 3) * 2;
-          *reinterpret_cast<std::uint32_t*>(ds_tile + (q / 64) * kN * 128 +
-                                            dev::sw128_offset<2>(kl, q % 64)) = dsa[kk][r];
-        }
+        for (int r = 0; r < 4; ++r)
+          *reinterpret_cast<std::uint32_t*>(
+              ds_tile + sm90::ds_offset(cw * 64 + sm90::a_frag_row(t, r),
+                                        16 * kk + sm90::a_frag_k(t, r, 0))) = dsa[kk][r];
       dev::fence_proxy_async();  // the generic stores, before wgmma reads them
     }
 
@@ -309,7 +300,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     dev::wgmma_fence_operand(dk);
 #pragma unroll
     for (int kk = 0; kk < kM / 16; ++kk)
-      dev::Wgmma<HD>::template rs<1>(dk, dsa[kk], desc_add(d_q_t, mn_offset(kk)), 1);
+      dev::Wgmma<HD>::template rs<1>(dk, dsa[kk], desc_add(d_q_t, sm90::mn_offset(kk)), 1);
     dev::wgmma_commit();
 
     if constexpr (kAtomicDq) dev::named_barrier_sync(1, 256);  // both warpgroups' dS^T, stored
@@ -329,8 +320,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       dev::wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < kN / 16; ++kk)
-        dev::Wgmma<64>::template ss<1, 1>(dq, desc_add(d_ds, mn_offset(kk)),
-                                          desc_add(d_k_t, mn_offset(kk)), kk > 0);
+        dev::Wgmma<64>::template ss<1, 1>(dq, desc_add(d_ds, sm90::mn_offset(kk)),
+                                          desc_add(d_k_t, sm90::mn_offset(kk)), kk > 0);
       dev::wgmma_commit();
       dev::wgmma_wait<0>();
       dev::wgmma_fence_operand(dq);
@@ -340,10 +331,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int bar = 2 + cw;
       if (t == 0) dev::tma_store_wait_read<0>();  // the previous reduction has read the buffer
       dev::named_barrier_sync(bar, 128);
-      float4* part = reinterpret_cast<float4*>(sm.dq[cw]);
 #pragma unroll
       for (int j = 0; j < kDqPart / 512; ++j)
-        part[j * 128 + t] = make_float4(dq[4 * j], dq[4 * j + 1], dq[4 * j + 2], dq[4 * j + 3]);
+        *reinterpret_cast<float4*>(sm.dq[cw] + sm90::dq_part_index(t, 4 * j)) =
+            make_float4(dq[4 * j], dq[4 * j + 1], dq[4 * j + 2], dq[4 * j + 3]);
       dev::fence_proxy_async();
       dev::named_barrier_sync(bar, 128);
       if (t == 0) {
@@ -360,29 +351,23 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (t == 0) dev::tma_store_wait<0>();
   }
 
-  // Epilogue: dK (scaled) and dV, bf16, straight from registers.
+  // Epilogue: dK (scaled) and dV, bf16, straight from registers: registers i, i + 1 (i even)
+  // are two adjacent columns of one key.
 #pragma unroll
-  for (int hr = 0; hr < 2; ++hr) {
-    const int key = key0 + hr * 8;
+  for (int i = 0; i < kD; i += 2) {
+    const int key = key0 + sm90::acc_row(t, i), col = sm90::acc_col(t, i);
     if (key < p.Tk) {
-      const int col = (lane & 3) * 2;
-      bf16* gk = p.dk + b * p.sk.b + key * p.sk.t + hk * p.sk.h + col;
-      bf16* gv = p.dv + b * p.sv.b + key * p.sv.t + hk * p.sv.h + col;
-#pragma unroll
-      for (int j = 0; j < HD / 8; ++j) {
-        *reinterpret_cast<std::uint32_t*>(gk + j * 8) =
-            dev::pack_bf16x2(dk[4 * j + 2 * hr] * p.scale, dk[4 * j + 2 * hr + 1] * p.scale);
-        *reinterpret_cast<std::uint32_t*>(gv + j * 8) =
-            dev::pack_bf16x2(dv[4 * j + 2 * hr], dv[4 * j + 2 * hr + 1]);
-      }
+      *reinterpret_cast<std::uint32_t*>(p.dk + b * p.sk.b + key * p.sk.t + hk * p.sk.h + col) =
+          dev::pack_bf16x2(dk[i] * p.scale, dk[i + 1] * p.scale);
+      *reinterpret_cast<std::uint32_t*>(p.dv + b * p.sv.b + key * p.sv.t + hk * p.sv.h + col) =
+          dev::pack_bf16x2(dv[i], dv[i + 1]);
     }
   }
 }
 
 // dQ (bf16, caller's strides) = scale * the accumulator, whose (b, h, m_block) tile holds two
-// 64 x 64 parts in wgmma accumulator order: part element (row, col) is register
-// 4 (col / 8) + 2 ((row % 16) / 8) + col % 2 of thread 32 (row / 16) + 4 (row % 8) + (col % 8) / 2,
-// stored at float (col / 8) * 512 + 4 * thread + register % 4. One thread per 8 columns of a row.
+// 64 x 64 parts in wgmma accumulator order (sm90::dq_part_find). One thread per 8 columns of a
+// row.
 template <int HD>
 __global__ void attention_bwd_convert_dq_sm90_kernel(const float* accum, bf16* dq,
                                                      impl::AttnStrides sq, int Tq, int NHq,
@@ -400,15 +385,13 @@ __global__ void attention_bwd_convert_dq_sm90_kernel(const float* accum, bf16* d
   const int64_t b = bt / Tq;
   const int m_block = q / kM, r = q % kM;
   const int col = c * 8;
-  const int part = HD == 64 ? r / 64 : col / 64;
-  const int row64 = HD == 64 ? r % 64 : r, col64 = col % 64;
-  const int thread = 32 * (row64 / 16) + 4 * (row64 % 8);
-  const float* src = accum + (((b * NHq + h) * m_blocks + m_block) * 2 + part) * kDqPart +
-                     (col64 / 8) * 512 + 4 * thread + 2 * ((row64 % 16) / 8);
+  const float* part =
+      accum + (((b * NHq + h) * m_blocks + m_block) * 2 + sm90::dq_part_of(HD, r, col)) * kDqPart;
   dev::Pack<bf16> out;
 #pragma unroll
-  for (int k = 0; k < 4; ++k) {  // columns col + 2k, + 1: thread + k, registers 2 apart
-    const float2 x = *reinterpret_cast<const float2*>(src + 4 * k);
+  for (int k = 0; k < 4; ++k) {  // columns col + 2k, + 1: one register pair (8-byte aligned)
+    const float2 x =
+        *reinterpret_cast<const float2*>(part + sm90::dq_part_find(r % 64, (col + 2 * k) % 64));
     out.v[2 * k] = dev::from_float<bf16>(x.x * scale);
     out.v[2 * k + 1] = dev::from_float<bf16>(x.y * scale);
   }

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "kernels/attention/attention.hpp"
+#include "kernels/attention/attention_sm90_layout.hpp"
 #include "kernels/common/sm90.cuh"
 #include "kernels/common/tma.hpp"
 
@@ -29,27 +30,20 @@ struct Ring {
   }
 };
 
-// wgmma descriptor of a tile used K-major (a row is one M / N index, the K index runs along it):
-// k-step kk (16 columns) starts 32 bytes further in its 64-column block.
+// wgmma descriptor of a tile of `rows` rows used K-major (a row is one M / N index, the K index
+// runs along it) at k-step kk; offsets and byte strides in attention_sm90_layout.hpp.
 __device__ __forceinline__ std::uint64_t desc_kmajor(const unsigned char* tile, int rows, int kk) {
-  return dev::wgmma_desc_sw128(tile + (kk / 4) * rows * 128 + (kk % 4) * 32, 16, 1024);
+  return dev::wgmma_desc_sw128(tile + sm90::kmajor_offset(rows, kk), sm90::kKmajorLbo, sm90::kSbo);
 }
 
-// wgmma descriptor of a tile used M/N-major (a row is one K index, the M / N index runs along
-// it): k-step kk (16 rows) is two atoms further; the 64-wide M / N column blocks are a whole
-// block (rows * 128 bytes) apart.
+// wgmma descriptor of a tile of `rows` rows used M/N-major (a row is one K index, the M / N index
+// runs along it) at k-step kk.
 __device__ __forceinline__ std::uint64_t desc_mn(const unsigned char* tile, int rows, int kk) {
-  return dev::wgmma_desc_sw128(tile + kk * 2048, rows * 128, 1024);
+  return dev::wgmma_desc_sw128(tile + sm90::mn_offset(kk), sm90::mn_lbo(rows), sm90::kSbo);
 }
 
-// The same descriptors as offsets from the one of k-step 0: a descriptor's low 14 bits are the
-// start address / 16, so a byte offset within shared memory is added directly.
-__host__ __device__ constexpr std::uint32_t kmajor_offset(int rows, int kk) {
-  return static_cast<std::uint32_t>((kk / 4) * rows * 128 + (kk % 4) * 32);
-}
-__host__ __device__ constexpr std::uint32_t mn_offset(int kk) {
-  return static_cast<std::uint32_t>(kk * 2048);
-}
+// A descriptor moved by `bytes` within shared memory: its low 14 bits are the start address / 16,
+// so the offset of a later k-step from k-step 0 is added directly.
 __device__ __forceinline__ std::uint64_t desc_add(std::uint64_t desc, std::uint32_t bytes) {
   return desc + (bytes >> 4);
 }
