@@ -1,9 +1,9 @@
 // The cuda backend: kiln's kernels through their C++ APIs, bf16 compute with fp32 master weights,
 // gradients, optimizer state and statistics, everything ordered on the device's compute stream.
 //
-// Host synchronization: download(), synchronize(), and one 4-byte read per optimizer update: the
-// AdamW op has no device-side "apply" flag, so whether a step is skipped (non-finite loss or
-// gradient norm) is decided on the host between the norm and the AdamW launch.
+// Host synchronization: download() and synchronize() only. Whether a step is skipped (non-finite
+// loss or gradient norm) is decided on the device by the stats kernel and read there by AdamW, so
+// the host queues a whole step, optimizer included, without waiting for the GPU.
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
@@ -55,16 +55,11 @@ class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int ordinal)
       : device_(ordinal),
-        gemm_(device_.cublaslt(), device_.workspace(), device_.workspace_bytes()) {
-    void* flag = nullptr;
-    KILN_CUDA_CHECK(cudaMallocHost(&flag, sizeof(int)));
-    pinned_flag_ = static_cast<int*>(flag);
-  }
+        gemm_(device_.cublaslt(), device_.workspace(), device_.workspace_bytes()) {}
   ~CudaBackend() override {
     for (cudaGraphExec_t g : graphs_) {
       if (g) cudaGraphExecDestroy(g);
     }
-    if (pinned_flag_) cudaFreeHost(pinned_flag_);
   }
 
   BackendKind kind() const override { return BackendKind::cuda; }
@@ -316,12 +311,9 @@ class CudaBackend final : public Backend {
     } else {
       shard_norm(u, l, static_cast<float>(u.grad_clip));
     }
-    int* flag = reinterpret_cast<int*>(ws + l.flag);
-    launch_finalize_stats(u.stats, norm_out, flag, s());
-    // The AdamW op cannot be told on the device to leave the state alone: read the verdict.
-    KILN_CUDA_CHECK(cudaMemcpyAsync(pinned_flag_, flag, sizeof(int), cudaMemcpyDeviceToHost, s()));
-    device_.synchronize();
-    if (*pinned_flag_ || adamw_count_ == 0) return;
+    int32_t* skip = reinterpret_cast<int32_t*>(ws + l.flag);
+    launch_finalize_stats(u.stats, norm_out, skip, s());
+    if (adamw_count_ == 0) return;
     kiln_adamw_config_t cfg{};
     cfg.lr = static_cast<float>(u.lr);
     cfg.beta1 = static_cast<float>(u.beta1);
@@ -329,6 +321,7 @@ class CudaBackend final : public Backend {
     cfg.eps = static_cast<float>(u.eps);
     cfg.weight_decay = static_cast<float>(u.weight_decay);
     cfg.step = u.step;
+    cfg.skip = skip;  // the verdict stays on the device: no host round trip
     kiln::adamw_step(reinterpret_cast<const kiln_adamw_tensor_t*>(ws + l.adamw_table), adamw_count_,
                      adamw_chunks_, cfg, norm_out + 1, s());
   }
@@ -493,7 +486,6 @@ class CudaBackend final : public Backend {
   Key tables_for_;
   int adamw_count_ = 0;
   int64_t adamw_chunks_ = 0, norm_chunks_ = 0;
-  int* pinned_flag_ = nullptr;
   std::vector<cudaGraphExec_t> graphs_;
 };
 

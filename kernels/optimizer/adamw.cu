@@ -45,6 +45,8 @@ __device__ __forceinline__ uint16_t to_bf16_bits(float x, bool stochastic, uint6
 }
 
 __global__ void __launch_bounds__(kThreads) adamw_kernel(const Args a) {
+  // The verdict on this step was written on the device by an earlier kernel of the same stream.
+  if (a.s.skip && *a.s.skip != 0) return;
   const float scale = a.grad_scale ? *a.grad_scale : 1.0f;
   const AdamWScalars& s = a.s;
   const bool stochastic = s.stochastic_rounding != 0;

@@ -102,6 +102,7 @@ void adamw_step_checked(const kiln_adamw_tensor_t* tensors, int count, int64_t t
                  ": weight_decay must be finite and >= 0 (got ", c.weight_decay, ")");
   KILN_CHECK_ARG(c.step >= 1, op, ": step is 1-based (got ", c.step, ")");
   if (grad_scale) KILN_CHECK_PTR(grad_scale, 4, op);
+  if (c.skip) KILN_CHECK_PTR(c.skip, 4, op);
   if (total_chunks == 0) return;
   adamw_step(tensors, count, total_chunks, adamw_scalars(c), grad_scale, stream);
 }
@@ -154,6 +155,7 @@ AdamWScalars adamw_scalars(const kiln_adamw_config_t& c) {
   s.stochastic_rounding = c.stochastic_rounding != 0;
   s.seed = c.seed;
   s.step = static_cast<std::uint64_t>(c.step);
+  s.skip = c.skip;
   return s;
 }
 

@@ -16,6 +16,7 @@ struct AdamWScalars {
   float inv_bias_correction2;  // 1 / (1 - beta2^step)
   int stochastic_rounding;
   std::uint64_t seed, step;
+  const std::int32_t* skip;  // device (1) or null: nonzero leaves every tensor untouched
 };
 
 AdamWScalars adamw_scalars(const kiln_adamw_config_t& config);

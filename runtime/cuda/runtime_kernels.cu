@@ -37,12 +37,12 @@ __global__ void accumulate_loss_kernel(double* sum, const float* losses, int64_t
   if (threadIdx.x == 0) *sum += scale * partial[0];
 }
 
-__global__ void finalize_stats_kernel(double* stats, const float* norm_out, int* skipped_host) {
+__global__ void finalize_stats_kernel(double* stats, const float* norm_out, int32_t* skipped) {
   const double norm = static_cast<double>(norm_out[0]);
   const bool skip = !isfinite(norm) || !isfinite(stats[kStatLoss]);
   stats[kStatGradNorm] = norm;
   stats[kStatSkipped] = skip ? 1.0 : 0.0;
-  *skipped_host = skip ? 1 : 0;
+  *skipped = skip ? 1 : 0;
 }
 
 __global__ void sum_squares_from_norm_kernel(double* stats, const float* norm_out) {
@@ -78,9 +78,9 @@ void launch_accumulate_loss(double* sum, const float* losses, int64_t n, double 
   KILN_LAUNCH_CHECK(stream);
 }
 
-void launch_finalize_stats(double* stats, const float* norm_out, int* skipped_device,
+void launch_finalize_stats(double* stats, const float* norm_out, int32_t* skipped,
                            cudaStream_t stream) {
-  finalize_stats_kernel<<<1, 1, 0, stream>>>(stats, norm_out, skipped_device);
+  finalize_stats_kernel<<<1, 1, 0, stream>>>(stats, norm_out, skipped);
   KILN_LAUNCH_CHECK(stream);
 }
 

@@ -16,7 +16,8 @@ void launch_accumulate_loss(double* sum, const float* losses, int64_t n, double 
                             cudaStream_t stream);
 // stats[kStatGradNorm] = norm_out[0]; stats[kStatSkipped] = 1 when the norm or the loss
 // (stats[kStatLoss]) is not finite, else 0; *skipped = the same as an int (device memory).
-void launch_finalize_stats(double* stats, const float* norm_out, int* skipped, cudaStream_t stream);
+void launch_finalize_stats(double* stats, const float* norm_out, int32_t* skipped,
+                           cudaStream_t stream);
 // ZeRO-1: stats[kStatGradNorm] = norm_out[0]^2 in double, a shard's share of the squared norm.
 void launch_sum_squares_from_norm(double* stats, const float* norm_out, cudaStream_t stream);
 // ZeRO-1, after the shards' sums of squares were summed into stats[kStatGradNorm]: norm_out[0] =

@@ -134,6 +134,9 @@ TEST_CASE("kiln_adamw_step rejects bad hyperparameters and tables", "[optimizer]
   c.step = 0;
   expect_invalid(c, "step is 1-based");
   expect_invalid(good_config(), "grad_scale", static_cast<const float*>(fake(0x80000002)));
+  c = good_config();
+  c.skip = static_cast<const int32_t*>(fake(0x80000006));
+  expect_invalid(c, "skip");
   expect_invalid(good_config(), "total_chunks must be in [0, 2^31)", nullptr, -1);
   const auto cfg = good_config();
   CHECK(kiln_adamw_step(nullptr, 3, 10, &cfg, nullptr, nullptr) == KILN_STATUS_INVALID_ARGUMENT);

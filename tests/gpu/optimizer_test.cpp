@@ -215,6 +215,31 @@ TEST_CASE("adamw_step propagates NaN: per element from the gradient, everywhere 
   CHECK(finite == 0);
 }
 
+TEST_CASE("adamw_step reads its skip verdict on the device", "[optimizer]") {
+  Model model = make_model({K + 5, 768, 3}, 605);
+  model.upload();
+  auto c = config(4);
+  DeviceBuffer<int32_t> skip(std::vector<int32_t>{1});
+  c.skip = skip.get();
+  kiln::adamw_step(model.table.get(), 3, model.total_chunks, c, nullptr, nullptr);
+  const auto skipped = download(model);
+  for (size_t i = 0; i < model.tensors.size(); ++i) {
+    INFO("tensor " << i);
+    CHECK(kiln::test::bitwise_equal(skipped[i].master, model.tensors[i].master));
+    CHECK(kiln::test::bitwise_equal(skipped[i].m, model.tensors[i].m));
+    CHECK(kiln::test::bitwise_equal(skipped[i].v, model.tensors[i].v));
+    int64_t written = 0;
+    for (uint16_t b : skipped[i].param)
+      written += b != 0xFFFF;  // the poisoned copies stay poisoned
+    CHECK(written == 0);
+  }
+  // A zero verdict is an ordinary step.
+  model.upload();
+  skip.upload(std::vector<int32_t>{0});
+  kiln::adamw_step(model.table.get(), 3, model.total_chunks, c, nullptr, nullptr);
+  check_step(model, download(model), c, 1.0);
+}
+
 TEST_CASE("adamw_step stochastic rounding: exact hash, reproducible, unbiased", "[optimizer]") {
   // lr = 0 and zero gradients keep the master weights as they are, so the bf16 copy isolates the
   // rounding: x lies 0.3 of the way from one bf16 value to the next.

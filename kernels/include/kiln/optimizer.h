@@ -16,7 +16,7 @@
  *
  * Step order in a training step (all on one stream, no host synchronization):
  *   kiln_global_norm(norm_out, grads, ..., max_norm)    -> norm_out[0] = norm, [1] = clip scale
- *   kiln_adamw_step(params, ..., grad_scale = norm_out + 1)
+ *   kiln_adamw_step(params, ..., grad_scale = norm_out + 1)   (config.skip: optional verdict)
  *
  * Determinism: both ops are bitwise reproducible, and independent of the device's SM count: the
  * norm sums fixed chunks (one block each, fixed order) and then the chunk partials in index order;
@@ -55,8 +55,13 @@ typedef struct kiln_adamw_config {
   float weight_decay;          /* >= 0; applied to tensors with decay != 0 only */
   int32_t stochastic_rounding; /* nonzero: the bf16 copies are rounded stochastically */
   int64_t step;                /* 1-based step count, for the bias corrections 1 - beta^step */
-  uint64_t seed; /* stochastic rounding: the random bits are a hash of (seed, step, tensor
-                    index, element index), so a run repeats bit for bit with the same seed */
+  uint64_t seed;       /* stochastic rounding: the random bits are a hash of (seed, step, tensor
+                          index, element index), so a run repeats bit for bit with the same seed */
+  const int32_t* skip; /* device int32 (1), 4-byte aligned, or NULL. Read on the device: when
+                          nonzero the step changes nothing (master, moments and copies keep their
+                          bits). A trainer writes it from the loss and the norm on the device (a
+                          non-finite value skips the step), so deciding needs no host round trip
+                          and the whole update can be captured in a CUDA graph. */
 } kiln_adamw_config_t;
 
 /* Validates the host array `tensors` (count >= 1 entries) and fills each chunk_begin; writes the
