@@ -83,6 +83,7 @@ struct Options {
   std::string schedule = "cosine";
   std::string recompute = "none";
   bool cuda_graph = false;
+  bool nondeterministic = false;
   std::string on_nonfinite = "skip";
   uint64_t seed = 1337;
   std::string checkpoint_dir;
@@ -282,6 +283,7 @@ int run_rank(const Options& o, const kiln::LaunchInfo& launch, kiln::Communicato
   tc.seed = o.seed;
   tc.mask_fraction = o.mask_fraction;
   tc.cuda_graph = o.cuda_graph;
+  tc.deterministic = !o.nondeterministic;
   tc.on_nonfinite =
       o.on_nonfinite == "stop" ? kiln::NonFinitePolicy::stop : kiln::NonFinitePolicy::skip;
   tc.recompute.gelu = o.recompute == "gelu" || o.recompute == "all";
@@ -592,6 +594,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"none", "gelu", "layernorm", "all"}))
       ->capture_default_str();
   app.add_flag("--cuda-graph", o.cuda_graph, "cuda: capture each micro-step as a CUDA graph");
+  app.add_flag("--nondeterministic", o.nondeterministic,
+               "cuda: let the attention backward accumulate dQ with atomics (faster; the last bits "
+               "vary from run to run)");
   app.add_option("--on-nonfinite", o.on_nonfinite,
                  "A NaN/Inf loss or gradient norm: skip the step, or stop training")
       ->check(CLI::IsMember({"skip", "stop"}))

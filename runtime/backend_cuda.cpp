@@ -342,6 +342,7 @@ class CudaBackend final : public Backend {
 
   // ---- graphs
   // ------------------------------------------------------------------------------------
+  void set_deterministic(bool deterministic) override { deterministic_ = deterministic; }
   bool supports_capture() const override { return true; }
   void begin_capture() override {
     KILN_CUDA_CHECK(cudaStreamBeginCapture(s(), cudaStreamCaptureModeThreadLocal));
@@ -397,11 +398,11 @@ class CudaBackend final : public Backend {
     return l;
   }
 
-  static kiln_attention_desc_t packed_desc(int64_t B, int64_t T, int64_t NH, int64_t HD,
-                                           bool causal) {
+  kiln_attention_desc_t packed_desc(int64_t B, int64_t T, int64_t NH, int64_t HD,
+                                    bool causal) const {
     kiln_attention_desc_t d = kiln::attention_desc(B, T, T, NH, NH, HD, causal);
     check(kiln_attention_desc_set_packed_qkv(&d));
-    d.deterministic = 1;  // training runs repeat bit for bit
+    d.deterministic = deterministic_ ? 1 : 0;
     return d;
   }
   static kiln_attention_desc_t cached_desc(int64_t past, int64_t Tq, int64_t NH, int64_t HD) {
@@ -487,6 +488,7 @@ class CudaBackend final : public Backend {
   int adamw_count_ = 0;
   int64_t adamw_chunks_ = 0, norm_chunks_ = 0;
   std::vector<cudaGraphExec_t> graphs_;
+  bool deterministic_ = true;  // training runs repeat bit for bit unless asked otherwise
 };
 
 }  // namespace

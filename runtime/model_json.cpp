@@ -47,6 +47,7 @@ nlohmann::json train_to_json(const TrainConfig& t) {
           {"recompute_layernorm", t.recompute.layernorm},
           {"on_nonfinite", t.on_nonfinite == NonFinitePolicy::stop ? "stop" : "skip"},
           {"cuda_graph", t.cuda_graph},
+          {"deterministic", t.deterministic},
           {"zero1", t.zero1},
           {"bucket_bytes", t.bucket_bytes},
           {"optimizer",
@@ -77,6 +78,7 @@ TrainConfig train_from_json(const nlohmann::json& j) {
   // Absent from checkpoints written before data parallelism: the defaults.
   t.zero1 = j.value("zero1", false);
   t.bucket_bytes = j.value("bucket_bytes", TrainConfig{}.bucket_bytes);
+  t.deterministic = j.value("deterministic", true);
   const auto& o = j.at("optimizer");
   t.optimizer.lr = o.at("lr").get<double>();
   t.optimizer.min_lr = o.at("min_lr").get<double>();

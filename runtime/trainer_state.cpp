@@ -17,6 +17,7 @@ TrainerState::TrainerState(const ModelConfig& model, const TrainConfig& train_co
   KILN_CHECK_ARG(!train.cuda_graph || backend->supports_capture(),
                  "trainer: cuda_graph needs a backend with CUDA graphs (the cuda backend); ",
                  backend->description(), " has none");
+  backend->set_deterministic(train.deterministic);
   types = backend->types();
   const std::size_t workspace =
       backend->workspace_bytes(layout.config(), train.batch, train.seq_len);

@@ -163,6 +163,9 @@ class KILN_API Backend {
   // *sum += scale * sum(losses (N) stat dtype), deterministic; `sum` is one double of backend
   // memory (a slot of the statistics block).
   virtual void accumulate_loss(double* sum, const void* losses, int64_t N, double scale) = 0;
+  // Whether ops that can trade bitwise repeatability for speed (the attention backward) must
+  // repeat bit for bit; on by default. The cpu backend is deterministic either way.
+  virtual void set_deterministic(bool deterministic) { (void)deterministic; }
   // ---- CUDA graphs ------------------------------------------------------------------------------
   // Whether begin_capture / end_capture / replay work (cuda); the cpu backend has no graphs.
   virtual bool supports_capture() const { return false; }

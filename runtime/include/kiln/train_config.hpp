@@ -63,6 +63,10 @@ struct KILN_API TrainConfig {
   uint64_t seed = 1337;         // the encoder's masking draws (with the step: resume-exact)
   double mask_fraction = 0.15;  // encoder: the fraction of input tokens masked
   bool cuda_graph = false;      // cuda: capture the micro-step as a CUDA graph and replay it
+  // cuda: every step repeats bit for bit (attention's dQ by its own pass over the keys). false
+  // lets the attention backward accumulate dQ with fp32 atomics: faster, same accuracy, but the
+  // last bits of a run vary from run to run. The cpu backend is always deterministic.
+  bool deterministic = true;
   // Data parallelism (a Trainer whose Communicator has more than one rank):
   // ZeRO stage 1: each rank keeps and updates only its shard of the fp32 master weights and AdamW
   // moments (about 1 / world size of them); the gradients are reduce-scattered to the shards'
