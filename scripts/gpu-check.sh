@@ -9,7 +9,7 @@
 #   bench     every bench_* program (kernels and end-to-end), JSON lines in OUTDIR/bench.jsonl
 #   peers     every bench/peers/*.py (PyTorch), JSON lines in OUTDIR/peers.jsonl
 #   report    scripts/bench_report.py: OUTDIR/report.md and plots beside it
-# Binaries: KILN_BIN_DIR (a folder made by scripts/gpu-bundle.sh) if set, else the build folder
+# Binaries: KILN_BIN_DIR (a folder made by scripts/gpu-bundle.sh, or its .tgz) if set, else the build folder
 # KILN_BUILD_DIR (default build-hopper), configured and built with the "hopper" preset when
 # missing. Each stage's log is OUTDIR/<stage>.log; OUTDIR/summary.md says what passed.
 # Exit status: non-zero if any test or sanitizer run failed (benchmarks that fail are reported).
@@ -42,6 +42,12 @@ PY
 export LD_LIBRARY_PATH=${wheel_libs:+$wheel_libs:}${LD_LIBRARY_PATH:-}
 
 if [ -n "${KILN_BIN_DIR:-}" ]; then
+  if [ -f "$KILN_BIN_DIR" ]; then
+    # The compressed bundle: unpacked outside OUTDIR, whose files travel back.
+    unpacked=$(mktemp -d)
+    tar xzf "$KILN_BIN_DIR" -C "$unpacked" || { note "cannot unpack $KILN_BIN_DIR"; exit 1; }
+    KILN_BIN_DIR=$(find "$unpacked" -mindepth 1 -maxdepth 1 -type d | head -n 1)
+  fi
   bin=$(cd "$KILN_BIN_DIR" && pwd)
   export LD_LIBRARY_PATH=$bin:$LD_LIBRARY_PATH
   gpu_tests=$bin/kiln_gpu_tests
