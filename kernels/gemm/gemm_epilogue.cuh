@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "kernels/common/vec.cuh"
+#include "kernels/gelu/gelu_math.cuh"
 #include "kernels/gemm/gemm.hpp"
 
 namespace kiln::dev {
@@ -55,22 +56,15 @@ inline GemmEpilogueArgs make_epilogue_args(const impl::GemmProblem& p) {
   return e;
 }
 
-// tanh.approx.f32: one MUFU op, max relative error about 2^-11, far below bf16's rounding of the
-// outputs (2^-9); the accurate tanhf would cost the epilogue a dozen instructions per element.
-__device__ __forceinline__ float tanh_approx(float x) {
-  float y;
-  asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
+// The library's one GELU (kernels/gelu/gelu_math.cuh): the sigmoid form, two fast special-function
+// ops per element. tanh.approx alone would be one, but 1 + tanh(u) cancels for negative inputs
+// and its error bound (2^-11) is near bf16's rounding of the outputs; the epilogue would then
+// disagree with the standalone GELU kernel in the tail.
 __device__ __forceinline__ float gelu_tanh(float x) {
-  const float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-  return 0.5f * x * (1.0f + tanh_approx(u));
+  return gelu::gelu<bf16>(x);
 }
 __device__ __forceinline__ float gelu_tanh_grad(float x) {
-  const float x2 = x * x;
-  const float t = tanh_approx(0.7978845608028654f * x * (1.0f + 0.044715f * x2));
-  return 0.5f * (1.0f + t) +
-         0.5f * x * (1.0f - t * t) * 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x2);
+  return gelu::gelu_grad<bf16>(x, 1.0f);
 }
 
 template <typename T>
