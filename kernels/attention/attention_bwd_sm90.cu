@@ -255,7 +255,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int r = 0; r < 4; ++r)
         pa[kk][r] = dev::pack_bf16x2(s[sm90::a_frag_acc(kk, r, 0)], s[sm90::a_frag_acc(kk, r, 1)]);
 
-    // dV += P^T dO (P^T from registers), under the dS^T arithmetic below.
+    // dV += P^T dO (P^T from registers).
     const std::uint64_t d_do_t = opaque(desc_mn(sdo, kM, 0));
     dev::wgmma_fence();
     dev::wgmma_fence_operand(dv);
@@ -263,8 +263,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int kk = 0; kk < kM / 16; ++kk)
       dev::Wgmma<HD>::template rs<1>(dv, pa[kk], desc_add(d_do_t, sm90::mn_offset(kk)), 1);
     dev::wgmma_commit();
-    dev::wgmma_wait<1>();  // dP^T is done
+    // dP^T and dV both done. The dS^T arithmetic below reads pa, the dV product's A operand, and
+    // the PTX ISA leaves touching an in-flight wgmma's registers undefined until its wait_group,
+    // reads included; waiting for everything costs the overlap of dV with that arithmetic (taking
+    // P from the fp32 s instead keeps s live and serializes every wgmma for want of registers).
+    dev::wgmma_wait<0>();
     dev::wgmma_fence_operand(dp);
+    dev::wgmma_fence_operand(dv);
 
     // dS^T = P^T (dP^T - D), with the bf16 P^T the dV product uses, packed as pa is.
     std::uint32_t dsa[kM / 16][4];

@@ -64,6 +64,15 @@ struct Config {
   static constexpr int kBarrierOffset = kEpiOffset + 2 * 2 * kEpiBufBytes;
   static constexpr int kSmemBytes = kBarrierOffset + 2 * kStages * 8 + 1024;  // + alignment slack
   static_assert(kSmemBytes <= 232448, "over the 227 KiB a block may use");
+  // The producer announces kStageBytes to full[s] (expect_tx) and TMA completes exactly the boxes'
+  // bytes (out-of-bounds fill included): any mismatch would hang the consumers' wait.
+  static constexpr int box_bytes(int count, int rows) { return count * rows * 128; }
+  static_assert(box_bytes(a_box_count(false), a_box(false, 0, 0, 0).rows) == kABytes &&
+                    box_bytes(a_box_count(true), a_box(true, 0, 0, 0).rows) == kABytes,
+                "A's TMA boxes do not fill the bytes announced per stage");
+  static_assert(box_bytes(b_box_count(false, kBN), b_box(false, 0, 0, 0, kBN).rows) == kBBytes &&
+                    box_bytes(b_box_count(true, kBN), b_box(true, 0, 0, 0, kBN).rows) == kBBytes,
+                "B's TMA boxes do not fill the bytes announced per stage");
 };
 
 struct TileOrder {
