@@ -329,12 +329,14 @@ __global__ void __launch_bounds__(kMaxThreads, 1) classifier_fwd_bwd_kernel(cons
 }
 
 // Raises the kernel's dynamic shared memory limit on a device once, not on every call: the
-// attribute is per device and only grows (a larger limit serves every smaller launch).
+// attribute is per device and only grows (a larger limit serves every smaller launch). The
+// default limit is 48 KiB less the kernel's static shared memory, not 48 KiB, so it is raised
+// for any size past what it was last set to (from 0: the first launch on a device sets it).
 void allow_dynamic_smem(int device, int bytes) {
   static std::mutex mutex;
   static std::vector<int> allowed;  // by device ordinal
   std::lock_guard<std::mutex> lock(mutex);
-  if (static_cast<int>(allowed.size()) <= device) allowed.resize(device + 1, 48 * 1024);
+  if (static_cast<int>(allowed.size()) <= device) allowed.resize(device + 1, 0);
   if (bytes <= allowed[device]) return;
   KILN_CUDA_CHECK(cudaFuncSetAttribute(classifier_fwd_bwd_kernel,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
@@ -366,7 +368,7 @@ void classifier_fwd_bwd(float* losses, bf16* dlogits, const bf16* logits, const 
     threads = kMaxThreads;
   }
   const size_t smem = static_cast<size_t>(cache_units) * 16;
-  if (smem > 48 * 1024) allow_dynamic_smem(facts.ordinal, static_cast<int>(smem));
+  allow_dynamic_smem(facts.ordinal, static_cast<int>(smem));
   Params p;
   p.logits = logits;
   p.dlogits = dlogits;

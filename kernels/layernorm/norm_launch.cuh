@@ -69,14 +69,25 @@ void with_bwd_warp_mapping(int vec, F&& f) {
 // on one SM of the current device, after allowing it that much shared memory. Cached per
 // (kernel, device, threads, smem): the attribute call and the occupancy query cost microseconds
 // of host time, which every backward of a training step would pay again.
+//
+// The kernel's dynamic shared memory limit only ever grows: it is one attribute per (kernel,
+// device), and one instantiation launches with many sizes (the block kernels' size follows C).
+// Setting it to each new size would lower it below a larger size whose launch is already cached
+// here, and that launch would then fail.
 inline int blocks_per_sm(const void* kernel, int threads, std::size_t smem) {
   static std::mutex mutex;
   static std::map<std::tuple<const void*, int, int, std::size_t>, int> cache;
-  const auto key = std::make_tuple(kernel, current_device_facts().ordinal, threads, smem);
+  static std::map<std::tuple<const void*, int>, std::size_t> allowed;  // limit set, per device
+  const int device = current_device_facts().ordinal;
+  const auto key = std::make_tuple(kernel, device, threads, smem);
   const std::lock_guard<std::mutex> lock(mutex);
   if (const auto it = cache.find(key); it != cache.end()) return it->second;
-  KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(smem)));
+  std::size_t& limit = allowed[std::make_tuple(kernel, device)];
+  if (smem > limit) {
+    KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem)));
+    limit = smem;
+  }
   int per_sm = 0;
   KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
   KILN_CHECK(per_sm > 0, Status::internal_error, "norm backward: a block of ", threads,

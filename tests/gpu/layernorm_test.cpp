@@ -210,6 +210,17 @@ TEST_CASE("layernorm backward matches the reference and is deterministic", "[lay
   }
 }
 
+// One block-mode backward kernel serves many widths, each with its own dynamic shared memory
+// (100 KiB at C = 8192, 19 KiB at C = 1032 in bf16): the wide launch must still work after the
+// narrow one, whose opt-in must not lower the kernel's limit.
+TEST_CASE("layernorm backward: a wide row after a narrow one of the same kernel", "[layernorm]") {
+  auto rng = kt::make_rng(1005);
+  for (const std::int64_t C : {8192, 1032, 8192, 2056, 4096}) {
+    check_bwd<rows::bf16>(rows::Shape{3, C}, rng);
+    check_bwd<float>(rows::Shape{3, C / 2}, rng);
+  }
+}
+
 TEST_CASE("layernorm propagates NaN and Inf inputs to the outputs the reference says",
           "[layernorm]") {
   auto rng = kt::make_rng(1004);
