@@ -22,11 +22,12 @@ inline void check_dtype(const char* op, kiln_dtype_t dtype) {
                  static_cast<int>(dtype), " is not KILN_DTYPE_BF16 or KILN_DTYPE_F32");
 }
 
-// Rows N in [0, 2^31 - 1] and row width C in [1, 2^31 - 1], N * C elements addressable.
+// Rows N in [0, 2^31 - 1] and row width C in [1, 2^31 - 4] (C rounded up to 16 bytes of floats,
+// the norm backward's partial-row stride, stays an int), N * C elements addressable.
 inline void check_rows(const char* op, std::int64_t N, std::int64_t C) {
   constexpr std::int64_t kMax = std::numeric_limits<std::int32_t>::max();
   KILN_CHECK_ARG(N >= 0 && N <= kMax, op, ": N must be in [0, 2^31 - 1] (got ", N, ")");
-  KILN_CHECK_ARG(C >= 1 && C <= kMax, op, ": C must be in [1, 2^31 - 1] (got ", C, ")");
+  KILN_CHECK_ARG(C >= 1 && C <= kMax - 3, op, ": C must be in [1, 2^31 - 4] (got ", C, ")");
   KILN_CHECK_ARG(N <= std::numeric_limits<std::int64_t>::max() / 8 / C, op, ": N * C = ", N, " * ",
                  C, " elements is too many");
 }
@@ -53,8 +54,16 @@ inline void check_disjoint(const char* op, const char* a_name, const void* a, st
   KILN_CHECK_ARG(!overlap(a, a_bytes, b, b_bytes), op, ": ", a_name, " and ", b_name, " overlap");
 }
 
+// A positive scalar the kernels take as a float: it must stay a normal float there (an eps that
+// flushes to 0 would give a constant row rstd = inf; a scale past FLT_MAX would be inf).
+inline bool is_normal_float(double x) {
+  return std::isfinite(x) && x >= std::numeric_limits<float>::min() &&
+         x <= std::numeric_limits<float>::max();
+}
 inline void check_eps(const char* op, double eps) {
-  KILN_CHECK_ARG(std::isfinite(eps) && eps > 0, op, ": eps must be finite and > 0 (got ", eps, ")");
+  KILN_CHECK_ARG(is_normal_float(eps), op,
+                 ": eps must be finite and > 0, a normal fp32 value (about 1.2e-38 to 3.4e38; got ",
+                 eps, ")");
 }
 
 }  // namespace kiln::impl::args

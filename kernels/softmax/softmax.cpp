@@ -11,7 +11,9 @@ namespace kiln::impl {
 namespace {
 
 void check_scale(const char* op, double scale) {
-  KILN_CHECK_ARG(std::isfinite(scale) && scale > 0, op, ": scale must be finite and > 0 (got ",
+  KILN_CHECK_ARG(args::is_normal_float(scale), op,
+                 ": scale must be finite and > 0, a normal fp32 value (about 1.2e-38 to 3.4e38; "
+                 "got ",
                  scale, ")");
 }
 

@@ -276,7 +276,10 @@ TEST_CASE("kiln_layernorm_fwd rejects bad arguments before launching", "[layerno
   expect_invalid(kiln_layernorm_fwd(y, fat(9001), rstd, x, g, b, 0, 64, 1e-5, bf16, nullptr),
                  "mean (");
   expect_invalid(kiln_layernorm_fwd(y, mean, rstd, x, g, b, 4, 0, 1e-5, bf16, nullptr),
-                 "C must be in [1, 2^31 - 1] (got 0)");
+                 "C must be in [1, 2^31 - 4] (got 0)");
+  expect_invalid(
+      kiln_layernorm_fwd(y, mean, rstd, x, g, b, 1, (int64_t{1} << 31) - 3, 1e-5, bf16, nullptr),
+      "C must be in [1, 2^31 - 4]");
   expect_invalid(kiln_layernorm_fwd(y, mean, rstd, x, g, b, -1, 64, 1e-5, bf16, nullptr),
                  "N must be in [0, 2^31 - 1] (got -1)");
   expect_invalid(
@@ -286,6 +289,9 @@ TEST_CASE("kiln_layernorm_fwd rejects bad arguments before launching", "[layerno
                  "eps must be finite and > 0");
   expect_invalid(kiln_layernorm_fwd(y, mean, rstd, x, g, b, 4, 64, std::nan(""), bf16, nullptr),
                  "eps must be finite and > 0");
+  // Positive in double but 0 (or denormal) as the float the kernel takes.
+  expect_invalid(kiln_layernorm_fwd(y, mean, rstd, x, g, b, 4, 64, 1e-40, bf16, nullptr),
+                 "a normal fp32 value");
   expect_invalid(kiln_layernorm_fwd(y, mean, rstd, x, g, b, 4, 64, 1e-5,
                                     static_cast<kiln_dtype_t>(7), nullptr),
                  "dtype 7 is not");

@@ -170,6 +170,7 @@ TEST_CASE("kiln_softmax_fwd and kiln_softmax_bwd reject bad arguments before lau
   expect_invalid(kiln_softmax_bwd(dx, nullptr, y, 4, 128, 0.125, bf16, nullptr), "dy is null");
   expect_invalid(kiln_softmax_bwd(dx, dy, nullptr, 4, 128, 0.125, bf16, nullptr), "y is null");
   expect_invalid(kiln_softmax_bwd(dx, dy, y, 4, 128, -0.5, bf16, nullptr), "scale must be");
+  expect_invalid(kiln_softmax_fwd(y, x, 4, 128, 1e39, 0, bf16, nullptr), "a normal fp32 value");
   expect_invalid(kiln_softmax_bwd(at(16400), dy, y, 4, 128, 1.0, bf16, nullptr),
                  "dx and dy overlap");
   expect_invalid(kiln_softmax_bwd(dx, dy, y, 4, 128, 1.0, static_cast<kiln_dtype_t>(3), nullptr),
