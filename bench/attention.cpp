@@ -24,6 +24,7 @@
 namespace {
 
 using bf16 = __nv_bfloat16;
+using kiln::bench::Buf;
 using kiln::bench::DType;
 
 struct Case {
@@ -37,17 +38,6 @@ struct Case {
     const double f = 4.0 * B * NH * static_cast<double>(T) * T * HD;
     return causal ? f / 2 : f;
   }
-};
-
-template <typename T>
-struct Buf {
-  T* p = nullptr;
-  explicit Buf(size_t n) {
-    KILN_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&p), n ? n * sizeof(T) : 256));
-  }
-  ~Buf() { cudaFree(p); }
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
 };
 
 std::vector<float> download_bf16(const bf16* p, size_t n) {

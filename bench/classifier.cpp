@@ -21,6 +21,7 @@
 namespace {
 
 using bf16 = __nv_bfloat16;
+using kiln::bench::Buf;
 using kiln::bench::DType;
 
 struct Case {
@@ -28,17 +29,6 @@ struct Case {
   std::string shape() const {
     return "N=" + std::to_string(N) + " V=" + std::to_string(V) + " Vp=" + std::to_string(Vp);
   }
-};
-
-template <typename T>
-struct Buf {
-  T* p = nullptr;
-  explicit Buf(size_t n) {
-    KILN_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&p), n ? n * sizeof(T) : 256));
-  }
-  ~Buf() { cudaFree(p); }
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
 };
 
 std::vector<double> download_row(const bf16* p, int64_t n) {

@@ -22,6 +22,7 @@
 namespace {
 
 using bf16 = __nv_bfloat16;
+using kiln::bench::Buf;
 using kiln::bench::DType;
 
 struct Case {
@@ -30,17 +31,6 @@ struct Case {
     return "B=" + std::to_string(B) + " T=" + std::to_string(T) + " C=" + std::to_string(C) +
            " V=" + std::to_string(V);
   }
-};
-
-template <typename T>
-struct Buf {
-  T* p = nullptr;
-  explicit Buf(size_t n) {
-    KILN_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&p), n ? n * sizeof(T) : 256));
-  }
-  ~Buf() { cudaFree(p); }
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
 };
 
 template <typename T>

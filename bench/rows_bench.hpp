@@ -13,22 +13,13 @@
 #include <string>
 #include <vector>
 
+#include "bench/harness/harness.hpp"
 #include "kernels/common/check.hpp"
 
 namespace kiln::bench::rows {
 
 using bf16 = __nv_bfloat16;
-
-template <typename T>
-struct Buf {
-  T* p = nullptr;
-  explicit Buf(std::size_t n) {
-    KILN_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&p), n ? n * sizeof(T) : 256));
-  }
-  ~Buf() { cudaFree(p); }
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
-};
+using kiln::bench::Buf;  // so that `using namespace rows` brings it too
 
 // count elements from p + offset, as floats.
 template <typename T>

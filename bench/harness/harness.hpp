@@ -15,6 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kernels/common/check.hpp"
+
 namespace CLI {
 class App;
 }  // namespace CLI
@@ -39,6 +41,19 @@ Options parse_options(int argc, char** argv, const std::string& description,
 // 0 when a CUDA device is present; otherwise prints "no CUDA device (...)" and returns 77, the
 // exit code ctest and scripts/gpu-check.sh read as "skipped".
 int device_or_skip();
+
+// A device allocation of n elements of T (256 bytes when n is 0, so the pointer is never null),
+// freed at scope exit. Benchmarks allocate before timing, never inside the timed region.
+template <typename T>
+struct Buf {
+  T* p = nullptr;
+  explicit Buf(std::size_t n) {
+    KILN_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&p), n ? n * sizeof(T) : 256));
+  }
+  ~Buf() { cudaFree(p); }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+};
 
 // Fills `count` elements at `ptr` with uniform values in [lo, hi) from a counter-based hash of
 // `seed`: fast, reproducible, and never zeros (PERF.md: never time on zeros).
