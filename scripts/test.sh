@@ -7,8 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
-# setup.sh fetched GPT-2's vocabulary where npm exists: its tests must then run, not skip.
-if command -v npm >/dev/null; then export KILN_REQUIRE_GPT2_VOCAB=1; fi
+# setup.sh fetched GPT-2's vocabulary and Llama 3's tokenizer where npm exists: their tests must then
+# run, not skip.
+if command -v npm >/dev/null; then
+  export KILN_REQUIRE_GPT2_VOCAB=1 KILN_REQUIRE_LLAMA3_TOKENIZER=1
+fi
 preset=${KILN_PRESET:-default}
 jobs=${KILN_JOBS:-$(nproc)}
 

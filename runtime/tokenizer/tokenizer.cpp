@@ -130,7 +130,9 @@ std::unique_ptr<Tokenizer> make_tokenizer(std::string_view kind,
                    "vocab.bpe (scripts/fetch_gpt2_vocab.sh puts them in data/gpt2)");
     return std::make_unique<Gpt2Tokenizer>(vocab_dir);
   }
-  KILN_CHECK_ARG(false, "make_tokenizer: unknown tokenizer '", kind, "' (expected gpt2 or byte)");
+  if (kind.ends_with(".json")) return std::make_unique<HfTokenizer>(std::filesystem::path(kind));
+  KILN_CHECK_ARG(false, "make_tokenizer: unknown tokenizer '", kind,
+                 "' (expected gpt2, byte, or a Hugging Face tokenizer.json)");
   return nullptr;
 }
 

@@ -1,10 +1,11 @@
 // Tokenizers: text (bytes) <-> token ids (int32, as the embedding op takes them).
 //
-//   auto tok = kiln::make_tokenizer("gpt2", "data/gpt2");   // or "byte" (needs no files)
+//   auto tok = kiln::make_tokenizer("gpt2", "data/gpt2");   // or "byte" (needs no files), or
+//                                                           // "data/llama3/tokenizer.json"
 //   std::vector<int32_t> ids = tok->encode("Hello world");   // {15496, 995}
 //   std::string text = tok->decode(ids);                     // "Hello world"
 //
-// Both tokenizers are byte-level: every byte string encodes, and decode(encode(s)) == s for every
+// All tokenizers are byte-level: every byte string encodes, and decode(encode(s)) == s for every
 // s, including invalid UTF-8. encode() treats its whole input as ordinary text: the characters
 // "<|endoftext|>" in a document become ordinary tokens, never the special token, so training data
 // cannot inject separators; put eot_token() between documents yourself (kiln_tokenize does).
@@ -29,7 +30,7 @@ class KILN_API Tokenizer {
  public:
   virtual ~Tokenizer();
 
-  // "gpt2" or "byte".
+  // "gpt2", "byte" or "hf".
   virtual std::string name() const = 0;
   // Every id encode() produces or decode() accepts is in [0, vocab_size()).
   virtual std::int32_t vocab_size() const = 0;
@@ -106,7 +107,70 @@ class KILN_API Gpt2Tokenizer final : public Tokenizer {
   std::unique_ptr<Impl> impl_;
 };
 
-// "byte" -> ByteTokenizer; "gpt2" -> Gpt2Tokenizer(vocab_dir). Throws invalid_argument otherwise.
+// Options of HfTokenizer, all explicit: nothing a tokenizer.json implies is applied silently.
+struct HfTokenizerOptions {
+  // encode() starts with the BOS token: the one the file's post_processor (TemplateProcessing)
+  // puts before the text, or `bos` when given. Off by default.
+  bool add_bos = false;
+  // The BOS token's content (e.g. "<|begin_of_text|>"), when the post_processor names none.
+  std::string bos;
+  // The content of the token eot_token() returns; empty: the first of "<|endoftext|>",
+  // "<|end_of_text|>" that the file has (GPT-2, Qwen2 and SmolLM2; Llama 3).
+  std::string eot;
+};
+
+// A Hugging Face `tokenizer.json` holding a byte-level BPE (the format of Llama 3, Qwen2,
+// SmolLM2, GPT-2 exports): model BPE with vocab and merges ("a b" strings or [a, b] arrays) and
+// `ignore_merges` (a whole pre-token found in the vocabulary is one token), added tokens (matched
+// in the text before pre-tokenization, longest first), the pre-tokenizer (ByteLevel, Split with
+// Llama 3's, Qwen2's or GPT-2's pattern, Digits, or a Sequence of them) and the ByteLevel decoder.
+// Encodes as Hugging Face's tokenizers do. The split patterns are hand-written matchers over
+// Unicode classes (unicode_tables.inc); any other pattern, a normalizer, or an option kiln does not
+// implement is refused, quoting it, rather than encoded differently. Bytes that are not valid
+// UTF-8 count as neither letter, number nor space, so every byte string encodes and decode()
+// gives it back.
+//
+// Special tokens: encode() treats their text as ordinary text (as the other tokenizers do);
+// encode(text, out, SpecialTokens::allow) turns them into their ids, like tiktoken's
+// allowed_special="all". Added tokens that are not special are always matched, as in Hugging Face.
+class KILN_API HfTokenizer final : public Tokenizer {
+ public:
+  enum class SpecialTokens { ordinary_text, allow };
+
+  // Throws io_error when the file is missing, data_error naming the file and key when it is not
+  // valid JSON, not a byte-level BPE kiln implements, or inconsistent (e.g. a merge whose tokens
+  // are not in the vocabulary), invalid_argument when an option names no token of the file.
+  explicit HfTokenizer(const std::filesystem::path& tokenizer_json,
+                       const HfTokenizerOptions& options = {});
+  ~HfTokenizer() override;
+
+  std::string name() const override { return "hf"; }
+  std::int32_t vocab_size() const override;
+  std::int32_t eot_token() const override;
+  bool is_special(std::int32_t id) const override;
+  std::string_view token_bytes(std::int32_t id) const override;
+
+  // The id of the BOS token (from the post_processor or options.bos), or -1 when there is none.
+  std::int32_t bos_token() const;
+  // The id of an added token by its content, or -1.
+  std::int32_t added_token(std::string_view content) const;
+
+  using Tokenizer::encode;
+  void encode(std::string_view text, std::vector<std::int32_t>& out, SpecialTokens specials) const;
+
+  // The pre-tokenizer alone on text without added tokens: the pieces it splits `text` into.
+  std::vector<std::string_view> split(std::string_view text) const;
+
+ protected:
+  void encode_into(std::string_view text, std::vector<std::int32_t>& out) const override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// "byte" -> ByteTokenizer; "gpt2" -> Gpt2Tokenizer(vocab_dir); a path ending in ".json" ->
+// HfTokenizer(that file). Throws invalid_argument otherwise.
 KILN_API std::unique_ptr<Tokenizer> make_tokenizer(std::string_view kind,
                                                    const std::filesystem::path& vocab_dir = {});
 
