@@ -2,6 +2,8 @@
 //
 //   kiln_tokenize --out data/fortunes --separator % /usr/share/games/fortunes
 //   kiln_tokenize --tokenizer byte --val-fraction 0.1 --out data/shakespeare input.txt
+//   kiln_tokenize --tokenizer data/llama3/tokenizer.json --out data/fortunes-llama3 ...
+//   kiln_tokenize --tokenizer data/llama3/tokenizer.json --bench corpus.txt   # MB/s, no shards
 //
 // Each document (a whole file, or with --separator the text between separator lines) is preceded
 // by the end-of-text token, as GPT-2's training data is. Every k-th document goes to the val split
@@ -11,6 +13,10 @@
 // Directories given as inputs contribute their regular files in name order, skipping links and
 // binary files (a NUL byte in the first 8 KiB); files named explicitly are always read. --threads
 // encodes documents in parallel; the shards are the same, byte for byte, for any thread count.
+// A Hugging Face tokenizer.json (--tokenizer FILE.json) names its end-of-text token with --eot
+// when it has neither <|endoftext|> nor <|end_of_text|>, and --add-bos puts its BOS token at the
+// start of every document (after the end-of-text token). Shards hold uint32 tokens when the
+// vocabulary does not fit uint16 (Llama 3: 128256).
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -44,6 +50,9 @@ struct Options {
   bool overwrite = false;
   bool quiet = false;
   int threads = 1;
+  bool add_bos = false;
+  std::string bos, eot;
+  bool bench = false;
 };
 
 // Text encoded per batch of documents: bounds memory (about 4 x this in token ids) on large files.
@@ -105,13 +114,82 @@ void split_documents(std::string_view text, const Options& opt, Emit&& emit) {
   if (text.size() > doc_start) emit(text.substr(doc_start));
 }
 
+bool is_hf(const Options& opt) {
+  return opt.tokenizer.ends_with(".json");
+}
+
+std::unique_ptr<kiln::Tokenizer> make_tokenizer(const Options& opt) {
+  if (!is_hf(opt)) {
+    if (opt.add_bos || !opt.bos.empty() || !opt.eot.empty())
+      throw kiln::Error(kiln::Status::invalid_argument,
+                        "--add-bos, --bos and --eot need a Hugging Face tokenizer.json");
+    return kiln::make_tokenizer(opt.tokenizer, opt.vocab_dir);
+  }
+  return std::make_unique<kiln::HfTokenizer>(opt.tokenizer,
+                                             kiln::HfTokenizerOptions{opt.add_bos, opt.bos, opt.eot});
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// --bench: encodes the documents of the inputs with 1 thread, then with --threads, each time with
+// a freshly loaded tokenizer (so neither run starts with the other's piece cache), and prints
+// the throughput. Writes nothing.
+int bench(const Options& opt, const std::vector<fs::path>& files) {
+  std::vector<std::unique_ptr<kiln::MappedFile>> maps;
+  std::vector<std::string_view> docs;
+  std::size_t bytes = 0;
+  for (const auto& file : files) {
+    maps.push_back(std::make_unique<kiln::MappedFile>(file));
+    const std::string_view text(reinterpret_cast<const char*>(maps.back()->data()),
+                                maps.back()->size());
+    split_documents(text, opt, [&](std::string_view doc) {
+      docs.push_back(doc);
+      bytes += doc.size();
+    });
+  }
+  std::printf("bench: %s, %zu documents, %.2f MB\n", opt.tokenizer.c_str(), docs.size(),
+              static_cast<double>(bytes) / 1e6);
+  for (const int threads : {1, opt.threads}) {
+    const std::unique_ptr<kiln::Tokenizer> tok = make_tokenizer(opt);
+    std::atomic<std::size_t> next{0};
+    std::atomic<std::int64_t> tokens{0};
+    auto work = [&] {
+      std::vector<std::int32_t> ids;
+      std::int64_t count = 0;
+      for (std::size_t i; (i = next.fetch_add(1)) < docs.size();) {
+        ids.clear();
+        tok->encode(docs[i], ids);
+        count += static_cast<std::int64_t>(ids.size());
+      }
+      tokens += count;
+    };
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::thread> pool;
+    for (int t = 1; t < threads; ++t)
+      pool.emplace_back(work);
+    work();
+    for (auto& t : pool)
+      t.join();
+    const double s = seconds_since(start);
+    std::printf("kiln %s: %d thread%s: %lld tokens in %.3f s: %.2f MB/s\n", tok->name().c_str(),
+                threads, threads == 1 ? "" : "s", static_cast<long long>(tokens.load()), s,
+                static_cast<double>(bytes) / 1e6 / std::max(s, 1e-9));
+    if (opt.threads == 1) break;
+  }
+  return 0;
+}
+
 int run(const Options& opt) {
   const auto start = std::chrono::steady_clock::now();
   if (opt.val_fraction < 0.0 || opt.val_fraction >= 1.0)
     throw kiln::Error(kiln::Status::invalid_argument, "--val-fraction must be in [0, 1)");
-  const std::unique_ptr<kiln::Tokenizer> tok = kiln::make_tokenizer(opt.tokenizer, opt.vocab_dir);
+  const std::unique_ptr<kiln::Tokenizer> tok = make_tokenizer(opt);
   const std::vector<fs::path> files = expand_inputs(opt.inputs, opt.quiet);
   if (files.empty()) throw kiln::Error(kiln::Status::invalid_argument, "no input files");
+  if (opt.bench) return bench(opt, files);
+  if (opt.out.empty()) throw kiln::Error(kiln::Status::invalid_argument, "--out is required");
 
   fs::create_directories(opt.out);
   // Shards of an earlier run would mix with this run's in find_shards().
@@ -210,13 +288,19 @@ int main(int argc, char** argv) {
   CLI::App app{"kiln_tokenize: turn text files into kiln token shards (train_*.bin, val_*.bin)"};
   Options opt;
   app.add_option("inputs", opt.inputs, "Text files, or directories of text files")->required();
-  app.add_option("--tokenizer", opt.tokenizer, "gpt2 or byte")
-      ->check(CLI::IsMember({"gpt2", "byte"}))
+  app.add_option("--tokenizer", opt.tokenizer,
+                 "gpt2, byte, or a Hugging Face tokenizer.json (byte-level BPE, e.g. Llama 3's: "
+                 "scripts/fetch_llama3_tokenizer.sh)")
+      ->check([](const std::string& v) {
+        return v == "gpt2" || v == "byte" || v.ends_with(".json")
+                   ? std::string()
+                   : "'" + v + "' is not gpt2, byte, or a tokenizer.json path (ending in .json)";
+      })
       ->capture_default_str();
   app.add_option("--vocab-dir", opt.vocab_dir,
                  "Folder with GPT-2's encoder.json and vocab.bpe (scripts/fetch_gpt2_vocab.sh)")
       ->capture_default_str();
-  app.add_option("--out", opt.out, "Output folder for the shards")->required();
+  app.add_option("--out", opt.out, "Output folder for the shards (required unless --bench)");
   app.add_option("--shard-tokens", opt.shard_tokens, "Tokens per shard")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -238,6 +322,16 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
   app.add_flag("--overwrite", opt.overwrite, "Replace shards already in the output folder");
+  app.add_flag("--add-bos", opt.add_bos,
+               "tokenizer.json only: start every document with the BOS token (the one its "
+               "post_processor adds, or --bos)");
+  app.add_option("--bos", opt.bos, "tokenizer.json only: the BOS token, e.g. <|begin_of_text|>");
+  app.add_option("--eot", opt.eot,
+                 "tokenizer.json only: the end-of-text token put before every document (default: "
+                 "<|endoftext|> or <|end_of_text|>)");
+  app.add_flag("--bench", opt.bench,
+               "Measure encoding throughput on the inputs (1 thread, then --threads); write no "
+               "shards");
   app.add_flag("-q,--quiet", opt.quiet, "Print nothing but errors");
   CLI11_PARSE(app, argc, argv);
   opt.has_separator = app.count("--separator") > 0;

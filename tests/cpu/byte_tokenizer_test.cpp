@@ -58,7 +58,8 @@ TEST_CASE("the byte tokenizer takes extra special tokens after end-of-text", "[t
 TEST_CASE("make_tokenizer knows byte and gpt2 and says what it expected", "[tokenizer]") {
   CHECK(kiln::make_tokenizer("byte")->vocab_size() == 257);
   CHECK_THROWS_WITH(kiln::make_tokenizer("sentencepiece"),
-                    Catch::Contains("unknown tokenizer 'sentencepiece' (expected gpt2 or byte)"));
+                    Catch::Contains("unknown tokenizer 'sentencepiece' (expected gpt2, byte, or "
+                                    "a Hugging Face tokenizer.json)"));
   CHECK_THROWS_WITH(kiln::make_tokenizer("gpt2"), Catch::Contains("encoder.json"));
   try {
     kiln::make_tokenizer("gpt2", "/nonexistent/vocab");

@@ -65,7 +65,7 @@ TEST_CASE("Llama 3's tokenizer.json loads with its specials", "[hf_tokenizer]") 
   // This file's post_processor is ByteLevel: no BOS unless named.
   CHECK(tok.bos_token() == -1);
   const HfTokenizer with_bos(llama3_json(),
-                             {.add_bos = true, .bos = "<|begin_of_text|>", .eot = "<|eot_id|>"});
+                             {true, "<|begin_of_text|>", "<|eot_id|>"});
   CHECK(with_bos.encode("Hello world") == V{128000, 9906, 1917});
   CHECK(with_bos.eot_token() == 128009);
   CHECK(tok.encode("Hello world") == V{9906, 1917});

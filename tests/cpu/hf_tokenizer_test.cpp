@@ -171,7 +171,10 @@ TEST_CASE("BOS from the post-processor or the options, EOT by option", "[hf_toke
   const std::int32_t bos = 256, end = 257, eot_id = 258;
   CHECK(load(dir, spec).eot_token() == end);
   CHECK(load(dir, spec).bos_token() == -1);
-  CHECK(load(dir, spec, {.add_bos = false, .bos = "", .eot = "<|eot_id|>"}).eot_token() == eot_id);
+  auto opts = [](bool add_bos, std::string bos_name, std::string eot_name) {
+    return kiln::HfTokenizerOptions{add_bos, std::move(bos_name), std::move(eot_name)};
+  };
+  CHECK(load(dir, spec, opts(false, "", "<|eot_id|>")).eot_token() == eot_id);
   auto status_of = [&](const kiln::HfTokenizerOptions& opt) {
     try {
       load(dir, spec, opt);
@@ -180,23 +183,22 @@ TEST_CASE("BOS from the post-processor or the options, EOT by option", "[hf_toke
     }
     return Status::ok;
   };
-  CHECK(status_of({.add_bos = true}) == Status::invalid_argument);  // no BOS anywhere
-  CHECK(status_of({.eot = "<none>"}) == Status::invalid_argument);
-  CHECK(status_of({.bos = "hi"}) == Status::invalid_argument);
-  const HfTokenizer named = load(dir, spec, {.add_bos = true, .bos = "<|begin_of_text|>"});
+  CHECK(status_of(opts(true, "", "")) == Status::invalid_argument);  // no BOS anywhere
+  CHECK(status_of(opts(false, "", "<none>")) == Status::invalid_argument);
+  CHECK(status_of(opts(false, "hi", "")) == Status::invalid_argument);
+  const HfTokenizer named = load(dir, spec, opts(true, "<|begin_of_text|>", ""));
   CHECK(named.encode("hi") == V{bos, 'h', 'i'});
   // Llama 3.1's post-processor: a Sequence of ByteLevel and a template with the BOS.
-  spec.post_processor = {
-      {"type", "Sequence"},
-      {"processors",
-       {{{"type", "ByteLevel"}, {"add_prefix_space", true}},
-        {{"type", "TemplateProcessing"},
-         {"single",
-          {{{"SpecialToken", {{"id", "<|begin_of_text|>"}, {"type_id", 0}}}},
-           {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}}}}}}};
+  const nlohmann::json bos_item = {{"SpecialToken", {{"id", "<|begin_of_text|>"}, {"type_id", 0}}}};
+  const nlohmann::json text_item = {{"Sequence", {{"id", "A"}, {"type_id", 0}}}};
+  const nlohmann::json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", true}};
+  const nlohmann::json templ = {{"type", "TemplateProcessing"},
+                                {"single", nlohmann::json::array({bos_item, text_item})}};
+  spec.post_processor = {{"type", "Sequence"},
+                         {"processors", nlohmann::json::array({byte_level, templ})}};
   CHECK(load(dir, spec).bos_token() == bos);
   CHECK(load(dir, spec).encode("hi") == V{'h', 'i'});  // not added unless asked
-  CHECK(load(dir, spec, {.add_bos = true}).encode("hi") == V{bos, 'h', 'i'});
+  CHECK(load(dir, spec, opts(true, "", "")).encode("hi") == V{bos, 'h', 'i'});
 }
 
 TEST_CASE("SmolLM2- and Qwen2-style pre-tokenizers", "[hf_tokenizer]") {

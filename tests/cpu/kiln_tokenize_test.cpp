@@ -10,6 +10,7 @@
 #include "kiln/data.hpp"
 #include "kiln/tokenizer.hpp"
 #include "tests/common/files.hpp"
+#include "tests/common/hf_tokenizer_json.hpp"
 
 using kiln::test::TempDir;
 
@@ -180,6 +181,78 @@ TEST_CASE("kiln_tokenize reports bad inputs and options and exits non-zero", "[t
   const Result bad_option = run_tokenize(dir, "--tokenizer sentencepiece --out x y");
   CHECK(bad_option.status != 0);
   CHECK_THAT(bad_option.output, Catch::Contains("sentencepiece"));
+  const Result bad_json = run_tokenize(dir, "--tokenizer '" + (dir / "t.json").string() + "' " +
+                                                "--out '" + (dir / "o").string() + "' /dev/null");
+  CHECK(bad_json.status == 1);
+  CHECK_THAT(bad_json.output, Catch::Contains("t.json"));
+  const Result no_out = run_tokenize(dir, "--tokenizer byte /dev/null");
+  CHECK(no_out.status == 1);
+  CHECK_THAT(no_out.output, Catch::Contains("--out is required"));
+}
+
+TEST_CASE("kiln_tokenize with a tokenizer.json of more than 65536 tokens writes uint32 shards",
+          "[tokenize]") {
+#ifndef KILN_TOKENIZE_EXE
+  KILN_SKIP("kiln_tokenize was not built (CLI11 missing or demos off)");
+#endif
+  TempDir dir;
+  // 70000 words " q" + 4 letters in the vocabulary, found whole through ignore_merges: the last
+  // ones have ids above 65535.
+  kiln::test::HfSpec spec;
+  spec.ignore_merges = true;
+  for (int i = 0; i < 70000; ++i) {
+    std::string w = " q";
+    for (int k = 0, v = i; k < 4; ++k, v /= 26)
+      w += static_cast<char>('a' + v % 26);
+    spec.extra_tokens.push_back(w);
+  }
+  spec.added = {{"<|endoftext|>", true}, {"<|begin_of_text|>", true}};
+  spec.pre_tokenizer = {{"type", "Sequence"},
+                        {"pretokenizers",
+                         {kiln::test::split_step(kiln::test::kLlama3Regex),
+                          kiln::test::byte_level_step(false)}}};
+  const auto json_path = dir / "tokenizer.json";
+  kiln::test::write_bytes(json_path, kiln::test::make_hf_json(spec).dump());
+  const std::string doc1 = "one qhozd two\n", doc2 = "caf\xC3\xA9 qaaaa 123456 <|endoftext|>";
+  kiln::test::write_bytes(dir / "a.txt", doc1 + "%\n" + doc2);
+  const auto out = dir / "shards";
+  const Result r = run_tokenize(dir, "--tokenizer '" + json_path.string() +
+                                         "' --add-bos --bos '<|begin_of_text|>' --separator % "
+                                         "--out '" +
+                                         out.string() + "' '" + (dir / "a.txt").string() + "'");
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.output, Catch::Contains("hf tokenizer (vocab 70258)"));
+  const kiln::HfTokenizer tok(json_path);
+  const std::int32_t eot = 70256, bos = 70257;
+  CHECK(tok.eot_token() == eot);
+  const auto shards = kiln::find_shards(out, "train");
+  REQUIRE(shards.size() == 1);
+  const kiln::TokenShard shard(shards[0]);
+  CHECK(shard.dtype() == kiln::TokenDtype::u32);
+  CHECK(shard.vocab_size() == 70258);
+  const auto ids = shard.read_all();
+  // " qhozd" is word 69999 (letters h, o, z, d are its digits in base 26, lowest first).
+  const std::int32_t qhozd = 256 + (7 + 14 * 26 + 25 * 26 * 26 + 3 * 26 * 26 * 26);
+  REQUIRE(qhozd == 70255);
+  std::vector<std::int32_t> want{eot, bos};
+  for (const char c : std::string("one"))
+    want.push_back(static_cast<unsigned char>(c));
+  want.push_back(qhozd);
+  CHECK(std::vector<std::int32_t>(ids.begin(), ids.begin() + 6) == want);
+  // Each document: EOT, BOS, then the text, which decodes back (the special's text included).
+  std::string all;
+  for (const auto id : ids)
+    all += tok.token_bytes(id);
+  CHECK(all == "<|endoftext|><|begin_of_text|>" + doc1 + "<|endoftext|><|begin_of_text|>" + doc2);
+  const Result bench = run_tokenize(dir, "--tokenizer '" + json_path.string() + "' --bench " +
+                                             "--threads 2 '" + (dir / "a.txt").string() + "'");
+  INFO(bench.output);
+  CHECK(bench.status == 0);
+  CHECK_THAT(bench.output, Catch::Contains("kiln hf: 2 threads"));
+  const Result no_hf = run_tokenize(dir, "--tokenizer byte --eot x --out o a.txt");
+  CHECK(no_hf.status == 1);
+  CHECK_THAT(no_hf.output, Catch::Contains("need a Hugging Face tokenizer.json"));
 }
 
 TEST_CASE("ShardSetWriter rolls over at the shard size and keeps names in order", "[tokenize]") {
