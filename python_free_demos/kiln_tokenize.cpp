@@ -125,8 +125,8 @@ std::unique_ptr<kiln::Tokenizer> make_tokenizer(const Options& opt) {
                         "--add-bos, --bos and --eot need a Hugging Face tokenizer.json");
     return kiln::make_tokenizer(opt.tokenizer, opt.vocab_dir);
   }
-  return std::make_unique<kiln::HfTokenizer>(opt.tokenizer,
-                                             kiln::HfTokenizerOptions{opt.add_bos, opt.bos, opt.eot});
+  return std::make_unique<kiln::HfTokenizer>(
+      opt.tokenizer, kiln::HfTokenizerOptions{opt.add_bos, opt.bos, opt.eot});
 }
 
 double seconds_since(std::chrono::steady_clock::time_point start) {

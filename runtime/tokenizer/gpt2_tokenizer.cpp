@@ -111,7 +111,8 @@ Gpt2Tokenizer::Gpt2Tokenizer(const std::filesystem::path& encoder_json,
                     "' line ", line_no, ": merge '", line, "' uses or makes a token that '",
                     enc_name, "' does not have");
     // A repeated merge keeps its first (best) rank, as a rank lookup table built in order would.
-    m.bpe.merges.emplace(impl::pair_key(l->second, r->second), impl::BpeMerges::Merge{rank++, merged->second});
+    m.bpe.merges.emplace(impl::pair_key(l->second, r->second),
+                         impl::BpeMerges::Merge{rank++, merged->second});
   }
   KILN_DATA_CHECK(rank > 0, "'", bpe_name, "' holds no merges");
 }

@@ -45,8 +45,8 @@ std::int32_t HfTokenizer::added_token(std::string_view content) const {
 
 // ---- added tokens -------------------------------------------------------------------------------
 
-std::size_t HfTokenizer::Impl::match_added(std::string_view text, std::size_t i,
-                                           bool allow_special, std::int32_t* id) const {
+std::size_t HfTokenizer::Impl::match_added(std::string_view text, std::size_t i, bool allow_special,
+                                           std::int32_t* id) const {
   std::size_t best = 0;
   std::int32_t node = root[static_cast<unsigned char>(text[i])];
   for (std::size_t k = i + 1; node >= 0; ++k) {

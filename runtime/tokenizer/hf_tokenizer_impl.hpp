@@ -34,20 +34,20 @@ enum class HfPreStep : std::uint8_t {
 enum class HfTokenKind : std::uint8_t { ordinary, added, special };
 
 struct HfTokenizer::Impl {
-  std::vector<std::string> tokens;   // id -> bytes (added tokens: their content)
-  std::vector<HfTokenKind> kind;     // id -> ordinary, added (not special) or special
-  impl::BpeMerges bpe;               // byte ids and merges
-  bool ignore_merges = false;        // a pre-token in `vocab` is one token, before any merge
-  std::unordered_map<std::string, std::int32_t, impl::PieceHash, std::equal_to<>> vocab;  // bytes
-                                                                  // -> id, ordinary tokens
-  std::vector<HfPreStep> steps;      // the pre-tokenizer, in order
-  std::int32_t eot = -1, bos = -1;   // bos: -1 when there is none
+  std::vector<std::string> tokens;  // id -> bytes (added tokens: their content)
+  std::vector<HfTokenKind> kind;    // id -> ordinary, added (not special) or special
+  impl::BpeMerges bpe;              // byte ids and merges
+  bool ignore_merges = false;       // a pre-token in `vocab` is one token, before any merge
+  // bytes -> id of the ordinary tokens (not the added ones), for ignore_merges.
+  std::unordered_map<std::string, std::int32_t, impl::PieceHash, std::equal_to<>> vocab;
+  std::vector<HfPreStep> steps;     // the pre-tokenizer, in order
+  std::int32_t eot = -1, bos = -1;  // bos: -1 when there is none
   bool add_bos = false;
 
   // The added tokens as a byte trie, searched at each position of the text for the longest one
   // that starts there. root[b]: the node after byte b, or -1.
   struct Node {
-    std::int32_t token = -1;                                  // the token ending here, or -1
+    std::int32_t token = -1;                                   // the token ending here, or -1
     std::vector<std::pair<unsigned char, std::int32_t>> kids;  // byte -> node
   };
   std::array<std::int32_t, 256> root{};

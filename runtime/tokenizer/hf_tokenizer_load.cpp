@@ -68,8 +68,7 @@ void parse_pre_tokenizer(const Where& w, const json& p, const std::string& path,
   const std::string type = p["type"];
   if (type == "Sequence") {
     const json* list = get(p, "pretokenizers");
-    KILN_HF_DATA(list && list->is_array(), w.file, ": ", path,
-                 ".pretokenizers must be an array");
+    KILN_HF_DATA(list && list->is_array(), w.file, ": ", path, ".pretokenizers must be an array");
     for (std::size_t i = 0; i < list->size(); ++i)
       parse_pre_tokenizer(w, (*list)[i], path + ".pretokenizers[" + std::to_string(i) + "]", steps,
                           byte_level);
@@ -81,11 +80,11 @@ void parse_pre_tokenizer(const Where& w, const json& p, const std::string& path,
     ++*byte_level;
   } else if (type == "Split") {
     const json* pattern = get(p, "pattern");
-    KILN_HF_DATA(pattern && pattern->is_object(), w.file, ": ", path,
-                 ".pattern must be an object");
+    KILN_HF_DATA(pattern && pattern->is_object(), w.file, ": ", path, ".pattern must be an object");
     const json* regex = get(*pattern, "Regex");
     KILN_HF_UNSUPPORTED(regex && regex->is_string(), w.file, ": ", path, ".pattern ",
-                        show(*pattern), " is not a regex kiln implements (it implements Llama 3's, "
+                        show(*pattern),
+                        " is not a regex kiln implements (it implements Llama 3's, "
                         "Qwen2's and GPT-2's split patterns)");
     const std::string re = *regex;
     if (re == kLlama3Pattern) {
@@ -106,9 +105,8 @@ void parse_pre_tokenizer(const Where& w, const json& p, const std::string& path,
     KILN_HF_UNSUPPORTED(!get_bool(w, p, "invert", path, false), w.file, ": ", path,
                         ".invert is true: not implemented");
   } else if (type == "Digits") {
-    steps.push_back(get_bool(w, p, "individual_digits", path, false)
-                        ? HfPreStep::digits_individual
-                        : HfPreStep::digits);
+    steps.push_back(get_bool(w, p, "individual_digits", path, false) ? HfPreStep::digits_individual
+                                                                     : HfPreStep::digits);
   } else {
     KILN_HF_UNSUPPORTED(false, w.file, ": ", path, ".type \"", type,
                         "\" is not a pre-tokenizer kiln implements (Sequence, Split, ByteLevel, "
@@ -142,11 +140,10 @@ void parse_post_processor(const Where& w, const json& p, const std::string& path
            e["Sequence"].value("id", "") == "A";
   };
   const bool plain = single->size() == 1 && is_seq_a((*single)[0]);
-  const bool with_bos = single->size() == 2 && is_seq_a((*single)[1]) &&
-                        (*single)[0].is_object() && (*single)[0].contains("SpecialToken") &&
-                        (*single)[0]["SpecialToken"].is_object() &&
-                        (*single)[0]["SpecialToken"].contains("id") &&
-                        (*single)[0]["SpecialToken"]["id"].is_string();
+  const bool with_bos =
+      single->size() == 2 && is_seq_a((*single)[1]) && (*single)[0].is_object() &&
+      (*single)[0].contains("SpecialToken") && (*single)[0]["SpecialToken"].is_object() &&
+      (*single)[0]["SpecialToken"].contains("id") && (*single)[0]["SpecialToken"]["id"].is_string();
   KILN_HF_UNSUPPORTED(plain || with_bos, w.file, ": ", path, ".single ", show(*single),
                       " is not implemented (only [A] and [SpecialToken, A], i.e. a BOS)");
   if (with_bos) *bos = (*single)[0]["SpecialToken"]["id"].get<std::string>();
@@ -259,8 +256,9 @@ HfTokenizer::HfTokenizer(const std::filesystem::path& tokenizer_json,
   const json* vocab = get(*model, "vocab");
   KILN_HF_DATA(vocab && vocab->is_object() && !vocab->empty(), w.file,
                ": model.vocab must be a non-empty object of token -> id");
-  KILN_HF_DATA(static_cast<std::int64_t>(vocab->size()) <= kHfMaxVocab, w.file, ": model.vocab has ",
-               vocab->size(), " tokens, more than kiln allows (", kHfMaxVocab, ")");
+  KILN_HF_DATA(static_cast<std::int64_t>(vocab->size()) <= kHfMaxVocab, w.file,
+               ": model.vocab has ", vocab->size(), " tokens, more than kiln allows (", kHfMaxVocab,
+               ")");
   std::int64_t n = 0;
   for (const auto& [key, value] : vocab->items()) {
     KILN_HF_DATA(value.is_number_integer() && value.get<std::int64_t>() >= 0 &&
@@ -287,12 +285,11 @@ HfTokenizer::HfTokenizer(const std::filesystem::path& tokenizer_json,
                  show(json(key)), " is longer than kiln allows");
     if (const auto a = added_id.find(key); a != added_id.end() && a->second == id)
       continue;  // an added token also listed in the vocabulary (SmolLM2): set below
-    KILN_HF_DATA(impl::unicode_to_bytes(key, token) && !token.empty(), w.file, ": model.vocab token ",
-                 show(json(key)), " (id ", id,
+    KILN_HF_DATA(impl::unicode_to_bytes(key, token) && !token.empty(), w.file,
+                 ": model.vocab token ", show(json(key)), " (id ", id,
                  ") has a character outside the byte-level alphabet: not a byte-level BPE");
-    KILN_HF_DATA(m.vocab.emplace(token, id).second, w.file, ": model.vocab token ",
-                 show(json(key)), " (id ", id, ") spells the same bytes as id ",
-                 m.vocab[token]);
+    KILN_HF_DATA(m.vocab.emplace(token, id).second, w.file, ": model.vocab token ", show(json(key)),
+                 " (id ", id, ") spells the same bytes as id ", m.vocab[token]);
     if (token.size() == 1) m.bpe.byte_id[static_cast<unsigned char>(token[0])] = id;
     m.tokens[slot] = token;
   }

@@ -1,6 +1,6 @@
 // Small Hugging Face tokenizer.json files for tests: a byte-level BPE with the 256 byte tokens
-// (ids 0..255 in byte order, or after `leading` added tokens), the merges given (in rank order, each
-// adding the merged token), extra vocabulary tokens, and added tokens after them.
+// (ids 0..255 in byte order, or after `leading` added tokens), the merges given (in rank order,
+// each adding the merged token), extra vocabulary tokens, and added tokens after them.
 #pragma once
 
 #include <string>
@@ -15,8 +15,8 @@ namespace kiln::test {
 
 struct HfSpec {
   std::vector<std::pair<std::string, std::string>> merges;  // bytes, in rank order
-  std::vector<std::string> extra_tokens;                     // bytes: vocabulary without merges
-  bool array_merges = false;                                  // [a, b] instead of "a b"
+  std::vector<std::string> extra_tokens;                    // bytes: vocabulary without merges
+  bool array_merges = false;                                // [a, b] instead of "a b"
   bool ignore_merges = false;
   // Added tokens (content, special) given ids after the vocabulary.
   std::vector<std::pair<std::string, bool>> added;
@@ -31,8 +31,8 @@ struct HfSpec {
 };
 
 inline nlohmann::json added_token_json(const std::string& content, int id, bool special) {
-  return {{"id", id},          {"content", content}, {"single_word", false}, {"lstrip", false},
-          {"rstrip", false},   {"normalized", false}, {"special", special}};
+  return {{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", false},
+          {"rstrip", false}, {"normalized", false}, {"special", special}};
 }
 
 inline nlohmann::json make_hf_json(const HfSpec& s) {

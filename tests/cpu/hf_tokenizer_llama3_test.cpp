@@ -40,14 +40,13 @@ const HfTokenizer& llama3() {
   return tok;
 }
 
-#define REQUIRE_LLAMA3()                                                                        \
-  do {                                                                                          \
-    if (!std::filesystem::exists(llama3_json())) {                                              \
-      const std::string where = llama3_json().string();                                         \
-      if (required())                                                                           \
-        FAIL(where << " missing although KILN_REQUIRE_LLAMA3_TOKENIZER is set");                \
+#define REQUIRE_LLAMA3()                                                                          \
+  do {                                                                                            \
+    if (!std::filesystem::exists(llama3_json())) {                                                \
+      const std::string where = llama3_json().string();                                           \
+      if (required()) FAIL(where << " missing although KILN_REQUIRE_LLAMA3_TOKENIZER is set");    \
       KILN_SKIP("Llama 3 tokenizer not at " + where + ": run scripts/fetch_llama3_tokenizer.sh"); \
-    }                                                                                           \
+    }                                                                                             \
   } while (0)
 
 }  // namespace
@@ -64,8 +63,7 @@ TEST_CASE("Llama 3's tokenizer.json loads with its specials", "[hf_tokenizer]") 
   CHECK(!tok.is_special(127999));
   // This file's post_processor is ByteLevel: no BOS unless named.
   CHECK(tok.bos_token() == -1);
-  const HfTokenizer with_bos(llama3_json(),
-                             {true, "<|begin_of_text|>", "<|eot_id|>"});
+  const HfTokenizer with_bos(llama3_json(), {true, "<|begin_of_text|>", "<|eot_id|>"});
   CHECK(with_bos.encode("Hello world") == V{128000, 9906, 1917});
   CHECK(with_bos.eot_token() == 128009);
   CHECK(tok.encode("Hello world") == V{9906, 1917});

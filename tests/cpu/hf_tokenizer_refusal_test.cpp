@@ -102,17 +102,18 @@ TEST_CASE("damaged or inconsistent tokenizer.json files are refused naming the k
                  {"added_tokens[0].special must be true or false"});
   expect_refused(dir, edited([](json& j) { j["pre_tokenizer"]["pretokenizers"] = 3; }), bad,
                  {"pre_tokenizer.pretokenizers must be an array"});
-  expect_refused(dir, edited([](json& j) {
-                   j["post_processor"] = {
-                       {"type", "TemplateProcessing"},
-                       {"single",
-                        {{{"SpecialToken", {{"id", "<s>"}}}}, {{"Sequence", {{"id", "A"}}}}}}};
-                 }),
-                 bad, {"post_processor adds \"<s>\""});
+  expect_refused(
+      dir, edited([](json& j) {
+        j["post_processor"] = {
+            {"type", "TemplateProcessing"},
+            {"single", {{{"SpecialToken", {{"id", "<s>"}}}}, {{"Sequence", {{"id", "A"}}}}}}};
+      }),
+      bad, {"post_processor adds \"<s>\""});
   // The vocabulary, merges and ids are bounded.
   expect_refused(dir, edited([](json& j) { j["model"]["vocab"]["zz"] = 1 << 30; }), bad,
                  {"must be an integer id in [0, 4194304)"});
-  expect_refused(dir, edited([](json& j) { j["added_tokens"][0]["content"] = std::string(2000, 'x'); }),
+  expect_refused(dir,
+                 edited([](json& j) { j["added_tokens"][0]["content"] = std::string(2000, 'x'); }),
                  bad, {"added_tokens[0].content must be a string of 1 to 1024 bytes"});
   // A missing file is an I/O error.
   try {
@@ -127,12 +128,18 @@ TEST_CASE("damaged or inconsistent tokenizer.json files are refused naming the k
 TEST_CASE("what kiln does not implement is refused, quoting it", "[hf_tokenizer]") {
   TempDir dir;
   const Status no = Status::not_supported;
-  expect_refused(dir, edited([](json& j) { j["normalizer"] = {{"type", "NFC"}}; }), no,
-                 {"normalizer {\"type\":\"NFC\"}"});
-  expect_refused(dir, edited([](json& j) { j["truncation"] = {{"max_length", 8}}; }), no,
-                 {"truncation"});
-  expect_refused(dir, edited([](json& j) { j["padding"] = {{"strategy", "BatchLongest"}}; }), no,
-                 {"padding"});
+  expect_refused(dir, edited([](json& j) {
+                   j["normalizer"] = {{"type", "NFC"}};
+                 }),
+                 no, {"normalizer {\"type\":\"NFC\"}"});
+  expect_refused(dir, edited([](json& j) {
+                   j["truncation"] = {{"max_length", 8}};
+                 }),
+                 no, {"truncation"});
+  expect_refused(dir, edited([](json& j) {
+                   j["padding"] = {{"strategy", "BatchLongest"}};
+                 }),
+                 no, {"padding"});
   expect_refused(dir, edited([](json& j) { j["model"]["type"] = "WordPiece"; }), no,
                  {"model.type \"WordPiece\""});
   expect_refused(dir, edited([](json& j) { j["model"]["dropout"] = 0.1; }), no,
@@ -151,13 +158,12 @@ TEST_CASE("what kiln does not implement is refused, quoting it", "[hf_tokenizer]
                    j["pre_tokenizer"]["pretokenizers"][0]["pattern"] = {{"String", " "}};
                  }),
                  no, {"pre_tokenizer.pretokenizers[0].pattern {\"String\":\" \"}"});
-  expect_refused(dir, edited([](json& j) {
-                   j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Removed";
-                 }),
-                 no, {"pre_tokenizer.pretokenizers[0].behavior \"Removed\""});
   expect_refused(
-      dir, edited([](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["invert"] = true; }), no,
-      {"pre_tokenizer.pretokenizers[0].invert"});
+      dir, edited([](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Removed"; }),
+      no, {"pre_tokenizer.pretokenizers[0].behavior \"Removed\""});
+  expect_refused(dir,
+                 edited([](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["invert"] = true; }),
+                 no, {"pre_tokenizer.pretokenizers[0].invert"});
   expect_refused(dir, edited([](json& j) {
                    j["pre_tokenizer"]["pretokenizers"][1]["add_prefix_space"] = true;
                  }),
@@ -174,8 +180,10 @@ TEST_CASE("what kiln does not implement is refused, quoting it", "[hf_tokenizer]
                    j["pre_tokenizer"]["pretokenizers"].push_back({{"type", "Digits"}});
                  }),
                  no, {"pre_tokenizer.pretokenizers[2]", "must be the last step"});
-  expect_refused(dir, edited([](json& j) { j["decoder"] = {{"type", "Metaspace"}}; }), no,
-                 {"decoder {\"type\":\"Metaspace\"}"});
+  expect_refused(dir, edited([](json& j) {
+                   j["decoder"] = {{"type", "Metaspace"}};
+                 }),
+                 no, {"decoder {\"type\":\"Metaspace\"}"});
   expect_refused(dir, edited([](json& j) {
                    j["post_processor"] = {{"type", "RobertaProcessing"}};
                  }),

@@ -79,8 +79,9 @@ TEST_CASE("Llama 3's split pattern, case by case", "[hf_tokenizer]") {
   CHECK(llama3_pieces(" 1") == S{" ", "1"});
   // Invalid bytes are punctuation-like: they can lead letters.
   CHECK(llama3_pieces("a\xFF"
-                      "bc \xC3") == S{"a", "\xFF"
-                                           "bc",
+                      "bc \xC3") == S{"a",
+                                      "\xFF"
+                                      "bc",
                                       " \xC3"});
   auto rng = kiln::test::make_rng(41);
   for (int trial = 0; trial < 300; ++trial) {
@@ -207,10 +208,10 @@ TEST_CASE("SmolLM2- and Qwen2-style pre-tokenizers", "[hf_tokenizer]") {
   HfSpec smol;
   smol.leading = {{"<|endoftext|>", true}, {"<|im_start|>", true}};
   smol.merges = {{" ", "t"}, {"1", "2"}};
-  smol.pre_tokenizer = {{"type", "Sequence"},
-                        {"pretokenizers",
-                         {{{"type", "Digits"}, {"individual_digits", true}},
-                          kiln::test::byte_level_step(true)}}};
+  smol.pre_tokenizer = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {{{"type", "Digits"}, {"individual_digits", true}}, kiln::test::byte_level_step(true)}}};
   const HfTokenizer s = load(dir, smol);
   CHECK(s.eot_token() == 0);
   CHECK(s.is_special(1));
@@ -225,10 +226,10 @@ TEST_CASE("SmolLM2- and Qwen2-style pre-tokenizers", "[hf_tokenizer]") {
   qwen.merges = {{"1", "2"}, {"a", "b"}};
   qwen.array_merges = true;
   qwen.added = {{"<|endoftext|>", true}, {"<tool_call>", false}};
-  qwen.pre_tokenizer = {{"type", "Sequence"},
-                        {"pretokenizers",
-                         {kiln::test::split_step(kiln::test::kQwen2Regex),
-                          kiln::test::byte_level_step(false)}}};
+  qwen.pre_tokenizer = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {kiln::test::split_step(kiln::test::kQwen2Regex), kiln::test::byte_level_step(false)}}};
   const HfTokenizer q = load(dir, qwen);
   CHECK(q.encode("ab12<tool_call>") == V{257, '1', '2', 259});
   CHECK(q.split("it'S 123") == std::vector<std::string_view>{"it", "'S", " ", "1", "2", "3"});
@@ -242,10 +243,10 @@ TEST_CASE("HfTokenizer round-trips arbitrary bytes", "[hf_tokenizer]") {
   HfSpec spec;
   spec.merges = {{"a", "b"}, {" ", "a"}, {"\xC3", "\xA9"}, {"\n", "\n"}};
   spec.added = {{"<|endoftext|>", true}, {"<x>", false}};
-  spec.pre_tokenizer = {{"type", "Sequence"},
-                        {"pretokenizers",
-                         {kiln::test::split_step(kiln::test::kLlama3Regex),
-                          kiln::test::byte_level_step(false)}}};
+  spec.pre_tokenizer = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {kiln::test::split_step(kiln::test::kLlama3Regex), kiln::test::byte_level_step(false)}}};
   const HfTokenizer tok = load(dir, spec);
   auto rng = kiln::test::make_rng(42);
   for (int trial = 0; trial < 300; ++trial) {

@@ -207,10 +207,10 @@ TEST_CASE("kiln_tokenize with a tokenizer.json of more than 65536 tokens writes 
     spec.extra_tokens.push_back(w);
   }
   spec.added = {{"<|endoftext|>", true}, {"<|begin_of_text|>", true}};
-  spec.pre_tokenizer = {{"type", "Sequence"},
-                        {"pretokenizers",
-                         {kiln::test::split_step(kiln::test::kLlama3Regex),
-                          kiln::test::byte_level_step(false)}}};
+  spec.pre_tokenizer = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {kiln::test::split_step(kiln::test::kLlama3Regex), kiln::test::byte_level_step(false)}}};
   const auto json_path = dir / "tokenizer.json";
   kiln::test::write_bytes(json_path, kiln::test::make_hf_json(spec).dump());
   const std::string doc1 = "one qhozd two\n", doc2 = "caf\xC3\xA9 qaaaa 123456 <|endoftext|>";
