@@ -179,7 +179,9 @@ HfTokenizer::HfTokenizer(const std::filesystem::path& tokenizer_json,
                          const HfTokenizerOptions& options)
     : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
-  const Where w{"'" + tokenizer_json.string() + "'"};
+  // Built by appending: GCC 12 warns (-Wrestrict, a false positive) on "'" + std::string&&.
+  Where w;
+  w.file.append("'").append(tokenizer_json.string()).append("'");
   std::error_code ec;
   const std::uintmax_t bytes = std::filesystem::file_size(tokenizer_json, ec);
   KILN_CHECK(!ec, Status::io_error, w.file, ": cannot read: ", ec.message());

@@ -44,7 +44,10 @@ inline CodePoint decode_utf8(std::string_view s, std::size_t i) noexcept {
 }
 
 // \p{L}, \p{N} and \s as the Python `regex` module defines them (see unicode_tables.inc); -1
-// (an invalid byte) is `other`.
+// (an invalid byte) is `other`. The tables (regex 2026.5.9) are Unicode 17.0: \p{L} and \p{N} are
+// equal, code point for code point, to those of node 20 (ICU 78.2, Unicode 17.0); \s is Unicode's
+// White_Space, as Oniguruma (Hugging Face's tokenizers) and Rust's regex (tiktoken) read it, which
+// differs from JavaScript's \s at U+0085 (space here) and U+FEFF (not space here).
 KILN_API CharClass char_class(std::int32_t cp) noexcept;
 
 }  // namespace kiln::impl
