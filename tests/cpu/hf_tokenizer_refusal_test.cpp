@@ -115,6 +115,8 @@ TEST_CASE("damaged or inconsistent tokenizer.json files are refused naming the k
   expect_refused(dir,
                  edited([](json& j) { j["added_tokens"][0]["content"] = std::string(2000, 'x'); }),
                  bad, {"added_tokens[0].content must be a string of 1 to 1024 bytes"});
+  expect_refused(dir, edited([](json& j) { j["model"]["vocab"][std::string(3000, 'x')] = 259; }),
+                 bad, {"is longer than kiln allows"});
   // A missing file is an I/O error.
   try {
     HfTokenizer tok(dir / "missing.json");
