@@ -50,7 +50,8 @@ HfTokenizer load(const TempDir& dir, const HfSpec& spec, const kiln::HfTokenizer
 
 }  // namespace
 
-TEST_CASE("Llama 3's split pattern gives the JavaScript reference's pieces", "[hf_tokenizer]") {
+TEST_CASE("Llama 3's and Qwen2's split patterns give the JavaScript reference's pieces",
+          "[hf_tokenizer]") {
   const auto path =
       std::filesystem::path(KILN_SOURCE_DIR) / "tests" / "cpu" / "data" / "llama3_cases.json";
   const auto cases = nlohmann::json::parse(kiln::read_file(path))["cases"];
@@ -59,6 +60,7 @@ TEST_CASE("Llama 3's split pattern gives the JavaScript reference's pieces", "[h
     const std::string text = c["text"];
     INFO("text: " << text);
     CHECK(llama3_pieces(text) == c["pieces"].get<S>());
+    CHECK(llama3_pieces(text, 1) == c["qwen2_pieces"].get<S>());
   }
 }
 

