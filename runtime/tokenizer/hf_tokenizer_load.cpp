@@ -299,7 +299,8 @@ HfTokenizer::HfTokenizer(const std::filesystem::path& tokenizer_json,
     const auto slot = static_cast<std::size_t>(a.id);
     const bool in_vocab = seen[slot] && m.tokens[slot].empty();  // skipped above: same content
     KILN_HF_DATA(!seen[slot] || in_vocab, w.file, ": added token ", show(json(a.content)),
-                 " has id ", a.id, ", which model.vocab gives to another token");
+                 " has id ", a.id,
+                 ", which model.vocab or an earlier added token gives to another token");
     seen[slot] = true;
     m.tokens[slot] = a.content;
     m.kind[slot] = a.special ? HfTokenKind::special : HfTokenKind::added;

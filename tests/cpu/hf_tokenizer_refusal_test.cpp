@@ -91,7 +91,12 @@ TEST_CASE("damaged or inconsistent tokenizer.json files are refused naming the k
   expect_refused(dir, edited([](json& j) { j["model"]["merges"] = "a b"; }), bad,
                  {"model.merges must be an array"});
   expect_refused(dir, edited([](json& j) { j["added_tokens"][0]["id"] = 97; }), bad,
-                 {"has id 97, which model.vocab gives to another token"});
+                 {"has id 97, which model.vocab or an earlier added token gives"});
+  expect_refused(dir, edited([](json& j) {
+                   j["added_tokens"].push_back(j["added_tokens"][0]);
+                   j["added_tokens"][1]["content"] = "<other>";
+                 }),
+                 bad, {"\"<other>\" has id 258, which model.vocab or an earlier added token"});
   expect_refused(dir, edited([](json& j) { j["added_tokens"][0]["content"] = ""; }), bad,
                  {"added_tokens[0].content"});
   expect_refused(dir, edited([](json& j) { j["added_tokens"].push_back(j["added_tokens"][0]); }),
