@@ -1,4 +1,5 @@
-// HfTokenizer's encoder: added tokens first, then the pre-tokenizer's steps, then for each piece
+// HfTokenizer's encoder: added tokens first, then the normalizer (NFC or none) and the
+// pre-tokenizer's steps on the text between them, then for each piece
 // the whole-piece lookup (ignore_merges) or the rank-ordered merges. The order of these stages,
 // and the longest-first rule for added tokens, are those of Hugging Face's tokenizers
 // (AddedVocabulary::split_with_indices, then PreTokenizer, then Model::tokenize).
@@ -8,6 +9,7 @@
 
 #include "kernels/common/check.hpp"
 #include "runtime/tokenizer/hf_tokenizer_impl.hpp"
+#include "runtime/tokenizer/nfc.hpp"
 #include "runtime/tokenizer/pretokenize.hpp"
 
 namespace kiln {
@@ -113,6 +115,11 @@ void HfTokenizer::Impl::pre_tokenize(std::string_view text,
 
 void HfTokenizer::Impl::encode_plain(std::string_view text, std::vector<std::int32_t>& out) const {
   if (text.empty()) return;
+  std::string normalized;
+  if (nfc && !impl::nfc_quick_check(text)) {
+    impl::nfc(text, normalized);
+    text = normalized;
+  }
   std::vector<std::string_view> pieces;
   std::vector<std::int32_t> ids;
   pre_tokenize(text, pieces);

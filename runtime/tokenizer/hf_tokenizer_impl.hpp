@@ -38,6 +38,7 @@ struct HfTokenizer::Impl {
   std::vector<HfTokenKind> kind;    // id -> ordinary, added (not special) or special
   impl::BpeMerges bpe;              // byte ids and merges
   bool ignore_merges = false;       // a pre-token in `vocab` is one token, before any merge
+  bool nfc = false;                 // the normalizer: NFC, or none
   // bytes -> id of the ordinary tokens (not the added ones), for ignore_merges.
   std::unordered_map<std::string, std::int32_t, impl::PieceHash, std::equal_to<>> vocab;
   std::vector<HfPreStep> steps;     // the pre-tokenizer, in order

@@ -196,9 +196,11 @@ HfTokenizer::HfTokenizer(const std::filesystem::path& tokenizer_json,
   KILN_HF_DATA(j.is_object(), w.file, " is not a tokenizer.json: expected an object");
 
   // ---- what kiln does not implement ----
-  if (const json* v = get(j, "normalizer"))
-    KILN_HF_UNSUPPORTED(false, w.file, ": normalizer ", show(*v),
-                        " is not implemented (kiln applies no normalizer)");
+  if (const json* v = get(j, "normalizer")) {
+    KILN_HF_UNSUPPORTED(v->is_object() && v->value("type", "") == "NFC", w.file, ": normalizer ",
+                        show(*v), " is not implemented (only NFC)");
+    m.nfc = true;
+  }
   if (const json* v = get(j, "truncation"))
     KILN_HF_UNSUPPORTED(false, w.file, ": truncation ", show(*v), " is not implemented");
   if (const json* v = get(j, "padding"))

