@@ -290,7 +290,7 @@ int main(int argc, char** argv) {
   app.add_option("inputs", opt.inputs, "Text files, or directories of text files")->required();
   app.add_option("--tokenizer", opt.tokenizer,
                  "gpt2, byte, or a Hugging Face tokenizer.json (byte-level BPE, e.g. Llama 3's: "
-                 "scripts/fetch_llama3_tokenizer.sh)")
+                 "scripts/fetch_hf_tokenizer.sh llama3)")
       ->check([](const std::string& v) {
         return v == "gpt2" || v == "byte" || v.ends_with(".json")
                    ? std::string()

