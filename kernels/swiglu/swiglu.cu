@@ -1,0 +1,201 @@
+// SwiGLU forward and backward, bf16 and fp32: elementwise over the (N, I) pairs (gate, up) of
+// gu = [gate | up], one run of kVec consecutive columns per work item (a 16-byte vector when I is
+// a multiple of it, else one element), grid-stride. The backward writes both gradients from one
+// read of gate, up and dout; the item reads all three before writing, and no other item touches
+// its elements, so dgu may be gu.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+#include "kernels/common/check.hpp"
+#include "kernels/common/device.hpp"
+#include "kernels/common/rows.cuh"
+#include "kernels/common/vec.cuh"
+#include "kernels/swiglu/swiglu.hpp"
+
+namespace kiln::dev::swiglu {
+
+constexpr int kThreads = 256;
+
+// kVec elements of T in registers: a 16-byte vector (32-bit words, rows.cuh) or a scalar.
+template <typename T, int kVec>
+struct Run {
+  static_assert(kVec == Vec16<T>::kSize, "a run is one 16-byte vector or one element");
+  Vec16<T> v;
+  __device__ __forceinline__ void load(const T* p) { v = load16(p); }
+  __device__ __forceinline__ float at(int e) const { return get(v, e); }
+  __device__ __forceinline__ static void store(T* p, const float (&f)[kVec]) {
+    store16(p, make16<T>(f));
+  }
+};
+template <typename T>
+struct Run<T, 1> {
+  T v;
+  __device__ __forceinline__ void load(const T* p) { v = *p; }
+  __device__ __forceinline__ float at(int) const { return to_float(v); }
+  __device__ __forceinline__ static void store(T* p, const float (&f)[1]) {
+    *p = from_float<T>(f[0]);
+  }
+};
+
+// sigmoid(g) = 1 / (1 + e), e = exp(-g): e = inf gives 0 and e = 0 gives 1, no NaN for finite g.
+// The accurate expf and a correctly rounded reciprocal: the kernel is memory-bound, so fp32
+// results stay well inside their own rounding whatever the storage type.
+__device__ __forceinline__ float neg_exp(float g) {
+  return expf(-g);
+}
+__device__ __forceinline__ float sigmoid_of(float e) {
+  return __frcp_rn(1.0f + e);
+}
+
+// Item (n, run) of the (N, runs) grid: columns [run * kVec, + kVec) of row n.
+template <typename T, int kVec, typename Index>
+__device__ __forceinline__ void split(Index item, std::int64_t runs, std::int64_t I,
+                                      std::int64_t& gate, std::int64_t& col) {
+  const auto n = static_cast<std::int64_t>(item / static_cast<Index>(runs));
+  const auto run = static_cast<std::int64_t>(item % static_cast<Index>(runs));
+  gate = n * 2 * I + run * kVec;  // gu's gate element; up is I further
+  col = n * I + run * kVec;       // out / dout
+}
+
+// out: (N, I) out; gu: (N, 2I).
+template <typename T, int kVec, typename Index>
+__device__ __forceinline__ void fwd_item(T* out, const T* gu, std::int64_t runs, std::int64_t I,
+                                         Index item) {
+  std::int64_t gate, col;
+  split<T, kVec>(item, runs, I, gate, col);
+  Run<T, kVec> g, u;
+  g.load(gu + gate);
+  u.load(gu + gate + I);
+  float y[kVec];
+#pragma unroll
+  for (int e = 0; e < kVec; ++e) {
+    const float x = g.at(e);
+    y[e] = x * sigmoid_of(neg_exp(x)) * u.at(e);
+  }
+  Run<T, kVec>::store(out + col, y);
+}
+
+// dgu: (N, 2I) out, may be gu; dout: (N, I); gu: (N, 2I).
+template <typename T, int kVec, typename Index>
+__device__ __forceinline__ void bwd_item(T* dgu, const T* dout, const T* gu, std::int64_t runs,
+                                         std::int64_t I, Index item) {
+  std::int64_t gate, col;
+  split<T, kVec>(item, runs, I, gate, col);
+  Run<T, kVec> g, u, d;
+  g.load(gu + gate);
+  u.load(gu + gate + I);
+  d.load(dout + col);
+  float dg[kVec], du[kVec];
+#pragma unroll
+  for (int e = 0; e < kVec; ++e) {
+    const float x = g.at(e), up = u.at(e), dy = d.at(e);
+    const float ex = neg_exp(x);
+    const float s = sigmoid_of(ex);
+    // 1 - s without cancellation: e * s = e / (1 + e) where s is near 1 (there e <= 1, so no
+    // inf * 0), 1 - s where s < 1/2 (e may be inf there).
+    const float one_minus_s = s < 0.5f ? 1.0f - s : ex * s;
+    const float silu = x * s;
+    dg[e] = dy * up * (s * fmaf(x, one_minus_s, 1.0f));
+    du[e] = dy * silu;
+  }
+  Run<T, kVec>::store(dgu + gate, dg);
+  Run<T, kVec>::store(dgu + gate + I, du);
+}
+
+// Grid-stride over the N * runs items; 32-bit index arithmetic when the count allows (uniform).
+template <typename T, int kVec>
+__global__ void __launch_bounds__(kThreads)
+    swiglu_fwd_kernel(T* out, const T* gu, std::int64_t total, std::int64_t runs, std::int64_t I) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kThreads;
+  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (total <= std::numeric_limits<std::uint32_t>::max()) {
+    for (std::int64_t i = first; i < total; i += stride)
+      fwd_item<T, kVec>(out, gu, runs, I, static_cast<std::uint32_t>(i));
+  } else {
+    for (std::int64_t i = first; i < total; i += stride)
+      fwd_item<T, kVec>(out, gu, runs, I, static_cast<std::uint64_t>(i));
+  }
+}
+
+template <typename T, int kVec>
+__global__ void __launch_bounds__(kThreads)
+    swiglu_bwd_kernel(T* dgu, const T* dout, const T* gu, std::int64_t total, std::int64_t runs,
+                      std::int64_t I) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kThreads;
+  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (total <= std::numeric_limits<std::uint32_t>::max()) {
+    for (std::int64_t i = first; i < total; i += stride)
+      bwd_item<T, kVec>(dgu, dout, gu, runs, I, static_cast<std::uint32_t>(i));
+  } else {
+    for (std::int64_t i = first; i < total; i += stride)
+      bwd_item<T, kVec>(dgu, dout, gu, runs, I, static_cast<std::uint64_t>(i));
+  }
+}
+
+// One resident wave (2048 threads per SM on sm_80 / sm_90) at most: each thread then loops over
+// its items with its loads in flight, and no block waits for a later wave.
+inline unsigned grid(std::int64_t total) {
+  const std::int64_t wave =
+      static_cast<std::int64_t>(impl::current_device_facts().multiprocessors) * (2048 / kThreads);
+  return static_cast<unsigned>(
+      std::max<std::int64_t>(1, std::min((total + kThreads - 1) / kThreads, wave)));
+}
+
+template <typename T>
+void fwd(void* out, const void* gu, std::int64_t N, std::int64_t I, cudaStream_t stream) {
+  constexpr int kVec = Vec16<T>::kSize;
+  auto* o = static_cast<T*>(out);
+  const auto* g = static_cast<const T*>(gu);
+  if (I % kVec == 0) {
+    const std::int64_t runs = I / kVec, total = N * runs;
+    swiglu_fwd_kernel<T, kVec><<<grid(total), kThreads, 0, stream>>>(o, g, total, runs, I);
+  } else {
+    swiglu_fwd_kernel<T, 1><<<grid(N * I), kThreads, 0, stream>>>(o, g, N * I, I, I);
+  }
+  KILN_LAUNCH_CHECK(stream);
+}
+
+template <typename T>
+void bwd(void* dgu, const void* dout, const void* gu, std::int64_t N, std::int64_t I,
+         cudaStream_t stream) {
+  constexpr int kVec = Vec16<T>::kSize;
+  auto* dg = static_cast<T*>(dgu);
+  const auto* d = static_cast<const T*>(dout);
+  const auto* g = static_cast<const T*>(gu);
+  if (I % kVec == 0) {
+    const std::int64_t runs = I / kVec, total = N * runs;
+    swiglu_bwd_kernel<T, kVec><<<grid(total), kThreads, 0, stream>>>(dg, d, g, total, runs, I);
+  } else {
+    swiglu_bwd_kernel<T, 1><<<grid(N * I), kThreads, 0, stream>>>(dg, d, g, N * I, I, I);
+  }
+  KILN_LAUNCH_CHECK(stream);
+}
+
+}  // namespace kiln::dev::swiglu
+
+namespace kiln::impl {
+
+void swiglu_fwd(kiln_dtype_t dtype, void* out, const void* gu, std::int64_t N, std::int64_t I,
+                cudaStream_t stream) {
+  if (N == 0) return;
+  if (dtype == KILN_DTYPE_BF16) {
+    dev::swiglu::fwd<dev::bf16>(out, gu, N, I, stream);
+  } else {
+    dev::swiglu::fwd<float>(out, gu, N, I, stream);
+  }
+}
+
+void swiglu_bwd(kiln_dtype_t dtype, void* dgu, const void* dout, const void* gu, std::int64_t N,
+                std::int64_t I, cudaStream_t stream) {
+  if (N == 0) return;
+  if (dtype == KILN_DTYPE_BF16) {
+    dev::swiglu::bwd<dev::bf16>(dgu, dout, gu, N, I, stream);
+  } else {
+    dev::swiglu::bwd<float>(dgu, dout, gu, N, I, stream);
+  }
+}
+
+}  // namespace kiln::impl

@@ -1,0 +1,146 @@
+// The SwiGLU reference: the backward against central finite differences, in place against out of
+// place, values at known and extreme points, float against double, and the C ABI's checks.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/swiglu/swiglu_ref.hpp"
+#include "kiln/swiglu.h"
+#include "tests/common/compare.hpp"
+#include "tests/common/support.hpp"
+
+using kiln::ref::swiglu_bwd_ref;
+using kiln::ref::swiglu_fwd_ref;
+namespace kt = kiln::test;
+
+TEST_CASE("swiglu_bwd_ref matches central finite differences", "[swiglu][ref]") {
+  const std::int64_t N = GENERATE(1, 3), I = GENERATE(1, 5, 16);
+  CAPTURE(N, I);
+  auto rng = kt::make_rng(1701 + N * 100 + I);
+  const auto gu = kt::random_uniform_double(N * 2 * I, -6, 6, rng);
+  const auto w = kt::random_uniform_double(N * I, -1, 1, rng);
+  auto f = [&](const std::vector<double>& v) {
+    std::vector<double> out(N * I);
+    swiglu_fwd_ref<double>(out.data(), v.data(), N, I);
+    return kt::weighted_sum(out, w);
+  };
+  std::vector<double> dgu(N * 2 * I, std::nan(""));
+  swiglu_bwd_ref<double>(dgu.data(), w.data(), gu.data(), N, I);  // overwrites dgu
+  kt::check_close("dgu vs finite differences", kt::central_difference(f, gu), dgu, 1e-6, 1e-8);
+}
+
+TEST_CASE("swiglu_bwd_ref in place equals out of place", "[swiglu][ref]") {
+  const std::int64_t N = 7, I = 33;
+  auto rng = kt::make_rng(1702);
+  const auto gu = kt::random_uniform(N * 2 * I, -8, 8, rng);
+  const auto dout = kt::random_uniform(N * I, -1, 1, rng);
+  std::vector<float> out_of_place(N * 2 * I);
+  swiglu_bwd_ref<float>(out_of_place.data(), dout.data(), gu.data(), N, I);
+  auto in_place = gu;
+  swiglu_bwd_ref<float>(in_place.data(), dout.data(), in_place.data(), N, I);
+  CHECK(kt::bitwise_equal(in_place, out_of_place));
+}
+
+TEST_CASE("swiglu references at known and extreme points", "[swiglu][ref]") {
+  // One row, I = 6: gate | up.
+  const std::vector<double> gu = {0, 1, -1, 50, -50, -800, 2, 3, 4, 5, 6, 7};
+  std::vector<double> out(6), dgu(12);
+  const std::vector<double> ones(6, 1.0);
+  swiglu_fwd_ref<double>(out.data(), gu.data(), 1, 6);
+  swiglu_bwd_ref<double>(dgu.data(), ones.data(), gu.data(), 1, 6);
+  const double s1 = 1 / (1 + std::exp(-1.0));
+  CHECK(out[0] == 0);
+  CHECK(out[1] == Approx(s1 * 3).epsilon(1e-15));         // silu(1) * 3
+  CHECK(out[2] == Approx(-(1 - s1) * 4).epsilon(1e-15));  // silu(-1) = -sigmoid(-1)
+  CHECK(out[3] == Approx(50.0 * 5).epsilon(1e-15));       // silu(50) = 50 (to 1e-22)
+  CHECK(std::fabs(out[4]) < 1e-18);                       // silu(-50) ~ -1e-20
+  CHECK(out[5] == 0);                                     // exp(800) = inf: -800 * 0
+  CHECK(dgu[0] == Approx(0.5 * 2).epsilon(1e-15));        // silu'(0) = 1/2, times up = 2
+  CHECK(dgu[6] == 0);                                     // d up = silu(0)
+  CHECK(dgu[1] == Approx(3 * s1 * (1 + (1 - s1))).epsilon(1e-14));
+  CHECK(dgu[3] == Approx(5.0).epsilon(1e-15));  // silu'(50) = 1
+  CHECK(std::isfinite(dgu[4]));
+  CHECK(std::isfinite(dgu[5]));
+  CHECK(dgu[5] == 0);
+  CHECK(dgu[11] == 0);
+  // The float instantiation stays finite at the extremes too.
+  const std::vector<float> guf(gu.begin(), gu.end());
+  std::vector<float> outf(6), dguf(12);
+  const std::vector<float> onesf(6, 1.0f);
+  swiglu_fwd_ref<float, float>(outf.data(), guf.data(), 1, 6);
+  swiglu_bwd_ref<float, float>(dguf.data(), onesf.data(), guf.data(), 1, 6);
+  for (const float v : outf)
+    CHECK(std::isfinite(v));
+  for (const float v : dguf)
+    CHECK(std::isfinite(v));
+}
+
+TEST_CASE("swiglu references in float agree with double", "[swiglu][ref]") {
+  const std::int64_t N = 9, I = 40;
+  auto rng = kt::make_rng(1703);
+  const auto gu = kt::random_uniform(N * 2 * I, -8, 8, rng);
+  const auto dout = kt::random_uniform(N * I, -1, 1, rng);
+  std::vector<float> out(N * I), dgu(N * 2 * I);
+  swiglu_fwd_ref<float>(out.data(), gu.data(), N, I);
+  swiglu_bwd_ref<float>(dgu.data(), dout.data(), gu.data(), N, I);
+  const auto gud = kt::to_double(gu), doutd = kt::to_double(dout);
+  std::vector<double> outd(N * I), dgud(N * 2 * I);
+  swiglu_fwd_ref<double>(outd.data(), gud.data(), N, I);
+  swiglu_bwd_ref<double>(dgud.data(), doutd.data(), gud.data(), N, I);
+  kt::check_close("out", outd, kt::to_double(out), 1e-6, 1e-7);
+  kt::check_close("dgu", dgud, kt::to_double(dgu), 1e-6, 1e-7);
+}
+
+// The C ABI's argument checks (no GPU needed: every call fails its checks or has N = 0; the host
+// addresses passed are never dereferenced).
+namespace {
+
+alignas(256) unsigned char g_arena[1 << 14];
+void* at(std::size_t offset) {
+  return g_arena + offset;
+}
+void expect_invalid(kiln_status_t status, const std::string& needle) {
+  CHECK(status == KILN_STATUS_INVALID_ARGUMENT);
+  CHECK_THAT(std::string(kiln_last_error()), Catch::Contains(needle));
+}
+
+}  // namespace
+
+TEST_CASE("kiln_swiglu_fwd and kiln_swiglu_bwd reject bad arguments before launching",
+          "[swiglu][api]") {
+  const auto bf16 = KILN_DTYPE_BF16;
+  void *out = at(0), *gu = at(4096), *dout = at(8192), *dgu = at(12288);
+  CHECK(kiln_swiglu_fwd(out, gu, 0, 64, bf16, nullptr) == KILN_STATUS_OK);
+  CHECK(kiln_swiglu_bwd(dgu, dout, gu, 0, 64, bf16, nullptr) == KILN_STATUS_OK);
+  CHECK(kiln_swiglu_bwd(gu, dout, gu, 0, 64, bf16, nullptr) == KILN_STATUS_OK);  // in place
+  expect_invalid(kiln_swiglu_fwd(nullptr, gu, 4, 64, bf16, nullptr),
+                 "kiln_swiglu_fwd: out is null");
+  expect_invalid(kiln_swiglu_fwd(out, at(4104), 4, 64, bf16, nullptr), "gu (");
+  expect_invalid(kiln_swiglu_fwd(out, gu, -1, 64, bf16, nullptr), "N must be in");
+  expect_invalid(kiln_swiglu_fwd(out, gu, 4, 0, bf16, nullptr), "I must be in");
+  expect_invalid(kiln_swiglu_fwd(out, gu, std::int64_t{1} << 31, 64, bf16, nullptr),
+                 "N must be in");
+  expect_invalid(kiln_swiglu_fwd(out, gu, (std::int64_t{1} << 31) - 1, (std::int64_t{1} << 31) - 1,
+                                 bf16, nullptr),
+                 "elements is too many");
+  expect_invalid(kiln_swiglu_fwd(out, gu, 4, 64, static_cast<kiln_dtype_t>(3), nullptr),
+                 "dtype 3 is not");
+  // out (4, 512) bf16 = 4 KiB ends where gu begins: one more column overlaps it.
+  CHECK(kiln_swiglu_fwd(out, gu, 0, 512, bf16, nullptr) == KILN_STATUS_OK);
+  expect_invalid(kiln_swiglu_fwd(out, gu, 4, 520, bf16, nullptr), "out and gu overlap");
+  expect_invalid(kiln_swiglu_fwd(gu, gu, 4, 64, bf16, nullptr), "out and gu overlap");
+
+  expect_invalid(kiln_swiglu_bwd(nullptr, dout, gu, 4, 64, bf16, nullptr), "dgu is null");
+  expect_invalid(kiln_swiglu_bwd(dgu, nullptr, gu, 4, 64, bf16, nullptr), "dout is null");
+  expect_invalid(kiln_swiglu_bwd(dgu, dout, nullptr, 4, 64, bf16, nullptr), "gu is null");
+  expect_invalid(kiln_swiglu_bwd(at(12296), dout, gu, 4, 64, bf16, nullptr), "dgu (");
+  // A shifted view of gu is refused; gu itself is the supported in-place call.
+  expect_invalid(kiln_swiglu_bwd(at(4112), dout, gu, 4, 64, bf16, nullptr), "dgu and gu overlap");
+  expect_invalid(kiln_swiglu_bwd(dout, dout, gu, 4, 64, bf16, nullptr), "dgu and dout overlap");
+  expect_invalid(kiln_swiglu_bwd(gu, gu, gu, 4, 64, bf16, nullptr), "dgu and dout overlap");
+  CHECK_THROWS_AS(kiln::swiglu_fwd(out, gu, -5, 64, bf16, nullptr), kiln::Error);
+  CHECK_THROWS_AS(kiln::swiglu_bwd(dgu, dout, gu, 4, -1, bf16, nullptr), kiln::Error);
+}
