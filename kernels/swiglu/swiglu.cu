@@ -13,6 +13,7 @@
 #include "kernels/common/device.hpp"
 #include "kernels/common/rows.cuh"
 #include "kernels/common/vec.cuh"
+#include "kernels/rope/rope_layout.hpp"
 #include "kernels/swiglu/swiglu.hpp"
 
 namespace kiln::dev::swiglu {
@@ -50,22 +51,12 @@ __device__ __forceinline__ float sigmoid_of(float e) {
   return __frcp_rn(1.0f + e);
 }
 
-// Item (n, run) of the (N, runs) grid: columns [run * kVec, + kVec) of row n.
-template <typename T, int kVec, typename Index>
-__device__ __forceinline__ void split(Index item, std::int64_t runs, std::int64_t I,
-                                      std::int64_t& gate, std::int64_t& col) {
-  const auto n = static_cast<std::int64_t>(item / static_cast<Index>(runs));
-  const auto run = static_cast<std::int64_t>(item % static_cast<Index>(runs));
-  gate = n * 2 * I + run * kVec;  // gu's gate element; up is I further
-  col = n * I + run * kVec;       // out / dout
-}
-
 // out: (N, I) out; gu: (N, 2I).
 template <typename T, int kVec, typename Index>
 __device__ __forceinline__ void fwd_item(T* out, const T* gu, std::int64_t runs, std::int64_t I,
                                          Index item) {
   std::int64_t gate, col;
-  split<T, kVec>(item, runs, I, gate, col);
+  rope_layout::swiglu_locate(item, runs, I, kVec, &gate, &col);
   Run<T, kVec> g, u;
   g.load(gu + gate);
   u.load(gu + gate + I);
@@ -83,7 +74,7 @@ template <typename T, int kVec, typename Index>
 __device__ __forceinline__ void bwd_item(T* dgu, const T* dout, const T* gu, std::int64_t runs,
                                          std::int64_t I, Index item) {
   std::int64_t gate, col;
-  split<T, kVec>(item, runs, I, gate, col);
+  rope_layout::swiglu_locate(item, runs, I, kVec, &gate, &col);
   Run<T, kVec> g, u, d;
   g.load(gu + gate);
   u.load(gu + gate + I);
