@@ -1,8 +1,8 @@
 // SwiGLU forward and backward, bf16 and fp32: elementwise over the (N, I) pairs (gate, up) of
 // gu = [gate | up], one run of kVec consecutive columns per work item (a 16-byte vector when I is
-// a multiple of it, else one element), grid-stride. The backward writes both gradients from one
-// read of gate, up and dout; the item reads all three before writing, and no other item touches
-// its elements, so dgu may be gu.
+// a multiple of it, else one element), grid-stride; the per-element math is swiglu_math.hpp. The
+// backward writes both gradients from one read of gate, up and dout; the item reads all three
+// before writing, and no other item touches its elements, so dgu may be gu.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -15,6 +15,7 @@
 #include "kernels/common/vec.cuh"
 #include "kernels/rope/rope_layout.hpp"
 #include "kernels/swiglu/swiglu.hpp"
+#include "kernels/swiglu/swiglu_math.hpp"
 
 namespace kiln::dev::swiglu {
 
@@ -41,16 +42,6 @@ struct Run<T, 1> {
   }
 };
 
-// sigmoid(g) = 1 / (1 + e), e = exp(-g): e = inf gives 0 and e = 0 gives 1, no NaN for finite g.
-// The accurate expf and a correctly rounded reciprocal: the kernel is memory-bound, so fp32
-// results stay well inside their own rounding whatever the storage type.
-__device__ __forceinline__ float neg_exp(float g) {
-  return expf(-g);
-}
-__device__ __forceinline__ float sigmoid_of(float e) {
-  return __frcp_rn(1.0f + e);
-}
-
 // out: (N, I) out; gu: (N, 2I).
 template <typename T, int kVec, typename Index>
 __device__ __forceinline__ void fwd_item(T* out, const T* gu, std::int64_t runs, std::int64_t I,
@@ -62,10 +53,8 @@ __device__ __forceinline__ void fwd_item(T* out, const T* gu, std::int64_t runs,
   u.load(gu + gate + I);
   float y[kVec];
 #pragma unroll
-  for (int e = 0; e < kVec; ++e) {
-    const float x = g.at(e);
-    y[e] = x * sigmoid_of(neg_exp(x)) * u.at(e);
-  }
+  for (int e = 0; e < kVec; ++e)
+    y[e] = swiglu_math::fwd(g.at(e), u.at(e));
   Run<T, kVec>::store(out + col, y);
 }
 
@@ -81,17 +70,8 @@ __device__ __forceinline__ void bwd_item(T* dgu, const T* dout, const T* gu, std
   d.load(dout + col);
   float dg[kVec], du[kVec];
 #pragma unroll
-  for (int e = 0; e < kVec; ++e) {
-    const float x = g.at(e), up = u.at(e), dy = d.at(e);
-    const float ex = neg_exp(x);
-    const float s = sigmoid_of(ex);
-    // 1 - s without cancellation: e * s = e / (1 + e) where s is near 1 (there e <= 1, so no
-    // inf * 0), 1 - s where s < 1/2 (e may be inf there).
-    const float one_minus_s = s < 0.5f ? 1.0f - s : ex * s;
-    const float silu = x * s;
-    dg[e] = dy * up * (s * fmaf(x, one_minus_s, 1.0f));
-    du[e] = dy * silu;
-  }
+  for (int e = 0; e < kVec; ++e)
+    swiglu_math::bwd(g.at(e), u.at(e), d.at(e), &dg[e], &du[e]);
   Run<T, kVec>::store(dgu + gate, dg);
   Run<T, kVec>::store(dgu + gate + I, du);
 }
