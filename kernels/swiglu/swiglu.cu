@@ -8,6 +8,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <map>
+#include <mutex>
+#include <utility>
 
 #include "kernels/common/check.hpp"
 #include "kernels/common/device.hpp"
@@ -106,13 +109,37 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// One resident wave (2048 threads per SM on sm_80 / sm_90) at most: each thread then loops over
-// its items with its loads in flight, and no block waits for a later wave.
-inline unsigned grid(std::int64_t total) {
+// Blocks of `kernel` resident on one SM of the current device, cached per (kernel, device): the
+// occupancy query costs host microseconds that every call would pay again.
+inline int resident_blocks(const void* kernel) {
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, int> cache;
+  const int device = impl::current_device_facts().ordinal;
+  const std::lock_guard<std::mutex> lock(mutex);
+  int& per_sm = cache[std::make_pair(kernel, device)];
+  if (per_sm == 0) {
+    KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
+    per_sm = std::max(per_sm, 1);
+  }
+  return per_sm;
+}
+
+// One resident wave at most: every block runs from the start and loops over an equal share, with
+// its loads in flight. (A fixed 2048 threads per SM would leave blocks for a second wave where
+// registers allow fewer, and those would run a whole share late.)
+inline unsigned grid(const void* kernel, std::int64_t total) {
   const std::int64_t wave =
-      static_cast<std::int64_t>(impl::current_device_facts().multiprocessors) * (2048 / kThreads);
+      static_cast<std::int64_t>(impl::current_device_facts().multiprocessors) *
+      resident_blocks(kernel);
   return static_cast<unsigned>(
       std::max<std::int64_t>(1, std::min((total + kThreads - 1) / kThreads, wave)));
+}
+
+// Launches kernel<<<grid, kThreads>>> over `total` items.
+template <typename Kernel, typename... Args>
+void launch(Kernel kernel, std::int64_t total, cudaStream_t stream, Args... args) {
+  kernel<<<grid(reinterpret_cast<const void*>(kernel), total), kThreads, 0, stream>>>(args...);
+  KILN_LAUNCH_CHECK(stream);
 }
 
 template <typename T>
@@ -122,11 +149,10 @@ void fwd(void* out, const void* gu, std::int64_t N, std::int64_t I, cudaStream_t
   const auto* g = static_cast<const T*>(gu);
   if (I % kVec == 0) {
     const std::int64_t runs = I / kVec, total = N * runs;
-    swiglu_fwd_kernel<T, kVec><<<grid(total), kThreads, 0, stream>>>(o, g, total, runs, I);
+    launch(swiglu_fwd_kernel<T, kVec>, total, stream, o, g, total, runs, I);
   } else {
-    swiglu_fwd_kernel<T, 1><<<grid(N * I), kThreads, 0, stream>>>(o, g, N * I, I, I);
+    launch(swiglu_fwd_kernel<T, 1>, N * I, stream, o, g, N * I, I, I);
   }
-  KILN_LAUNCH_CHECK(stream);
 }
 
 template <typename T>
@@ -138,11 +164,10 @@ void bwd(void* dgu, const void* dout, const void* gu, std::int64_t N, std::int64
   const auto* g = static_cast<const T*>(gu);
   if (I % kVec == 0) {
     const std::int64_t runs = I / kVec, total = N * runs;
-    swiglu_bwd_kernel<T, kVec><<<grid(total), kThreads, 0, stream>>>(dg, d, g, total, runs, I);
+    launch(swiglu_bwd_kernel<T, kVec>, total, stream, dg, d, g, total, runs, I);
   } else {
-    swiglu_bwd_kernel<T, 1><<<grid(N * I), kThreads, 0, stream>>>(dg, d, g, N * I, I, I);
+    launch(swiglu_bwd_kernel<T, 1>, N * I, stream, dg, d, g, N * I, I, I);
   }
-  KILN_LAUNCH_CHECK(stream);
 }
 
 }  // namespace kiln::dev::swiglu
