@@ -15,11 +15,10 @@
 #include <limits>
 
 #include "kernels/common/check.hpp"
-#include "kernels/common/rows.cuh"
-#include "kernels/common/vec.cuh"
 #include "kernels/rope/rope.hpp"
 #include "kernels/rope/rope_item.hpp"
 #include "kernels/rope/rope_layout.hpp"
+#include "kernels/rope/run.cuh"
 
 namespace kiln::dev::rope {
 
@@ -34,27 +33,6 @@ struct Params {
   rope_layout::RopeGrid grid;
   int pos_offset;
   float inv_freq[kMaxHalf];
-};
-
-// kVec elements of T in registers: a 16-byte vector (kept as 32-bit words, rows.cuh) or a scalar.
-template <typename T, int kVec>
-struct Run {
-  static_assert(kVec == Vec16<T>::kSize, "a run is one 16-byte vector or one element");
-  Vec16<T> v;
-  __device__ __forceinline__ void load(const T* p) { v = load16(p); }
-  __device__ __forceinline__ float at(int e) const { return get(v, e); }
-  __device__ __forceinline__ void store(T* p, const float (&f)[kVec]) const {
-    store16(p, make16<T>(f));
-  }
-};
-template <typename T>
-struct Run<T, 1> {
-  T v;
-  __device__ __forceinline__ void load(const T* p) { v = *p; }
-  __device__ __forceinline__ float at(int) const { return to_float(v); }
-  __device__ __forceinline__ void store(T* p, const float (&f)[1]) const {
-    *p = from_float<T>(f[0]);
-  }
 };
 
 // Grid-stride over the work items (run fastest, then head chunk, token, batch), with 32-bit
