@@ -160,7 +160,7 @@ namespace {
 
 template <int kVec, bool kBf16>
 struct HostRun {
-  float v[kVec];
+  float v[kVec] = {};  // initialized: GCC cannot see that every read follows a load
   void load(const float* p) {
     for (int e = 0; e < kVec; ++e)
       v[e] = p[e];
