@@ -1,13 +1,13 @@
 // Rotary embedding forward and backward, bf16 and fp32, in place.
 //
 // A thread owns one (b, t) token, one run of kVec consecutive i in the first half of the head,
-// and up to kHeads heads of that token: it computes the kVec angles p * inv_freq[i] and their
-// sine and cosine once and applies them to every head it owns, so their cost is amortized over
-// kHeads heads. Each head is two accesses of kVec elements, i and i + HD/2: 16-byte vectors on
-// the fast path, scalars otherwise. Every element is read and written by one thread only, so in
-// place needs no synchronization. The item's work is rope_item.hpp (shared with a CPU test), its
-// index math rope_layout.hpp. inv_freq comes in the kernel's parameters (__grid_constant__: read
-// from the constant bank, no local copy); nothing grows with T.
+// and up to kHeads (rope_layout.hpp) heads of that token: it computes the kVec angles p *
+// inv_freq[i] and their sine and cosine once and applies them to every head it owns, so their cost
+// is amortized over kHeads heads. Each head is two accesses of kVec elements, i and i + HD/2:
+// 16-byte vectors on the fast path, scalars otherwise. Every element is read and written by one
+// thread only, so in place needs no synchronization. The item's work is rope_item.hpp (shared with
+// a CPU test), its index math rope_layout.hpp. inv_freq comes in the kernel's parameters
+// (__grid_constant__: read from the constant bank, no local copy); nothing grows with T.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -22,7 +22,6 @@
 
 namespace kiln::dev::rope {
 
-using rope_layout::kHeads;
 constexpr int kThreads = 256;
 constexpr int kMinBlocks = 2;  // at most 128 registers (rope_layout.hpp: kHeads)
 constexpr int kMaxHalf = static_cast<int>(impl::kRopeMaxHeadDim / 2);
