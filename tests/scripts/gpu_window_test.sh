@@ -2,7 +2,7 @@
 # CPU tests of scripts/gpu-window.sh on fake bundles (tests/scripts/fakes: a kiln_gpu_tests that
 # hangs, crashes, fails or exits 77 per area, benchmarks that pass or fail their check, a trainer,
 # nvidia-smi and compute-sanitizer):
-#   tests/scripts/gpu_window_test.sh SCENARIO     (faults | no_device | small_budget | rerun)
+#   tests/scripts/gpu_window_test.sh SCENARIO     (faults | no_device | small_budget | rerun | record)
 # Each checks that the window ends within its budget, classifies every job, records what did not
 # fit as not_run and leaves at most three files in OUT. Timing margins are generous: a loaded
 # machine may be slow, never wrong.
@@ -130,6 +130,24 @@ PY
     field memcheck layernorm spec | grep -q 'api_error' || fail "memcheck runs the deliberate API errors"
     tar xzf "$tmp/out/results.tgz" -C "$tmp" ./logs/tests.gemm.log
     grep -q "sync=1" "$tmp/logs/tests.gemm.log" || fail "KILN_SYNC_AFTER_LAUNCH not set in the rerun"
+    ;;
+  record)
+    # scripts/record-results.sh on a window's OUT: the dated record, its JSON lines and a plot.
+    window 60 KILN_BUNDLE="$tmp/bin.tgz" KILN_STAGES="preflight smoke bench" FAKE_BEHAVIOR="rope=fail"
+    "$root/scripts/record-results.sh" "$tmp/out" "$tmp/results" >"$tmp/record.log" 2>&1 ||
+      { cat "$tmp/record.log" >&2; fail "record-results.sh failed"; }
+    md=$(cat "$tmp/record.log")
+    [ -f "$md" ] || fail "no record: $md"
+    case $(basename "$md") in 20[0-9][0-9]-[01][0-9]-[0-3][0-9]-nvidia-h100-80gb-hbm3.md) ;;
+      *) fail "record name $(basename "$md")" ;; esac
+    grep -q "commit fakecommit01" "$md" || fail "no commit in the record"
+    grep -q "copy 3000 GB/s" "$md" || fail "no measured ceiling in the record"
+    grep -q "| 1 | layernorm_fwd | N=8192 C=768 | 2500.0 | 1250.0 | 83% |" "$md" || fail "no figure beside its peer"
+    grep -q "Target (PERF.md)" "$md" || fail "no target"
+    grep -q "| smoke | rope | fail |" "$md" || fail "no failing test row"
+    [ "$(head -c 4 "${md%.md}-layernorm.png" | od -An -c | tr -d ' ')" = "211PNG" ] || fail "no PNG plot"
+    [ "$(wc -l <"${md%.md}.jsonl")" -gt 3 ] || fail "short JSON lines"
+    python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "${md%.md}.jsonl" || fail "bad JSON lines"
     ;;
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac
