@@ -58,7 +58,6 @@ mkdir -p "$work/logs" "$work/xml" "$work/bench" "$work/trainer"
 rm -f "$out/results.tgz" "$out/summary.md" "$out/summary.json"
 
 now() { date +%s; }
-left() { echo $((deadline - reserve - $(now))); }
 say() { printf '[%4ds] %s\n' $(($(now) - t0)) "$*"; }
 # One row of jobs.tsv: stage name rc seconds kind note (rc "-" for a job that did not run).
 record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$work/jobs.tsv"; }
@@ -92,7 +91,7 @@ fi
 mkdir -p "$bin"
 commit=$(cat "$bin/COMMIT" 2>/dev/null || git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 export KILN_GIT_COMMIT=$commit
-seed=${KILN_TEST_SEED:-$(( (RANDOM << 15 | RANDOM) ))}
+seed=${KILN_TEST_SEED:-$((RANDOM << 15 | RANDOM))}
 export KILN_TEST_SEED=$seed
 
 # The CUDA libraries: the bundle's, the toolkit's, and NVIDIA's Python wheels where only they exist.
@@ -106,7 +105,8 @@ export LD_LIBRARY_PATH=$bin${wheel_libs:+:$wheel_libs}${LD_LIBRARY_PATH:+:$LD_LI
 
 gpu_present=0
 if timeout 10 nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then gpu_present=1; fi
-sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -n 1 || true)
+sanitizer=$(command -v compute-sanitizer || true)
+[ -n "$sanitizer" ] || [ ! -x /usr/local/cuda/bin/compute-sanitizer ] || sanitizer=/usr/local/cuda/bin/compute-sanitizer
 {
   echo "commit=$commit"; echo "seed=$seed"; echo "budget_s=$budget"; echo "gpu_present=$gpu_present"
   echo "started=$(date -u +%FT%TZ)"; echo "host=$(hostname)"; echo "bundle=$bundle"
@@ -150,24 +150,23 @@ cap() {
 
 # ---- jobs -------------------------------------------------------------------------------------
 # Catch2's XML reporter flushes each test case's start and end: a kill keeps what ran.
-catch_args() { echo "-r xml -o $work/xml/$1.xml -d yes"; }
+catch_args() { catch=(-r xml -o "$work/xml/$1.xml" -d yes); }
 # Runs one job (in the background, by run_pool) under timeout and records it.
 # $1 stage, $2 name, $3 seconds allowed (TERM at $3, KILL $grace later), $4 Catch2 spec (tests)
 start_job() {
   local stage=$1 name=$2 limit=$3 spec=${4:-} kind rc start log=$work/logs/$1.$2.log
-  local -a cmd env=()
+  local -a cmd env=() catch
+  catch_args "$stage.$name"
   case $stage in
-    smoke | tests) kind=test
+    smoke | tests) kind="test"
       # The smoke set runs the tests' quick shapes (KILN_TEST_QUICK trims the largest).
       [ "$stage" = tests ] || env=(KILN_TEST_QUICK=1)
-      # shellcheck disable=SC2046
-      cmd=("$bin/kiln_gpu_tests" "$spec" $(catch_args "$stage.$name") -w NoTests) ;;
+      cmd=("$bin/kiln_gpu_tests" "$spec" "${catch[@]}" -w NoTests) ;;
     memcheck | racecheck) kind=sanitizer
       env=(KILN_TEST_QUICK=1)
       local extra=(); [ "$stage" = memcheck ] && extra=(--report-api-errors no)
-      # shellcheck disable=SC2046
       cmd=("$sanitizer" --tool "$stage" --error-exitcode 99 --print-limit 50 --kernel-name kns=kiln
-           "${extra[@]}" "$bin/kiln_gpu_tests" "$spec" $(catch_args "$stage.$name")) ;;
+           "${extra[@]}" "$bin/kiln_gpu_tests" "$spec" "${catch[@]}") ;;
     trainer) kind=trainer
       cmd=(python3 "$report" trainer "$work/trainer" "$bin/train_gpt" --data "$bin/data" --model gpt2
            --backend cuda --batch 8 --seq-len 1024 --steps 20 --log-every 1 --eval-every 0
@@ -236,7 +235,7 @@ preflight() {
     ls -l "$bin"
     echo "== ldd"
     for f in "$bin"/*; do
-      [ -f "$f" ] && [ -x "$f" ] || continue
+      if [ ! -f "$f" ] || [ ! -x "$f" ]; then continue; fi
       if timeout 5 ldd "$f" 2>/dev/null | grep -q 'not found'; then
         echo "$(basename "$f"): MISSING $(timeout 5 ldd "$f" | grep 'not found' | awk '{print $1}' | tr '\n' ' ')"
         missing=1

@@ -148,8 +148,8 @@ def classify(row, work, gpu_present):
         return job
     if rc > 128:
         job["note"] = f"killed by signal {rc - 128}"
-    elif kind == "test" and "No test cases matched" in log:
-        job["note"] = "no test case matched " + job.get("spec", "")
+    elif kind == "test" and not cases and os.path.exists(xml_path):
+        job["note"] = f"exit {rc}: no test case ran (spec {job.get('spec', '')})"
     else:
         tail = [l for l in log.splitlines() if l.strip()][-1:] or [""]
         job["note"] = f"exit {rc}: {tail[0][:200]}"

@@ -23,6 +23,7 @@
 #include "tests/common/compare.hpp"
 #include "tests/common/device_buffer.hpp"
 #include "tests/common/support.hpp"
+#include "tests/gpu/paths.hpp"
 
 using kiln::test::DeviceBuffer;
 using bf16 = __nv_bfloat16;
@@ -74,6 +75,11 @@ std::vector<kiln_attention_impl_t> paths(const Shape& s, bool backward,
       continue;
     }
     CHECK(st == KILN_STATUS_NOT_SUPPORTED);  // the only acceptable refusal
+    if (impl != KILN_ATTENTION_IMPL_CUDNN && (s.HD == 64 || s.HD == 128) &&
+        kiln::test::hopper_paths_required())
+      FAIL_CHECK("kiln's own path refused head dim " << s.HD
+                                                     << " on compute capability 9.0 with "
+                                                        "the sm_90a build");
     if (impl == KILN_ATTENTION_IMPL_CUDNN) {
       if (cudnn_must_serve()) FAIL_CHECK("cuDNN refused a shape it serves on Hopper");
       WARN("cuDNN refused " << s.str() << ": " << kiln_last_error());
@@ -557,6 +563,37 @@ TEST_CASE("attention backward matches the reference on every path, both modes", 
   }
 }
 
+// The smoke set (scripts/gpu-window.sh runs it first and under compute-sanitizer): every path
+// that serves the shape (sm_80, sm_90a, cuDNN: required on Hopper, paths()), forward and both
+// backward modes, on one causal GQA shape with ragged blocks, for each of kiln's head dims.
+TEST_CASE("attention smoke: every path, forward and backward, one small shape per head dim",
+          "[attention][smoke]") {
+  uint64_t stream = 700;
+  for (const int64_t hd : {int64_t{64}, int64_t{128}}) {
+    const Shape s{2, 130, 130, 4, 2, hd, true};
+    const Inputs in = make_inputs(s, stream++);
+    const FwdResult ref_fwd = reference_fwd(s, in);
+    const Grads ref = reference_bwd(s, in);
+    const Baseline base_fwd = baseline(s, in, false);
+    const Baseline base = baseline(s, in, true);
+    for (const auto impl : paths(s, false)) {
+      const std::string what = s.str() + " [" + name(impl) + "]";
+      INFO(what);
+      const auto d = make_desc(s, impl, false, false);
+      const DeviceInputs di = upload(s, in, d, false);
+      check_fwd(what, s, ref_fwd, base_fwd.fwd, run_fwd(d, s, di), d);
+    }
+    for (const bool det : {false, true})
+      for (const auto impl : paths(s, true, det)) {
+        const std::string what = s.str() + " [" + name(impl) + (det ? ", deterministic]" : "]");
+        INFO(what);
+        const auto d = make_desc(s, impl, false, det);
+        const DeviceInputs di = upload(s, in, d, false);
+        check_grads(what, ref, base.grads, run_bwd(d, s, di, false));
+      }
+  }
+}
+
 TEST_CASE("attention forward and backward take (B, NH, T, HD) strides", "[attention]") {
   uint64_t stream = 250;
   for (const Shape& s :
@@ -644,6 +681,8 @@ bool hopper_kernels_here() {
 TEST_CASE("attention Hopper backward (forced sm90): both modes, causal, GQA, ragged, Tq != Tk",
           "[attention]") {
   if (!hopper_kernels_here()) {
+    if (kiln::test::hopper_paths_required())
+      FAIL("the forced sm90 attention does not resolve on compute capability 9.0 with sm_90a");
     WARN("no sm_90a kernels on this device or build: the Hopper backward is not exercised");
     return;
   }

@@ -93,6 +93,13 @@ void check_rmsnorm(const rows::Shape& s, std::mt19937_64& rng) {
 
 }  // namespace
 
+TEST_CASE("rmsnorm smoke: forward and backward, one shape per mapping", "[rmsnorm][smoke]") {
+  auto rng = kt::make_rng(2009);
+  for (const auto& s : rows::smoke_shapes())
+    check_rmsnorm<rows::bf16>(s, rng);
+  check_rmsnorm<float>(rows::Shape{37, 768}, rng);
+}
+
 TEST_CASE("rmsnorm forward and backward match the reference over the shape grid", "[rmsnorm]") {
   auto rng = kt::make_rng(2001);
   for (const auto& s : rows::grid()) {

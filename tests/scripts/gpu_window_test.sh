@@ -2,7 +2,7 @@
 # CPU tests of scripts/gpu-window.sh on fake bundles (tests/scripts/fakes: a kiln_gpu_tests that
 # hangs, crashes, fails or exits 77 per area, benchmarks that pass or fail their check, a trainer,
 # nvidia-smi and compute-sanitizer):
-#   tests/scripts/gpu_window_test.sh SCENARIO     (faults | no_device | small_budget | rerun | record)
+#   tests/scripts/gpu_window_test.sh SCENARIO     (faults | no_device | small_budget | rerun | record | dry_run)
 # Each checks that the window ends within its budget, classifies every job, records what did not
 # fit as not_run and leaves at most three files in OUT. Timing margins are generous: a loaded
 # machine may be slow, never wrong.
@@ -21,6 +21,8 @@ cp "$here"/fakes/{nvidia-smi,compute-sanitizer} "$tmp/path/"
 echo fakecommit01 >"$tmp/bundle/bin/COMMIT"
 printf 'gemm 900\nattention 800\nrope 100\nlayernorm 300\nsoftmax 200\n' >"$tmp/bundle/bin/AREAS"
 tar czf "$tmp/bin.tgz" -C "$tmp/bundle" bin
+real_gpu=0  # the machine's own nvidia-smi, before the fake one goes on PATH
+if command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then real_gpu=1; fi
 mkdir -p "$tmp/no-peers"
 export PATH=$tmp/path:$PATH KILN_GRACE_S=1 KILN_RESERVE_S=2 KILN_PEERS_DIR=$tmp/no-peers
 unset KILN_AREAS KILN_TEST_SPEC KILN_RERUN KILN_STAGES KILN_TEST_SEED FAKE_NO_GPU FAKE_BEHAVIOR
@@ -35,7 +37,7 @@ window() {
   rc=$?
   set -e
   end=$(date +%s)
-  [ $((end - start)) -le $((budget + 15)) ] || fail "took $((end - start)) s for a budget of $budget s"
+  [ $((end - start)) -le $((budget + 30)) ] || fail "took $((end - start)) s for a budget of $budget s"
   local files
   files=$(find "$tmp/out" -mindepth 1 | sed "s|$tmp/out/||" | sort | tr '\n' ' ')
   [ "$files" = "results.tgz summary.json summary.md " ] || fail "OUT holds: $files"
@@ -58,7 +60,7 @@ case $scenario in
   faults)
     # A GPU is "present": a hang times out (keeping the cases that ran), a crash and an exit 77
     # fail, a failed check fails its benchmark; the rest pass.
-    window 60 KILN_BUNDLE="$tmp/bin.tgz" KILN_CAP_TESTS=4 KILN_TEST_SEED=1234 \
+    window 120 KILN_BUNDLE="$tmp/bin.tgz" KILN_CAP_TESTS=12 KILN_TEST_SEED=1234 \
       FAKE_BEHAVIOR="gemm=hang attention=crash rope=exit77 layernorm=fail"
     [ "$rc" = 1 ] || fail "exit $rc, expected 1"
     expect preflight ldd pass
@@ -86,7 +88,7 @@ case $scenario in
     ;;
   no_device)
     # No GPU (nvidia-smi fails), every program says so: every GPU job is skipped, nothing fails.
-    window 60 KILN_BUNDLE="$tmp/bundle/bin" FAKE_NO_GPU=1 FAKE_BEHAVIOR=all=nodevice
+    window 120 KILN_BUNDLE="$tmp/bundle/bin" FAKE_NO_GPU=1 FAKE_BEHAVIOR=all=nodevice
     [ "$rc" = 0 ] || fail "exit $rc, expected 0"
     python3 - "$tmp/out/summary.json" <<'PY' || fail "not every GPU job was skipped"
 import json, sys
@@ -96,7 +98,7 @@ assert gpu_jobs and all(j["status"] == "skipped" for j in gpu_jobs), [(j["stage"
 assert {j["stage"] for j in gpu_jobs} >= {"smoke", "tests", "trainer", "memcheck", "racecheck", "bench"}
 PY
     # The same exit 77 without the program's word for it is a failure, even with no GPU.
-    window 60 KILN_BUNDLE="$tmp/bundle/bin" FAKE_NO_GPU=1 FAKE_BEHAVIOR="all=nodevice gemm=exit77" KILN_STAGES=smoke
+    window 120 KILN_BUNDLE="$tmp/bundle/bin" FAKE_NO_GPU=1 FAKE_BEHAVIOR="all=nodevice gemm=exit77" KILN_STAGES=smoke
     expect smoke gemm fail
     expect smoke softmax skipped
     ;;
@@ -114,10 +116,10 @@ PY
     ;;
   rerun)
     # A window with failures, then a rerun of only what failed, by case, with sync-after-launch.
-    window 60 KILN_BUNDLE="$tmp/bin.tgz" KILN_CAP_TESTS=3 FAKE_BEHAVIOR="gemm=hang layernorm=fail" \
+    window 120 KILN_BUNDLE="$tmp/bin.tgz" KILN_CAP_TESTS=12 FAKE_BEHAVIOR="gemm=hang layernorm=fail" \
       KILN_STAGES="tests bench"
     cp "$tmp/out/summary.json" "$tmp/first.json"
-    window 60 KILN_BUNDLE="$tmp/bin.tgz" KILN_RERUN="$tmp/first.json"
+    window 120 KILN_BUNDLE="$tmp/bin.tgz" KILN_RERUN="$tmp/first.json"
     [ "$rc" = 1 ] || fail "the rerun exit $rc, expected 1 (bench_bad still fails)"
     expect tests gemm pass
     expect tests layernorm pass
@@ -133,7 +135,7 @@ PY
     ;;
   record)
     # scripts/record-results.sh on a window's OUT: the dated record, its JSON lines and a plot.
-    window 60 KILN_BUNDLE="$tmp/bin.tgz" KILN_STAGES="preflight smoke bench" FAKE_BEHAVIOR="rope=fail"
+    window 120 KILN_BUNDLE="$tmp/bin.tgz" KILN_STAGES="preflight smoke bench" FAKE_BEHAVIOR="rope=fail"
     "$root/scripts/record-results.sh" "$tmp/out" "$tmp/results" >"$tmp/record.log" 2>&1 ||
       { cat "$tmp/record.log" >&2; fail "record-results.sh failed"; }
     md=$(cat "$tmp/record.log")
@@ -148,6 +150,35 @@ PY
     [ "$(head -c 4 "${md%.md}-layernorm.png" | od -An -c | tr -d ' ')" = "211PNG" ] || fail "no PNG plot"
     [ "$(wc -l <"${md%.md}.jsonl")" -gt 3 ] || fail "short JSON lines"
     python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "${md%.md}.jsonl" || fail "bad JSON lines"
+    ;;
+  dry_run)
+    # The real programs of this build (KILN_BUILD_DIR), laid out as gpu-bundle.sh lays them out,
+    # on this machine without a GPU: three files, and every GPU job skipped for want of a device.
+    build=${KILN_BUILD_DIR:?KILN_BUILD_DIR: the build folder}
+    if [ "$real_gpu" = 1 ]; then
+      echo "[kiln-skip] a GPU is present: the dry run is for machines without one"; exit 0
+    fi
+    rm -rf "$tmp/bundle/bin" && mkdir -p "$tmp/bundle/bin"
+    for f in "$build"/tests/kiln_gpu_tests "$build"/bench/bench_* "$build"/python_free_demos/kiln_info \
+             "$build"/python_free_demos/train_gpt "$build"/libkiln.so*; do
+      [ -e "$f" ] && ln -s "$f" "$tmp/bundle/bin/$(basename "$f")"
+    done
+    [ -e "$tmp/bundle/bin/kiln_gpu_tests" ] || fail "no kiln_gpu_tests in $build"
+    for f in "$root"/tests/gpu/*_test.*; do a=$(basename "$f"); echo "${a%_test.*} $(wc -c <"$f")"; done \
+      >"$tmp/bundle/bin/AREAS"
+    echo dryrun >"$tmp/bundle/bin/COMMIT"
+    window 120 KILN_BUNDLE="$tmp/bundle/bin" FAKE_NO_GPU=1 KILN_PEERS_DIR="$root/bench/peers"
+    [ "$rc" = 0 ] || fail "exit $rc"
+    python3 - "$tmp/out/summary.json" "$root/tests/gpu" <<'PY' || fail "not every GPU job was skipped for want of a device"
+import glob, json, os, sys
+s = json.load(open(sys.argv[1]))
+gpu_jobs = [j for j in s["jobs"] if j["stage"] != "preflight"]
+bad = [(j["stage"], j["name"], j["status"], j.get("note")) for j in gpu_jobs if j["status"] != "skipped"]
+assert not bad, bad
+areas = {os.path.basename(f).split("_test.")[0] for f in glob.glob(os.path.join(sys.argv[2], "*_test.*"))}
+assert {j["name"] for j in gpu_jobs if j["stage"] == "tests"} == areas
+assert any(j["stage"] == "bench" and j["name"].startswith("bench_") for j in gpu_jobs)
+PY
     ;;
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac
