@@ -4,8 +4,8 @@
 #   scripts/gpu-bundle.sh [DEST]      (default .carry/bin; .carry/ is git-ignored)
 # writes the folder DEST and DEST.tgz. Only DEST.tgz needs to travel (the device tool's `carry`
 # takes [".carry/bin.tgz"]; the working tree, scripts and bench/peers included, travels anyway).
-# The .tgz holds (about 30-45 MiB; the script fails above KILN_BUNDLE_MAX_MIB, default 60, since
-# at most 64 MiB travel with the working tree):
+# The .tgz holds (22 MiB for the "default" preset here; the script fails above KILN_BUNDLE_MAX_MIB,
+# default 60, since at most 64 MiB travel with the working tree):
 #   libkiln.so*, libkiln_mpi.so   the library (and its MPI rendezvous plugin, when built)
 #   kiln_gpu_tests                the GPU tests (the CPU tests ran here)
 #   train_gpt, generate, kiln_info, kiln_tokenize, bench_*
