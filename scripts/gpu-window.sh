@@ -126,7 +126,7 @@ if [ -n "${KILN_AREAS:-}" ]; then
   keep=(); for a in "${areas[@]}"; do [[ $want == *" $a "* ]] && keep+=("$a"); done
   areas=("${keep[@]}")
 fi
-mapfile -t benches < <(find "$bin" -maxdepth 1 -name 'bench_*' -type f -perm -u+x -printf '%f\n' | sort)
+mapfile -t benches < <(find -L "$bin" -maxdepth 1 -name 'bench_*' -type f -perm -u+x -printf '%f\n' | sort)
 # Peers: plain ones first, those that compile (torch.compile: minutes) last.
 peers_dir=${KILN_PEERS_DIR:-$root/bench/peers}
 mapfile -t peers < <(for p in "$peers_dir"/*.py; do
