@@ -34,13 +34,15 @@
 #                     failing test cases when known), with KILN_SYNC_AFTER_LAUNCH=1, then memcheck
 #                     on the same cases, then the failed benchmarks and trainer
 #   KILN_PEERS_DIR    the PyTorch peers (default bench/peers)
+#   KILN_SANITIZER_FILTER  compute-sanitizer's kernel filter (default "--kernel-name kns=kiln";
+#                     empty: every kernel)
 #   KILN_JOBS         parallel processes in the smoke, tests and sanitizer stages (default 8)
 # Exit status: 0 when nothing failed or timed out (skipped and not_run rows do not fail), else 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-[ $# -ge 1 ] || { sed -n '2,36p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,40p' "$0"; exit 2; }
 mkdir -p "$1"
 out=$(cd "$1" && pwd)
 budget=${2:-540}
@@ -165,7 +167,9 @@ start_job() {
     memcheck | racecheck) kind=sanitizer
       env=(KILN_TEST_QUICK=1)
       local extra=(); [ "$stage" = memcheck ] && extra=(--report-api-errors no)
-      cmd=("$sanitizer" --tool "$stage" --error-exitcode 99 --print-limit 50 --kernel-name kns=kiln
+      local filter=()  # kiln's kernels only: cuBLASLt's and cuDNN's are not ours to judge
+      read -r -a filter <<<"${KILN_SANITIZER_FILTER---kernel-name kns=kiln}"
+      cmd=("$sanitizer" --tool "$stage" --error-exitcode 99 --print-limit 50 "${filter[@]}"
            "${extra[@]}" "$bin/kiln_gpu_tests" "$spec" "${catch[@]}") ;;
     trainer) kind=trainer
       cmd=(python3 "$report" trainer "$work/trainer" "$bin/train_gpt" --data "$bin/data" --model gpt2

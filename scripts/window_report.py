@@ -114,8 +114,11 @@ def classify(row, work, gpu_present):
         return job
     if rc in (124, 137):
         job["status"] = "timeout"
-        job["note"] = "killed at its time limit" + (
-            f" in: {job['interrupted_in']}" if "interrupted_in" in job else "")
+        # Catch2 closes the case it was in when TERM came as failed (a FatalErrorCondition);
+        # after a KILL the case is left open (interrupted_in).
+        where = job.get("interrupted_in") or (cases[-1][0] if cases and cases[-1][1] is False
+                                              and "SIGTERM" in read_text(xml_path)[-4000:] else None)
+        job["note"] = "killed at its time limit" + (f" in: {where}" if where else "")
         return job
     if rc == 77:
         if says_no_device and not gpu_present:
