@@ -167,7 +167,7 @@ PY
     for f in "$root"/tests/gpu/*_test.*; do a=$(basename "$f"); echo "${a%_test.*} $(wc -c <"$f")"; done \
       >"$tmp/bundle/bin/AREAS"
     echo dryrun >"$tmp/bundle/bin/COMMIT"
-    window 120 KILN_BUNDLE="$tmp/bundle/bin" FAKE_NO_GPU=1 KILN_PEERS_DIR="$root/bench/peers"
+    window 540 KILN_BUNDLE="$tmp/bundle/bin" FAKE_NO_GPU=1 KILN_PEERS_DIR="$root/bench/peers"
     [ "$rc" = 0 ] || fail "exit $rc"
     python3 - "$tmp/out/summary.json" "$root/tests/gpu" <<'PY' || fail "not every GPU job was skipped for want of a device"
 import glob, json, os, sys
