@@ -126,7 +126,7 @@ __device__ __forceinline__ void mbarrier_wait(std::uint64_t* bar, std::uint32_t 
     if (!wait_check_due(spins)) continue;
     const std::uint32_t now = wait_timer_units(globaltimer_ns());
     if (start == 0) {
-      start = now | 1;  // never 0; one unit early at worst
+      start = now | 1;  // never 0; one unit (1 us) late at worst
     } else if (wait_units_passed(start, now)) {
       mbarrier_wait_timed_out(what, bar, parity);
     }

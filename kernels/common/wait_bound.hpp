@@ -39,15 +39,20 @@ KILN_WAIT_HD constexpr bool wait_deadline_passed(std::uint64_t start_ns, std::ui
 }
 
 // The device loop keeps its start time in 32 bits: the timer in units of 2^kWaitTimerShift ns
-// (about a microsecond), which wraps after 73 minutes; the unsigned difference of two readings is
-// right across a wrap as long as the wait is shorter than that.
+// (about a microsecond), which wraps after 73 minutes. The difference of two readings is taken
+// modulo 2^32 and read as signed: right across a wrap, and a reading at or before the start
+// (the timer is coarse, and the loop stores start = now | 1, which may be one unit ahead of the
+// next reading) is a wait of zero or less, never a huge one.
 inline constexpr int kWaitTimerShift = 10;
 KILN_WAIT_HD constexpr std::uint32_t wait_timer_units(std::uint64_t ns) {
   return static_cast<std::uint32_t>(ns >> kWaitTimerShift);
 }
 KILN_WAIT_HD constexpr bool wait_units_passed(std::uint32_t start_units, std::uint32_t now_units) {
-  return now_units - start_units >= static_cast<std::uint32_t>(kWaitLimitNs >> kWaitTimerShift);
+  return static_cast<std::int32_t>(now_units - start_units) >=
+         static_cast<std::int32_t>(kWaitLimitNs >> kWaitTimerShift);
 }
+static_assert((kWaitLimitNs >> kWaitTimerShift) < (std::uint64_t{1} << 31),
+              "the limit fits the signed difference");
 
 }  // namespace kiln::dev
 

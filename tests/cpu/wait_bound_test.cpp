@@ -69,6 +69,12 @@ TEST_CASE("bounded wait: the 32-bit start time in timer units measures across a 
   CHECK(w > 0xFFFF'FF00u);
   CHECK_FALSE(wait_units_passed(w, wait_timer_units(near_wrap + 1'000'000)));
   CHECK(wait_units_passed(w, wait_timer_units(near_wrap + kWaitLimitNs + 2048)));
+  // The coarse timer may read the same unit again, and start = now | 1 may be one unit ahead of
+  // it: a wait of -1 units is no wait, not 2^32 - 1 units (which would trap a healthy kernel).
+  const std::uint32_t even = 1000;
+  CHECK_FALSE(wait_units_passed(even | 1, even));
+  CHECK_FALSE(wait_units_passed(0xFFFF'FFFFu, 0xFFFF'FFFEu));
+  CHECK_FALSE(wait_units_passed(5, 5));
 }
 
 TEST_CASE("bounded wait: a stuck wait traps after about kWaitLimitNs, simulated on the host",
