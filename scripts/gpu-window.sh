@@ -69,7 +69,8 @@ pack() {
     { head -c 1M "$f"; printf '\n[... cut by gpu-window.sh ...]\n'; tail -c 2M "$f"; } >"$f.cut"
     mv "$f.cut" "$f"
   done
-  tar czf "$out/results.tgz.part" -C "$work" . 2>/dev/null && mv "$out/results.tgz.part" "$out/results.tgz"
+  # Written beside the work folder, then moved: a kill mid-way leaves no fourth file in OUT.
+  tar czf "$work.tgz" -C "$work" . 2>/dev/null && mv -f "$work.tgz" "$out/results.tgz"
   python3 "$report" summary "$work" "$out" >/dev/null 2>"$work/logs/report.err" || say "summary failed: $(tail -1 "$work/logs/report.err")"
 }
 
@@ -299,5 +300,5 @@ echo "finished=$(date -u +%FT%TZ)" >>"$work/env.txt"
 echo "elapsed_s=$(($(now) - t0))" >>"$work/env.txt"
 pack
 python3 "$report" print "$out/summary.json" || status=1
-rm -rf "$work" "${unpacked:-/nonexistent}"
+rm -rf "$work" "$work.tgz" "${unpacked:-/nonexistent}"
 exit $status

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -186,12 +187,12 @@ def summarize(work, out):
         "sanitizer": env.get("sanitizer"), "environment": device_environment(work),
         "trainer": trainer, "counts": counts, "jobs": jobs,
     }
-    with open(os.path.join(out, "summary.json.part"), "w") as f:
-        json.dump(summary, f, indent=1)
-    os.replace(os.path.join(out, "summary.json.part"), os.path.join(out, "summary.json"))
-    with open(os.path.join(out, "summary.md.part"), "w") as f:
-        f.write(markdown(summary))
-    os.replace(os.path.join(out, "summary.md.part"), os.path.join(out, "summary.md"))
+    # Written in WORK, then moved: a kill mid-way leaves no partial or extra file in OUT.
+    for name, text in (("summary.json", json.dumps(summary, indent=1)), ("summary.md", markdown(summary))):
+        part = os.path.join(work, name + ".part")
+        with open(part, "w") as f:
+            f.write(text)
+        shutil.move(part, os.path.join(out, name))
 
 
 def row_text(j):
