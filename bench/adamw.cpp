@@ -145,7 +145,8 @@ int main(int argc, char** argv) {
       worst = std::max(worst, std::fabs(want - p1[k]) / 6e-4);
     }
     if (!(worst < 1e-3)) {
-      std::fprintf(stderr, "bench_adamw: off by %g at a spot check; not timed\n", worst);
+      kiln::bench::check_failed("bench_adamw: off by " + std::to_string(worst) +
+                                " at a spot check");
       return 1;
     }
 

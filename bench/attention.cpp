@@ -80,8 +80,8 @@ bool spot_check(const Case& c, const bf16* q, const bf16* k, const bf16* v, cons
     }
   }
   if (!(worst < 2e-2)) {
-    std::fprintf(stderr, "bench_attention: %s: output off by %g at a spot check; not timed\n",
-                 c.shape().c_str(), worst);
+    kiln::bench::check_failed("bench_attention " + c.shape() + ": output off by " +
+                              std::to_string(worst) + " at a spot check");
     return false;
   }
   return true;
@@ -129,9 +129,9 @@ bool spot_check_dq(const Case& c, const bf16* q, const bf16* k, const bf16* v, c
     }
   }
   if (!(worst <= 2e-2 * (1.0 + peak))) {
-    std::fprintf(stderr,
-                 "bench_attention: %s %s: dQ off by %g (peak %g) at a spot check; not timed\n",
-                 what.c_str(), c.shape().c_str(), worst, peak);
+    kiln::bench::check_failed("bench_attention " + what + " " + c.shape() + ": dQ off by " +
+                              std::to_string(worst) + " (peak " + std::to_string(peak) +
+                              ") at a spot check");
     return false;
   }
   return true;
@@ -229,5 +229,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_attention: %s\n", e.what());
     return 1;
   }
-  return 0;
+  return kiln::bench::exit_status();
 }

@@ -140,7 +140,7 @@ int main(int argc, char** argv) {
                   {"gbps", kiln::bench::gbps(bwd_bytes, tb.median_ms)}});
     }
     KILN_CUDA_CHECK(cudaStreamDestroy(stream));
-    return failures ? 1 : 0;
+    return failures ? 1 : kiln::bench::exit_status();
   } catch (const kiln::Error& e) {
     std::fprintf(stderr, "bench_embedding: %s\n", e.what());
     return 1;

@@ -81,8 +81,8 @@ int main(int argc, char** argv) {
         last = trainer->step(in, tg, true).loss;
       if (!(std::abs(first - std::log(static_cast<double>(model.vocab_size))) < 0.5 &&
             last < first)) {
-        std::printf("end_to_end: %s does not train (loss %.4f -> %.4f); not timed\n", shape.c_str(),
-                    first, last);
+        kiln::bench::check_failed("bench_end_to_end " + shape + ": does not train (loss " +
+                                  std::to_string(first) + " -> " + std::to_string(last) + ")");
         continue;
       }
       const kiln::bench::Timing t = kiln::bench::time_region(
@@ -105,5 +105,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_end_to_end: %s\n", e.what());
     return 1;
   }
-  return 0;
+  return kiln::bench::exit_status();
 }

@@ -344,8 +344,9 @@ int main(int argc, char** argv) {
       KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
       const double err = max_rel_diff();
       if (!(err <= tolerance)) {
-        std::printf("# %s %s: %s FAILED the check (max relative difference %g): not timed\n",
-                    p.name.c_str(), shape_of(p).c_str(), kiln_gemm_backend_name(backend), err);
+        kiln::bench::check_failed(p.name + " " + shape_of(p) + ": " +
+                                  kiln_gemm_backend_name(backend) + " max relative difference " +
+                                  std::to_string(err));
         continue;
       }
       const kiln::bench::Timing t = kiln::bench::time_region(
@@ -375,5 +376,5 @@ int main(int argc, char** argv) {
     std::printf("# wrote the table of fastest kiln backends to %s\n", table_path.c_str());
   }
   KILN_CUBLAS_CHECK(cublasDestroy(cublas));
-  return 0;
+  return kiln::bench::exit_status();
 }

@@ -156,5 +156,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_layernorm: %s\n", e.what());
     return 1;
   }
-  return 0;
+  return kiln::bench::exit_status();
 }

@@ -58,7 +58,7 @@ inline bool close_enough(const std::string& what, const std::vector<double>& ref
     if (!(e <= worst)) worst = e;  // NaN counts as the worst
   }
   if (worst <= tol * scale) return true;
-  std::fprintf(stderr, "%s: off by %g at a spot check; not timed\n", what.c_str(), worst);
+  kiln::bench::check_failed(what + ": off by " + std::to_string(worst) + " at a spot check");
   return false;
 }
 

@@ -128,5 +128,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_softmax: %s\n", e.what());
     return 1;
   }
-  return 0;
+  return kiln::bench::exit_status();
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Turns the JSON lines of a gpu-check run into a report: every kiln figure beside its peers from
+"""Turns benchmark JSON lines (bench/harness, bench/peers) into a report: every kiln figure beside its peers from
 the same run, the measured ceilings, and the PERF.md target; one plot (PNG) per benchmark.
 
     scripts/bench_report.py OUTDIR     (reads OUTDIR/bench.jsonl and OUTDIR/peers.jsonl,

@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -81,10 +82,24 @@ Options parse_options(int argc, char** argv, const std::string& description,
   return o;
 }
 
+namespace {
+std::atomic<int> g_failed_checks{0};
+}  // namespace
+
+void check_failed(const std::string& message) {
+  ++g_failed_checks;
+  std::fprintf(stderr, "FAILED: %s; not timed\n", message.c_str());
+  std::fflush(stderr);
+}
+
+int exit_status() {
+  return g_failed_checks.load() > 0 ? 1 : 0;
+}
+
 int device_or_skip() {
   int count = 0;
   if (kiln_device_count(&count) != KILN_STATUS_OK) {
-    std::printf("%s: benchmark skipped\n", kiln_last_error());
+    std::printf("[kiln-no-device] %s: benchmark skipped\n", kiln_last_error());
     return 77;
   }
   return 0;

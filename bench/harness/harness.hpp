@@ -38,9 +38,16 @@ Options parse_options(int argc, char** argv, const std::string& description);
 Options parse_options(int argc, char** argv, const std::string& description,
                       const std::function<void(CLI::App&)>& extra);
 
-// 0 when a CUDA device is present; otherwise prints "no CUDA device (...)" and returns 77, the
-// exit code ctest and scripts/gpu-check.sh read as "skipped".
+// 0 when a CUDA device is present; otherwise prints "[kiln-no-device] ... benchmark skipped" and
+// returns 77, which scripts/gpu-window.sh reads as "skipped" only with that line.
 int device_or_skip();
+
+// A failed spot check (or any other reason a figure must not be trusted): prints
+// "FAILED: <message>; not timed" to stderr and makes exit_status() 1, so the program exits
+// non-zero and scripts/gpu-window.sh reports it FAILED instead of "done".
+void check_failed(const std::string& message);
+// What main returns when it ran to the end: 1 if any check failed, else 0.
+int exit_status();
 
 // A device allocation of n elements of T (256 bytes when n is 0, so the pointer is never null),
 // freed at scope exit. Benchmarks allocate before timing, never inside the timed region.

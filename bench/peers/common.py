@@ -87,5 +87,5 @@ class Report:
 
 def require_cuda():
     if not torch.cuda.is_available():
-        print("no CUDA device: peer benchmark skipped")
+        print("[kiln-no-device] no CUDA device: peer benchmark skipped")
         raise SystemExit(77)

@@ -146,7 +146,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int step = 0; step < st.total; ++step, ring.next()) {
         const int h = hk * p.group + step / st.per_head;
         const int q0 = (st.m_begin + step % st.per_head) * kM;
-        dev::mbarrier_wait(&sm.empty[ring.stage], ring.phase ^ 1);
+        dev::mbarrier_wait(&sm.empty[ring.stage], ring.phase ^ 1, "attention_bwd_sm90 empty");
         dev::mbarrier_arrive_expect_tx(&sm.full[ring.stage], 2 * Smem<HD>::kQBytes);
         for (int cb = 0; cb < kBlocks; ++cb) {
           dev::tma_load_4d(sm.q[ring.stage] + cb * kM * 128, &map_q, &sm.full[ring.stage], cb * 64,
@@ -161,7 +161,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int h = hk * p.group + step / st.per_head;
         const int q0 = (st.m_begin + step % st.per_head) * kM;
         const int64_t row0 = (static_cast<int64_t>(b) * p.NHq + h) * p.Tq;
-        dev::mbarrier_wait(&sm.empty[ring.stage], ring.phase ^ 1);
+        dev::mbarrier_wait(&sm.empty[ring.stage], ring.phase ^ 1, "attention_bwd_sm90 empty");
         for (int i = lane; i < kM; i += 32) {
           const int q = q0 + i;
           float l2 = INFINITY, d = 0.f;
@@ -201,7 +201,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     dv[i] = 0.f;
   }
 
-  dev::mbarrier_wait(&sm.kv_full, 0);
+  dev::mbarrier_wait(&sm.kv_full, 0, "attention_bwd_sm90 kv_full");
   Ring<kStages> ring;
   for (int step = 0; step < st.total; ++step, ring.next()) {
     const int h = hk * p.group + step / st.per_head;
@@ -212,7 +212,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const unsigned char* sdo = sm.dout[stage];
     const float* lse2 = sm.lse2[stage];
     const float* dsum = sm.dsum[stage];
-    dev::mbarrier_wait(&sm.full[stage], ring.phase);
+    dev::mbarrier_wait(&sm.full[stage], ring.phase, "attention_bwd_sm90 full");
 
     // Descriptors of k-step 0, recomputed every block (opaque) rather than kept in registers.
     const std::uint64_t d_k = opaque(desc_kmajor(k_rows, kN, 0));

@@ -129,18 +129,19 @@ __global__ void __launch_bounds__(kThreads, 1)
       const Tile tile = tile_at(p, t);
       const int m0 = tile.m_block * kM, hk = tile.h / p.group;
       const int n_blocks = key_blocks(p, m0);
-      dev::mbarrier_wait(&sm.q_empty, q_phase ^ 1);  // the previous tile's Q is no longer read
+      dev::mbarrier_wait(&sm.q_empty, q_phase ^ 1,
+                         "attention_fwd_sm90 q_empty");  // the previous tile's Q is no longer read
       dev::mbarrier_arrive_expect_tx(&sm.q_full, Smem<HD>::kQBytes);
       for (int cb = 0; cb < kBlocks; ++cb)
         dev::tma_load_4d(sm.q + cb * kM * 128, &map_q, &sm.q_full, cb * 64, m0, tile.h, tile.b);
       q_phase ^= 1;
       for (int n = n_blocks - 1; n >= 0; --n, ring.next()) {
-        dev::mbarrier_wait(&sm.k_empty[ring.stage], ring.phase ^ 1);
+        dev::mbarrier_wait(&sm.k_empty[ring.stage], ring.phase ^ 1, "attention_fwd_sm90 k_empty");
         dev::mbarrier_arrive_expect_tx(&sm.k_full[ring.stage], Smem<HD>::kKVBytes);
         for (int cb = 0; cb < kBlocks; ++cb)
           dev::tma_load_4d(sm.k[ring.stage] + cb * kN * 128, &map_k, &sm.k_full[ring.stage],
                            cb * 64, n * kN, hk, tile.b);
-        dev::mbarrier_wait(&sm.v_empty[ring.stage], ring.phase ^ 1);
+        dev::mbarrier_wait(&sm.v_empty[ring.stage], ring.phase ^ 1, "attention_fwd_sm90 v_empty");
         dev::mbarrier_arrive_expect_tx(&sm.v_full[ring.stage], Smem<HD>::kKVBytes);
         for (int cb = 0; cb < kBlocks; ++cb)
           dev::tma_load_4d(sm.v[ring.stage] + cb * kN * 128, &map_v, &sm.v_full[ring.stage],
@@ -250,12 +251,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     };
 
-    dev::mbarrier_wait(&sm.q_full, q_phase);
+    dev::mbarrier_wait(&sm.q_full, q_phase, "attention_fwd_sm90 q_full");
     q_phase ^= 1;
     if (n_blocks > 0) {
       // First block: S alone.
       int n = n_blocks - 1;
-      dev::mbarrier_wait(&sm.k_full[ring.stage], ring.phase);
+      dev::mbarrier_wait(&sm.k_full[ring.stage], ring.phase, "attention_fwd_sm90 k_full");
       dev::named_barrier_sync(my_turn, 256);
       issue_s(ring.stage);
       dev::named_barrier_arrive(their_turn, 256);
@@ -270,8 +271,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int cur = ring.stage;
         const std::uint32_t cur_phase = ring.phase;
         ring.next();
-        dev::mbarrier_wait(&sm.k_full[ring.stage], ring.phase);
-        dev::mbarrier_wait(&sm.v_full[cur], cur_phase);
+        dev::mbarrier_wait(&sm.k_full[ring.stage], ring.phase, "attention_fwd_sm90 k_full");
+        dev::mbarrier_wait(&sm.v_full[cur], cur_phase, "attention_fwd_sm90 v_full");
         dev::named_barrier_sync(my_turn, 256);
         issue_s(ring.stage);
         dev::wgmma_fence_operand(o);
@@ -288,7 +289,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         pack_p();
       }
       // Last block's P V.
-      dev::mbarrier_wait(&sm.v_full[ring.stage], ring.phase);
+      dev::mbarrier_wait(&sm.v_full[ring.stage], ring.phase, "attention_fwd_sm90 v_full");
       dev::named_barrier_sync(my_turn, 256);
       dev::wgmma_fence_operand(o);
       issue_pv(ring.stage);

@@ -30,6 +30,7 @@
 
 #include "kernels/common/sm80.cuh"  // smem_addr
 #include "kernels/common/sm90_wgmma.cuh"
+#include "kernels/common/wait_bound.hpp"
 
 namespace kiln::dev {
 
@@ -74,8 +75,61 @@ __device__ __forceinline__ bool mbarrier_try_wait(std::uint64_t* bar, std::uint3
   return done != 0;
 }
 
-__device__ __forceinline__ void mbarrier_wait(std::uint64_t* bar, std::uint32_t parity) {
-  while (!mbarrier_try_wait(bar, parity)) {
+// Nanoseconds of the GPU's global timer (coarse: it may tick in microseconds).
+__device__ __forceinline__ std::uint64_t globaltimer_ns() {
+  std::uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
+  return t;
+}
+
+// What a timed-out wait leaves behind before it traps (one per translation unit; the last
+// writer wins). A kernel holding wgmma in flight cannot call printf (vprintf is a function call,
+// and ptxas serializes every wgmma of the kernel across it: C7510), so the record is what names
+// the barrier: cuda-gdb stops at the trap (`print kiln::dev::g_wait_timeout` there, or in a core
+// dump taken with CUDA_ENABLE_COREDUMP_ON_EXCEPTION=1); the kernel is the launch that fails
+// (KILN_SYNC_AFTER_LAUNCH=1, as gpu-window.sh's rerun sets, blames it exactly). Compiling with
+// KILN_DEBUG_WAITS=1 prints it too, at the price of serialized wgmma.
+struct WaitTimeout {
+  const char* what;             // "<kernel> <barrier>", a string literal
+  std::uint32_t where;          // the barrier's shared-memory address | parity << 31
+  std::uint32_t block, thread;  // blockIdx.x, threadIdx.x
+};
+[[maybe_unused]] static __device__ WaitTimeout g_wait_timeout;
+
+// The failure path: a few stores and a trap, no call (the launch fails with
+// cudaErrorLaunchFailure; the context is lost, as after any trap).
+__device__ __forceinline__ void mbarrier_wait_timed_out(const char* what, std::uint64_t* bar,
+                                                        std::uint32_t parity) {
+  g_wait_timeout.what = what;
+  g_wait_timeout.where = smem_addr(bar) | parity << 31;
+  g_wait_timeout.block = blockIdx.x;
+  g_wait_timeout.thread = threadIdx.x;
+  __threadfence_system();
+#if defined(KILN_DEBUG_WAITS) && KILN_DEBUG_WAITS
+  printf(
+      "kiln: deadlock: %s (mbarrier at shared 0x%x, parity %u) not complete after %llu ms in "
+      "block %u thread %u: trap\n",
+      what, smem_addr(bar), parity, static_cast<unsigned long long>(kWaitLimitNs / 1000000),
+      blockIdx.x, threadIdx.x);
+#endif
+  __trap();
+}
+
+// Waits until the phase of `parity` has completed, for at most kWaitLimitNs (wait_bound.hpp);
+// then traps naming `what` ("<kernel> <barrier>"), so a deadlock costs seconds, not a GPU window.
+// Two 32-bit registers live in the loop (the try count and the start in the timer's units of
+// 2^kWaitTimerShift ns): the consumers wait with their accumulators live and have none to spare.
+__device__ __forceinline__ void mbarrier_wait(std::uint64_t* bar, std::uint32_t parity,
+                                              const char* what) {
+  std::uint32_t start = 0;  // 0: not read yet
+  for (std::uint32_t spins = 1; !mbarrier_try_wait(bar, parity); ++spins) {
+    if (!wait_check_due(spins)) continue;
+    const std::uint32_t now = wait_timer_units(globaltimer_ns());
+    if (start == 0) {
+      start = now | 1;  // never 0; one unit (1 us) late at worst
+    } else if (wait_units_passed(start, now)) {
+      mbarrier_wait_timed_out(what, bar, parity);
+    }
   }
 }
 

@@ -179,7 +179,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       int tm, tn;
       order.coords(tile, tm, tn);
       for (int kb = 0; kb < k_blocks; ++kb) {
-        mbarrier_wait(&empty[stage], phase ^ 1);
+        mbarrier_wait(&empty[stage], phase ^ 1, "gemm_sm90 empty");
         char* sa = smem + stage * Cfg::kStageBytes;
         char* sb = sa + Cfg::kABytes;
         mbarrier_arrive_expect_tx(&full[stage], Cfg::kStageBytes);
@@ -201,7 +201,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     // Tail: wait until the consumers released every stage, so no copy is in flight at exit.
     for (int i = 0; i < kStages; ++i) {
-      mbarrier_wait(&empty[stage], phase ^ 1);
+      mbarrier_wait(&empty[stage], phase ^ 1, "gemm_sm90 empty");
       if (++stage == kStages) {
         stage = 0;
         phase ^= 1;
@@ -233,7 +233,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       part[i] = 0.0f;
     int prev_stage = 0;
     for (int kb = 0; kb < k_blocks; ++kb) {
-      mbarrier_wait(&full[stage], phase);
+      mbarrier_wait(&full[stage], phase, "gemm_sm90 full");
       const char* sa = smem + stage * Cfg::kStageBytes;
       const char* sb = sa + Cfg::kABytes;
       // Descriptors of the tiles' starts; each k step adds its start offset (>> 4, the

@@ -12,8 +12,8 @@
 
 namespace kiln::test {
 
-// True when KILN_TEST_QUICK=1: GPU tests then skip their largest shapes (the sanitizer runs of
-// scripts/gpu-check.sh set it, since compute-sanitizer slows kernels down a hundredfold).
+// True when KILN_TEST_QUICK=1: GPU tests then skip their largest shapes (scripts/gpu-window.sh
+// sets it for the smoke and sanitizer runs, since compute-sanitizer slows kernels a hundredfold).
 bool quick_mode();
 
 // The process's test seed: KILN_TEST_SEED if set, else fresh entropy. Printed on first use.

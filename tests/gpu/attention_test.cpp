@@ -10,11 +10,14 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/attention/attention.hpp"
@@ -23,6 +26,7 @@
 #include "tests/common/compare.hpp"
 #include "tests/common/device_buffer.hpp"
 #include "tests/common/support.hpp"
+#include "tests/gpu/paths.hpp"
 
 using kiln::test::DeviceBuffer;
 using bf16 = __nv_bfloat16;
@@ -74,6 +78,11 @@ std::vector<kiln_attention_impl_t> paths(const Shape& s, bool backward,
       continue;
     }
     CHECK(st == KILN_STATUS_NOT_SUPPORTED);  // the only acceptable refusal
+    if (impl != KILN_ATTENTION_IMPL_CUDNN && (s.HD == 64 || s.HD == 128) &&
+        kiln::test::hopper_paths_required())
+      FAIL_CHECK("kiln's own path refused head dim " << s.HD
+                                                     << " on compute capability 9.0 with "
+                                                        "the sm_90a build");
     if (impl == KILN_ATTENTION_IMPL_CUDNN) {
       if (cudnn_must_serve()) FAIL_CHECK("cuDNN refused a shape it serves on Hopper");
       WARN("cuDNN refused " << s.str() << ": " << kiln_last_error());
@@ -142,11 +151,46 @@ struct FwdResult {
   std::vector<double> out, lse;
 };
 
+// Runs tasks 0 .. n - 1 on every core (the references below are the tests' host-side cost).
+void parallel_for(int64_t n, const std::function<void(int64_t)>& task) {
+  const int64_t threads = std::min<int64_t>(n, std::max(1u, std::thread::hardware_concurrency()));
+  std::atomic<int64_t> next{0};
+  std::vector<std::thread> pool;
+  for (int64_t t = 0; t < threads; ++t)
+    pool.emplace_back([&] {
+      for (int64_t i = next++; i < n; i = next++)
+        task(i);
+    });
+  for (auto& t : pool)
+    t.join();
+}
+
+// The double reference, split into independent calls of the same reference run on every core:
+// one per (batch, query head, block of query rows). A block of rows [r0, r1) sees the keys its
+// rows see: with the causal mask (bottom-right) only the first Tk - Tq + r1, which keeps each
+// row's mask offset Tk - Tq + r0 + j exactly; each output row is computed as in one call.
 FwdResult reference_fwd(const Shape& s, const Inputs& in) {
   FwdResult r{std::vector<double>(s.q_elems()), std::vector<double>(s.lse_elems())};
   const auto q = dbl(in.q), k = dbl(in.k), v = dbl(in.v);
-  kiln::ref::attention_fwd_ref(r.out.data(), r.lse.data(), q.data(), k.data(), v.data(), s.B, s.Tq,
-                               s.Tk, s.NHq, s.NHkv, s.HD, s.scale(), s.causal);
+  const auto layout = kiln::ref::AttentionLayout::contiguous(s.Tq, s.Tk, s.NHq, s.NHkv, s.HD);
+  const int64_t rep = s.NHq / s.NHkv;
+  // Row blocks: about 64 tasks per (batch, head) pair at most, and none whose rows see no key.
+  std::vector<int64_t> cuts{0};
+  const int64_t rows = std::max<int64_t>(64, (s.Tq + 63) / 64);
+  for (int64_t r1 = rows; r1 < s.Tq; r1 += rows)
+    if (!s.causal || s.Tk - s.Tq + r1 >= 1) cuts.push_back(r1);
+  cuts.push_back(s.Tq);
+  const int64_t blocks = static_cast<int64_t>(cuts.size()) - 1;
+  parallel_for(s.B * s.NHq * blocks, [&](int64_t task) {
+    const int64_t blk = task % blocks, h = task / blocks % s.NHq, b = task / blocks / s.NHq;
+    const int64_t r0 = cuts[blk], r1 = cuts[blk + 1];
+    const int64_t tk = s.causal ? std::min(s.Tk, std::max<int64_t>(s.Tk - s.Tq + r1, 0)) : s.Tk;
+    const int64_t qo = b * layout.q.batch + r0 * layout.q.token + h * s.HD;
+    const int64_t ko = b * layout.k.batch + (h / rep) * s.HD;
+    kiln::ref::attention_fwd_ref(r.out.data() + qo, r.lse.data() + (b * s.NHq + h) * s.Tq + r0,
+                                 q.data() + qo, k.data() + ko, v.data() + ko, 1, r1 - r0, tk, 1, 1,
+                                 s.HD, s.scale(), s.causal, layout);
+  });
   return r;
 }
 
@@ -158,9 +202,16 @@ Grads reference_bwd(const Shape& s, const Inputs& in) {
   Grads g{std::vector<double>(s.q_elems()), std::vector<double>(s.kv_elems()),
           std::vector<double>(s.kv_elems())};
   const auto q = dbl(in.q), k = dbl(in.k), v = dbl(in.v), dout = dbl(in.dout);
-  kiln::ref::attention_bwd_ref(g.dq.data(), g.dk.data(), g.dv.data(), dout.data(), q.data(),
-                               k.data(), v.data(), s.B, s.Tq, s.Tk, s.NHq, s.NHkv, s.HD, s.scale(),
-                               s.causal);
+  // One call per (batch, K/V head) on every core: dK and dV sum over that head's query heads.
+  const auto layout = kiln::ref::AttentionLayout::contiguous(s.Tq, s.Tk, s.NHq, s.NHkv, s.HD);
+  const int64_t rep = s.NHq / s.NHkv;
+  parallel_for(s.B * s.NHkv, [&](int64_t task) {
+    const int64_t b = task / s.NHkv, h = task % s.NHkv;
+    const int64_t qo = b * layout.q.batch + h * rep * s.HD, ko = b * layout.k.batch + h * s.HD;
+    kiln::ref::attention_bwd_ref(g.dq.data() + qo, g.dk.data() + ko, g.dv.data() + ko,
+                                 dout.data() + qo, q.data() + qo, k.data() + ko, v.data() + ko, 1,
+                                 s.Tq, s.Tk, rep, 1, s.HD, s.scale(), s.causal, layout);
+  });
   return g;
 }
 
@@ -182,10 +233,12 @@ Baseline baseline(const Shape& s, const Inputs& in, bool with_backward) {
   if (with_backward) r.grads.dq.assign(s.q_elems(), 0.0);
   const int64_t group = s.NHq / s.NHkv;
   const float scale = static_cast<float>(s.scale());
-  std::vector<float> p(static_cast<size_t>(s.Tk)), acc(static_cast<size_t>(s.HD));
-  for (int64_t b = 0; b < s.B; ++b)
-    for (int64_t h = 0; h < s.NHq; ++h) {
-      const int64_t hk = h / group;
+  // One task per (batch, K/V head) on every core; within it the query heads and rows go in the
+  // serial order, so dK and dV add up in the same order (the same bits) as one loop would.
+  parallel_for(s.B * s.NHkv, [&](int64_t task) {
+    const int64_t b = task / s.NHkv, hk = task % s.NHkv;
+    std::vector<float> p(static_cast<size_t>(s.Tk)), acc(static_cast<size_t>(s.HD));
+    for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
       for (int64_t i = 0; i < s.Tq; ++i) {
         const int64_t last = kiln::ref::attention_last_key(i, s.Tq, s.Tk, s.causal);
         const float* qi = &in.q[((b * s.Tq + i) * s.NHq + h) * s.HD];
@@ -250,6 +303,7 @@ Baseline baseline(const Shape& s, const Inputs& in, bool with_backward) {
           r.grads.dq[oi + d] = bf(acc[d] * scale);
       }
     }
+  });
   if (with_backward) {
     r.grads.dk.resize(dk.size());
     r.grads.dv.resize(dv.size());
@@ -557,6 +611,37 @@ TEST_CASE("attention backward matches the reference on every path, both modes", 
   }
 }
 
+// The smoke set (scripts/gpu-window.sh runs it first and under compute-sanitizer): every path
+// that serves the shape (sm_80, sm_90a, cuDNN: required on Hopper, paths()), forward and both
+// backward modes, on one causal GQA shape with ragged blocks, for each of kiln's head dims.
+TEST_CASE("attention smoke: every path, forward and backward, one small shape per head dim",
+          "[attention][smoke]") {
+  uint64_t stream = 700;
+  for (const int64_t hd : {int64_t{64}, int64_t{128}}) {
+    const Shape s{2, 130, 130, 4, 2, hd, true};
+    const Inputs in = make_inputs(s, stream++);
+    const FwdResult ref_fwd = reference_fwd(s, in);
+    const Grads ref = reference_bwd(s, in);
+    const Baseline base_fwd = baseline(s, in, false);
+    const Baseline base = baseline(s, in, true);
+    for (const auto impl : paths(s, false)) {
+      const std::string what = s.str() + " [" + name(impl) + "]";
+      INFO(what);
+      const auto d = make_desc(s, impl, false, false);
+      const DeviceInputs di = upload(s, in, d, false);
+      check_fwd(what, s, ref_fwd, base_fwd.fwd, run_fwd(d, s, di), d);
+    }
+    for (const bool det : {false, true})
+      for (const auto impl : paths(s, true, det)) {
+        const std::string what = s.str() + " [" + name(impl) + (det ? ", deterministic]" : "]");
+        INFO(what);
+        const auto d = make_desc(s, impl, false, det);
+        const DeviceInputs di = upload(s, in, d, false);
+        check_grads(what, ref, base.grads, run_bwd(d, s, di, false));
+      }
+  }
+}
+
 TEST_CASE("attention forward and backward take (B, NH, T, HD) strides", "[attention]") {
   uint64_t stream = 250;
   for (const Shape& s :
@@ -644,6 +729,8 @@ bool hopper_kernels_here() {
 TEST_CASE("attention Hopper backward (forced sm90): both modes, causal, GQA, ragged, Tq != Tk",
           "[attention]") {
   if (!hopper_kernels_here()) {
+    if (kiln::test::hopper_paths_required())
+      FAIL("the forced sm90 attention does not resolve on compute capability 9.0 with sm_90a");
     WARN("no sm_90a kernels on this device or build: the Hopper backward is not exercised");
     return;
   }

@@ -164,7 +164,7 @@ TEST_CASE("classifier matches the reference on every path of the kernel", "[clas
 }
 
 TEST_CASE("classifier: non-finite logits and bad targets give NaN rows, never a fault",
-          "[classifier]") {
+          "[classifier][smoke]") {
   for (const int64_t V : {int64_t{37}, int64_t{50257}}) {
     const int64_t Vp = V == 37 ? 40 : 50304, N = 8;
     Problem p = make_problem(N, V, Vp, 77 + V);
@@ -222,7 +222,7 @@ TEST_CASE("classifier_mean_loss: deterministic mean over the rows not ignored", 
 }
 
 TEST_CASE("classifier: the fused pass and the mean give PyTorch's mean cross-entropy",
-          "[classifier]") {
+          "[classifier][smoke]") {
   // End to end as the runtime uses it: dloss = 1 / count, then the device mean.
   const Problem p = make_problem(64, 50257, 50304, 4242);
   DeviceBuffer<bf16> logits(kiln::test::to_bf16(p.logits));

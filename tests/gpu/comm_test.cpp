@@ -56,7 +56,8 @@ struct StreamGate {
 
 }  // namespace
 
-TEST_CASE("NCCL at world size 1: every collective, ordered with the caller's stream", "[comm]") {
+TEST_CASE("NCCL at world size 1: every collective, ordered with the caller's stream",
+          "[comm][smoke]") {
   kiln::LaunchInfo solo;  // rank 0 of 1
   auto comm = kiln::make_nccl_communicator(solo, 0);
   CHECK(comm->world_size() == 1);

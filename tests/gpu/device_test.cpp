@@ -7,7 +7,7 @@
 #include "kiln/kiln.hpp"
 
 TEST_CASE("kiln::Device opens each device with a stream, a cuBLASLt handle and a workspace",
-          "[device]") {
+          "[device][smoke]") {
   const int count = kiln::device_count();
   REQUIRE(count > 0);
   for (int i = 0; i < count; ++i) {
@@ -33,7 +33,7 @@ TEST_CASE("the cached device facts agree with the properties", "[device]") {
   CHECK(facts.max_shared_memory_per_block_optin > 48 * 1024);
 }
 
-TEST_CASE("a bad ordinal is an argument error, not a crash", "[device]") {
+TEST_CASE("a bad ordinal is an argument error, not a crash", "[device][api_error]") {
   kiln_device_info_t info{};
   CHECK(kiln_get_device_info(kiln::device_count(), &info) == KILN_STATUS_INVALID_ARGUMENT);
   CHECK_THROWS_AS(kiln::Device(-1), kiln::Error);

@@ -53,7 +53,7 @@ std::vector<int32_t> make_tokens(int64_t M, int64_t V, std::mt19937_64& rng) {
 }  // namespace
 
 TEST_CASE("embedding_fwd equals fp32 addition rounded to bf16, within the rule of double",
-          "[embedding]") {
+          "[embedding][smoke]") {
   auto rng = kiln::test::make_rng(501);
   for (const Shape& s : kShapes) {
     if (s.large && kiln::test::quick_mode()) continue;
@@ -83,7 +83,8 @@ TEST_CASE("embedding_fwd equals fp32 addition rounded to bf16, within the rule o
   }
 }
 
-TEST_CASE("embedding_bwd accumulates the reference's gradients, deterministically", "[embedding]") {
+TEST_CASE("embedding_bwd accumulates the reference's gradients, deterministically",
+          "[embedding][smoke]") {
   auto rng = kiln::test::make_rng(502);
   for (const Shape& s : kShapes) {
     if (s.large && kiln::test::quick_mode()) continue;

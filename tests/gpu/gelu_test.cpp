@@ -73,6 +73,14 @@ void check_gelu(std::int64_t n, std::mt19937_64& rng) {
 
 }  // namespace
 
+TEST_CASE("gelu smoke: forward and backward, ragged sizes", "[gelu][smoke]") {
+  auto rng = kt::make_rng(4009);
+  for (const std::int64_t n : {7, 4097, 3 * 4096 + 5}) {
+    check_gelu<rows::bf16>(n, rng);
+    check_gelu<float>(n, rng);
+  }
+}
+
 TEST_CASE("gelu forward and backward match the reference", "[gelu]") {
   auto rng = kt::make_rng(4001);
   std::vector<std::int64_t> sizes = {1, 3, 7, 8, 9, 4096, 4097, 4104, 8191, 8192, 4096 * 3 + 5};

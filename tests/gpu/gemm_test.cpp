@@ -23,7 +23,9 @@
 #include "kiln/gemm.h"
 #include "tests/common/compare.hpp"
 #include "tests/common/device_buffer.hpp"
+#include "tests/common/gemm_ref_rows.hpp"
 #include "tests/common/support.hpp"
+#include "tests/gpu/paths.hpp"
 
 namespace {
 
@@ -45,6 +47,10 @@ Env& env() {
 bool available(kiln_gemm_backend_t b) {
   int ok = 0;
   REQUIRE(kiln_gemm_backend_available(b, &ok) == KILN_STATUS_OK);
+  if (!ok && kiln::test::hopper_paths_required() && b != KILN_GEMM_BACKEND_CUBLASLT)
+    FAIL("backend " << kiln_gemm_backend_name(b)
+                    << " is unavailable on compute capability 9.0 "
+                       "with the sm_90a build: it must run here");
   if (!ok) WARN("backend " << kiln_gemm_backend_name(b) << " is not available here: skipped");
   return ok != 0;
 }
@@ -282,12 +288,12 @@ Expected expect(const GemmCase& c, const Inputs& in, std::mt19937_64& rng) {
   x.pre_ref.resize(R * c.N);
   p.d = x.d_ref.data();
   p.pre_gelu_out = x.pre_ref.data();
-  kiln::ref::gemm_ref<float, double>(p);
+  kiln::test::gemm_ref_rows<double>(p);
   x.d_base.resize(R * c.N);
   x.pre_base.resize(R * c.N);
   p.d = x.d_base.data();
   p.pre_gelu_out = x.pre_base.data();
-  kiln::ref::gemm_ref<float, float>(p);
+  kiln::test::gemm_ref_rows<float>(p);
   if (!c.f32) x.d_base = kiln::test::round_to_bf16(x.d_base);
   x.pre_base = kiln::test::round_to_bf16(x.pre_base);
 
@@ -451,6 +457,26 @@ TEST_CASE("gemm: every backend and epilogue, every layout, on a shape that is no
                        : 0.0f;
           check_case(c);
         }
+}
+
+// The smoke set (scripts/gpu-window.sh runs it first and under compute-sanitizer): each backend
+// (cuBLASLt, sm_90a, sm_80; the last two required on Hopper, available()), forward with the
+// fused bias + GELU, the dGELU backward, the bias gradient into fp32, on one ragged shape.
+TEST_CASE("gemm smoke: every backend, one small ragged shape, three epilogues", "[gemm][smoke]") {
+  for (const kiln_gemm_epilogue_t e :
+       {KILN_GEMM_EPILOGUE_BIAS_GELU, KILN_GEMM_EPILOGUE_DGELU, KILN_GEMM_EPILOGUE_BIAS_GRAD}) {
+    GemmCase c;
+    c.name = "smoke";
+    c.M = 200;  // a 128-row tile + 72
+    c.N = 264;  // a 256-column tile + 8
+    c.K = 136;  // 2 full 64-k blocks + 8
+    c.tb = e == KILN_GEMM_EPILOGUE_DGELU;
+    c.ta = e == KILN_GEMM_EPILOGUE_BIAS_GRAD;
+    c.epi = e;
+    c.f32 = e == KILN_GEMM_EPILOGUE_BIAS_GRAD;
+    c.beta = e == KILN_GEMM_EPILOGUE_BIAS_GRAD ? 0.5f : 0.0f;
+    check_case(c);
+  }
 }
 
 TEST_CASE("gemm: GPT-2 layer shapes, forward and backward, as the runtime calls them", "[gemm]") {

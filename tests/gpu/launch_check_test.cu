@@ -13,7 +13,8 @@ __global__ void write_index(int* out) {
 
 }  // namespace
 
-TEST_CASE("KILN_LAUNCH_CHECK reports an invalid launch configuration", "[launch_check]") {
+TEST_CASE("KILN_LAUNCH_CHECK reports an invalid launch configuration",
+          "[launch_check][smoke][api_error]") {
   int* out = nullptr;
   REQUIRE(cudaMalloc(&out, 4096 * sizeof(int)) == cudaSuccess);
   write_index<<<1, 4096>>>(out);  // over the 1024 threads a block may have

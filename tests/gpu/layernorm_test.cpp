@@ -185,6 +185,18 @@ void check_bwd(const rows::Shape& s, std::mt19937_64& rng) {
 
 }  // namespace
 
+TEST_CASE("layernorm smoke: forward, fused residual forward, backward, one shape per mapping",
+          "[layernorm][smoke]") {
+  auto rng = kt::make_rng(1009);
+  for (const auto& s : rows::smoke_shapes()) {
+    check_fwd<rows::bf16>(s, false, rng);
+    check_fwd<rows::bf16>(s, true, rng);
+    check_bwd<rows::bf16>(s, rng);
+  }
+  check_fwd<float>(rows::Shape{37, 768}, false, rng);
+  check_bwd<float>(rows::Shape{37, 768}, rng);
+}
+
 TEST_CASE("layernorm forward matches the reference over the shape grid", "[layernorm]") {
   auto rng = kt::make_rng(1001);
   for (const auto& s : rows::grid()) {

@@ -215,7 +215,7 @@ TEST_CASE("adamw_step propagates NaN: per element from the gradient, everywhere 
   CHECK(finite == 0);
 }
 
-TEST_CASE("adamw_step reads its skip verdict on the device", "[optimizer]") {
+TEST_CASE("adamw_step reads its skip verdict on the device", "[optimizer][smoke]") {
   Model model = make_model({K + 5, 768, 3}, 605);
   model.upload();
   auto c = config(4);
@@ -356,7 +356,8 @@ TEST_CASE("global_norm: the reference's norm and clip scale, deterministically",
   CHECK(std::isnan(nan[1]));
 }
 
-TEST_CASE("global_norm then adamw_step: the clip scale never leaves the device", "[optimizer]") {
+TEST_CASE("global_norm then adamw_step: the clip scale never leaves the device",
+          "[optimizer][smoke]") {
   Model model = make_model({K + 3, 4096, 33}, 604);
   // Large gradients so the clip bites.
   for (Tensor& t : model.tensors)

@@ -152,6 +152,13 @@ void check_residual_rmsnorm(const rows::Shape& s, std::mt19937_64& rng) {
 
 }  // namespace
 
+TEST_CASE("rmsnorm smoke: forward and backward, one shape per mapping", "[rmsnorm][smoke]") {
+  auto rng = kt::make_rng(2009);
+  for (const auto& s : rows::smoke_shapes())
+    check_rmsnorm<rows::bf16>(s, rng);
+  check_rmsnorm<float>(rows::Shape{37, 768}, rng);
+}
+
 TEST_CASE("fused residual + rmsnorm forward, register and generic paths", "[rmsnorm][smoke]") {
   auto rng = kt::make_rng(2003);
   for (const rows::Shape s : {rows::Shape{37, 2048}, rows::Shape{5, 7}, rows::Shape{3, 40}}) {

@@ -48,6 +48,12 @@ inline std::string describe(const char* dtype, const Shape& s) {
 // the first past them (16392), and C that no vector divides (1, 7, 100, 769). Quick mode
 // (sanitizers, which slow every shared-memory access a hundredfold) keeps C <= 4096 and at most
 // 300 rows.
+// The smoke set (scripts/gpu-window.sh): one small shape per thread mapping of the grid above
+// (sub-warp groups, whole warps, a block per row, the widest vectorized rows and past them).
+inline std::vector<Shape> smoke_shapes() {
+  return {{37, 7}, {37, 40}, {37, 264}, {5, 1032}, {3, 8192}, {2, 16392}};
+}
+
 inline std::vector<Shape> grid(bool with_probes = true) {
   const bool quick = quick_mode();
   const std::int64_t big_cs[] = {1, 7, 64, 768, 1024, 1600, 2048, 4096, 8192, 12288};

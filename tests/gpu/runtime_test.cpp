@@ -94,7 +94,7 @@ std::shared_ptr<kiln::Backend> cuda() {
 }  // namespace
 
 TEST_CASE("cuda backend matches the cpu backend: logits, loss, every gradient, ten steps",
-          "[runtime]") {
+          "[runtime][smoke]") {
   const kiln::ModelConfig m = tiny_model();
   const kiln::TrainConfig t = tiny_train();
   kiln::Trainer gpu(m, t, cuda(), 17);

@@ -95,6 +95,15 @@ void check_softmax(const rows::Shape& s, bool causal, std::mt19937_64& rng) {
 
 }  // namespace
 
+TEST_CASE("softmax smoke: forward and backward, plain and causal, one shape per mapping",
+          "[softmax][smoke]") {
+  auto rng = kt::make_rng(3009);
+  for (const auto& s : rows::smoke_shapes())
+    for (const bool causal : {false, true})
+      check_softmax<rows::bf16>(s, causal, rng);
+  check_softmax<float>(rows::Shape{37, 768}, true, rng);
+}
+
 TEST_CASE("softmax forward and backward match the reference over the shape grid", "[softmax]") {
   auto rng = kt::make_rng(3001);
   for (const auto& s : rows::grid()) {
