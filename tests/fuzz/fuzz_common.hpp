@@ -92,9 +92,11 @@ inline std::string byte_symbol(unsigned b) {
 // A small, consistent GPT-2 vocabulary: the 256 byte tokens, a few merges, <|endoftext|>.
 // Returns {encoder.json, vocab.bpe}.
 inline std::pair<std::string, std::string> synthetic_vocab() {
-  const char* merges[][2] = {{"t", "h"},        {"th", "e"}, {"\xC4\xA0", "t"}, {"\xC4\xA0t", "he"},
-                             {"a", "n"},        {"an", "d"}, {"i", "n"},        {"in", "g"},
-                             {"\xC4\xA0", "a"}, {"e", "r"}};
+  // Each merge joins tokens that exist by then (a byte, or an earlier merge's result).
+  const char* merges[][2] = {{"t", "h"},         {"th", "e"},         {"\xC4\xA0", "t"},
+                             {"\xC4\xA0t", "h"}, {"\xC4\xA0th", "e"}, {"a", "n"},
+                             {"an", "d"},        {"i", "n"},          {"in", "g"},
+                             {"\xC4\xA0", "a"},  {"e", "r"}};
   std::string enc = "{", bpe = "#version: 0.2\n";
   int id = 0;
   auto add = [&](const std::string& token) {
@@ -103,7 +105,8 @@ inline std::pair<std::string, std::string> synthetic_vocab() {
       if (c == '"' || c == '\\') escaped += '\\';
       escaped += c;
     }
-    enc += (id ? "," : "") + std::string("\"") + escaped + "\":" + std::to_string(id++);
+    enc += (id ? ",\"" : "\"") + escaped + "\":" + std::to_string(id);
+    ++id;
   };
   for (unsigned b = 0; b < 256; ++b)
     add(byte_symbol(b));
