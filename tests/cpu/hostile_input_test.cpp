@@ -291,7 +291,7 @@ TEST_CASE("a checkpoint index naming shard files outside its folder is refused",
   }
 }
 
-TEST_CASE("thread counts are capped; a pool that cannot start a thread fails cleanly",
+TEST_CASE("thread counts are capped, and a pool that cannot start a thread fails cleanly",
           "[hostile]") {
   CHECK_THAT(error_of([] { kiln::make_cpu_backend(kiln::DType::f32, 100000); }),
              Catch::Contains("cpu backend: threads must lie in [0, 1024] (got 100000"));
@@ -384,7 +384,7 @@ TEST_CASE("run_in_process reports a failed rank's own error before the echo of i
   CHECK(g == "the real problem");
 }
 
-TEST_CASE("temporaries of killed saves are removed; live writers' are kept", "[hostile]") {
+TEST_CASE("temporaries of killed saves are removed, live writers' are kept", "[hostile]") {
   TempDir dir;
   // A writer killed midway (as by kill -9) leaves its temporary behind.
   const pid_t child = ::fork();
