@@ -13,6 +13,9 @@ namespace kiln::impl {
 
 void rmsnorm_fwd(kiln_dtype_t dtype, void* y, float* rstd, const void* x, const void* gamma,
                  std::int64_t N, std::int64_t C, float eps, cudaStream_t stream);
+void residual_rmsnorm_fwd(kiln_dtype_t dtype, void* residual, void* y, float* rstd, const void* a,
+                          const void* b, const void* gamma, std::int64_t N, std::int64_t C,
+                          float eps, cudaStream_t stream);
 void rmsnorm_bwd(kiln_dtype_t dtype, void* dx, float* dgamma, const void* dy, const void* x,
                  const void* gamma, const float* rstd, std::int64_t N, std::int64_t C,
                  void* workspace, cudaStream_t stream);

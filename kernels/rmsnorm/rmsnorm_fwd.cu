@@ -1,4 +1,5 @@
-// RMSNorm forward, bf16 and fp32 (the LayerNorm kernels with the centring and beta compiled out).
+// RMSNorm forward and the fused residual-add + RMSNorm forward, bf16 and fp32 (the LayerNorm
+// kernels with the centring and beta compiled out).
 #include <cuda_bf16.h>
 
 #include "kernels/layernorm/norm_launch.cuh"
@@ -8,18 +9,25 @@ namespace kiln::impl {
 
 namespace {
 
+// residual_variant: residual = a + b, y = RMSNorm(residual); else y = RMSNorm(a).
 template <typename T>
-void fwd(void* y, float* rstd, const void* x, const void* gamma, std::int64_t N, std::int64_t C,
-         float eps, cudaStream_t stream) {
+void fwd(bool residual_variant, void* residual, void* y, float* rstd, const void* a, const void* b,
+         const void* gamma, std::int64_t N, std::int64_t C, float eps, cudaStream_t stream) {
   norm::FwdParams<T> p{};
   p.y = static_cast<T*>(y);
   p.rstd = rstd;
-  p.x = static_cast<const T*>(x);
+  p.residual = static_cast<T*>(residual);
+  p.x = static_cast<const T*>(a);
+  p.b = static_cast<const T*>(b);
   p.gamma = static_cast<const T*>(gamma);
   p.N = N;
   p.C = static_cast<int>(C);
   p.eps = eps;
-  norm::launch_fwd<T, true, false>(p, stream);
+  if (residual_variant) {
+    norm::launch_fwd<T, true, true>(p, stream);
+  } else {
+    norm::launch_fwd<T, true, false>(p, stream);
+  }
 }
 
 }  // namespace
@@ -27,9 +35,19 @@ void fwd(void* y, float* rstd, const void* x, const void* gamma, std::int64_t N,
 void rmsnorm_fwd(kiln_dtype_t dtype, void* y, float* rstd, const void* x, const void* gamma,
                  std::int64_t N, std::int64_t C, float eps, cudaStream_t stream) {
   if (dtype == KILN_DTYPE_BF16) {
-    fwd<__nv_bfloat16>(y, rstd, x, gamma, N, C, eps, stream);
+    fwd<__nv_bfloat16>(false, nullptr, y, rstd, x, nullptr, gamma, N, C, eps, stream);
   } else {
-    fwd<float>(y, rstd, x, gamma, N, C, eps, stream);
+    fwd<float>(false, nullptr, y, rstd, x, nullptr, gamma, N, C, eps, stream);
+  }
+}
+
+void residual_rmsnorm_fwd(kiln_dtype_t dtype, void* residual, void* y, float* rstd, const void* a,
+                          const void* b, const void* gamma, std::int64_t N, std::int64_t C,
+                          float eps, cudaStream_t stream) {
+  if (dtype == KILN_DTYPE_BF16) {
+    fwd<__nv_bfloat16>(true, residual, y, rstd, a, b, gamma, N, C, eps, stream);
+  } else {
+    fwd<float>(true, residual, y, rstd, a, b, gamma, N, C, eps, stream);
   }
 }
 

@@ -11,6 +11,8 @@
 #include "kiln/layernorm.h"
 #include "kiln/optimizer.h"
 #include "kiln/rmsnorm.h"
+#include "kiln/rope.h"
 #include "kiln/softmax.h"
+#include "kiln/swiglu.h"
 
 #endif /* KILN_KILN_H_ */

@@ -18,13 +18,27 @@ extern "C" {
 
 /* y = RMSNorm(x), saving rstd for the backward.
  *   y      out  (N, C) dtype
- *   rstd   out  (N) fp32, or NULL when not needed
+ *   rstd   out  (N) fp32, or NULL when not needed; may not overlap x or y
  *   x      in   (N, C) dtype; y may be x (in place)
  *   gamma  in   (C) dtype
  *   eps    finite, > 0 */
 KILN_API kiln_status_t kiln_rmsnorm_fwd(void* y, float* rstd, const void* x, const void* gamma,
                                         int64_t N, int64_t C, double eps, kiln_dtype_t dtype,
                                         cudaStream_t stream);
+
+/* residual = a + b (rounded to dtype), y = RMSNorm(residual) in one pass over memory (the pre-norm
+ * residual add of a Llama block, as kiln_residual_layernorm_fwd for LayerNorm). rstd is that of
+ * the rounded residual, which the backward reads back as its x.
+ *   residual  out  (N, C) dtype; may be the same array as a or as b (the residual stream updated
+ *                  in place), but no other overlap
+ *   y         out  (N, C) dtype
+ *   rstd      out  (N) fp32, or NULL when not needed; may not overlap residual, y, a or b
+ *   a, b      in   (N, C) dtype
+ *   gamma     in   (C) dtype;   eps  finite, > 0 */
+KILN_API kiln_status_t kiln_residual_rmsnorm_fwd(void* residual, void* y, float* rstd,
+                                                 const void* a, const void* b, const void* gamma,
+                                                 int64_t N, int64_t C, double eps,
+                                                 kiln_dtype_t dtype, cudaStream_t stream);
 
 /* Bytes of workspace kiln_rmsnorm_bwd needs for (N, C), whatever the dtype and device. */
 KILN_API kiln_status_t kiln_rmsnorm_bwd_workspace_size(int64_t N, int64_t C, size_t* bytes);
@@ -53,6 +67,11 @@ namespace kiln {
 inline void rmsnorm_fwd(void* y, float* rstd, const void* x, const void* gamma, int64_t N,
                         int64_t C, double eps, kiln_dtype_t dtype, cudaStream_t stream) {
   check(kiln_rmsnorm_fwd(y, rstd, x, gamma, N, C, eps, dtype, stream));
+}
+inline void residual_rmsnorm_fwd(void* residual, void* y, float* rstd, const void* a, const void* b,
+                                 const void* gamma, int64_t N, int64_t C, double eps,
+                                 kiln_dtype_t dtype, cudaStream_t stream) {
+  check(kiln_residual_rmsnorm_fwd(residual, y, rstd, a, b, gamma, N, C, eps, dtype, stream));
 }
 inline size_t rmsnorm_bwd_workspace_size(int64_t N, int64_t C) {
   size_t bytes = 0;
