@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "cli_checks.hpp"
 #include "kiln/kiln.hpp"
 
 namespace fs = std::filesystem;
@@ -302,12 +303,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--out", opt.out, "Output folder for the shards (required unless --bench)");
   app.add_option("--shard-tokens", opt.shard_tokens, "Tokens per shard")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::integer(1, int64_t{1} << 40));
   app.add_option("--val-fraction", opt.val_fraction,
                  "Fraction of the documents held out as the val split, in [0, 1)")
-      ->check(CLI::Range(0.0, 0.999999))
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::number(0, 1, false, true));
   app.add_option("--separator", opt.separator,
                  "A line equal to this separates documents (e.g. % for fortune files); without it "
                  "each file is one document");
@@ -319,8 +320,8 @@ int main(int argc, char** argv) {
   opt.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app.add_option("--threads", opt.threads,
                  "Threads encoding documents (the output is the same for any count)")
-      ->check(CLI::Range(1, 1024))
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::integer(1, 1024));
   app.add_flag("--overwrite", opt.overwrite, "Replace shards already in the output folder");
   app.add_flag("--add-bos", opt.add_bos,
                "tokenizer.json only: start every document with the BOS token (the one its "

@@ -4,9 +4,11 @@
 #include <cmath>
 #include <limits>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
 #include "kernels/common/check.hpp"
+#include "kiln/limits.hpp"
 #include "runtime/rng.hpp"
 
 namespace kiln {
@@ -69,6 +71,7 @@ void ModelConfig::validate() const {
                    "model: an encoder needs mask_token_id in [0, vocab_size = ", vocab_size,
                    ") (got ", mask_token_id, ")");
   }
+  check_model_limits(*this);
 }
 
 int64_t ModelConfig::num_parameters() const {
@@ -321,10 +324,15 @@ void init_parameters(const ParamLayout& layout, uint64_t seed, float* params) {
     }
   };
   std::vector<std::thread> pool;
-  for (int i = 1; i < threads; ++i) {
-    pool.emplace_back(work, total * i / threads, total * (i + 1) / threads);
+  int started = 1;
+  try {
+    for (; started < threads; ++started)
+      pool.emplace_back(work, total * started / threads, total * (started + 1) / threads);
+  } catch (const std::system_error&) {
+    // The system refused a thread: this one also takes the ranges nobody started.
   }
   work(0, total / threads);
+  work(total * started / threads, total);
   for (std::thread& t : pool)
     t.join();
 }

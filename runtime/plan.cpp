@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "kernels/common/check.hpp"
+#include "kiln/limits.hpp"
 #include "runtime/training_plan.hpp"
 
 namespace kiln {
@@ -189,6 +190,7 @@ GenerationRegions build_generation_plan(MemoryPlan& plan, const ModelConfig& mod
                                         const BackendTypes& types, bool own_params,
                                         std::size_t workspace_bytes) {
   model.validate();
+  check_generation_limits(model);
   const ParamLayout layout(model);
   const int64_t T = model.max_seq_len, C = model.n_embd, Vp = model.resolved().padded_vocab;
   const DType act = types.compute, st = types.stat;
