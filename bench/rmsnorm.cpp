@@ -1,7 +1,8 @@
-// bench_rmsnorm: RMSNorm forward and backward (dx, dgamma, finalize included) in GB/s and % of the
-// measured copy bandwidth, bf16, on the shapes of bench_layernorm. Bytes: fwd 2 N C + C bf16 +
-// N fp32; bwd 4 N C (dy, x, dx read and written) + C bf16 + N + 2 C fp32. The PyTorch peer is
-// bench/peers/rmsnorm.py.
+// bench_rmsnorm: RMSNorm forward, fused residual + RMSNorm forward (a Llama block's pre-norm) and
+// backward (dx, dgamma, finalize included) in GB/s and % of the measured copy bandwidth, bf16, on
+// the shapes of bench_layernorm. Bytes: fwd 2 N C + C bf16 + N fp32; residual fwd 4 N C (a, b
+// read, residual, y written) + C bf16 + N fp32; bwd 4 N C (dy, x, dx read and written) + C bf16 +
+// N + 2 C fp32. The PyTorch peer is bench/peers/rmsnorm.py.
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
@@ -66,13 +67,14 @@ int main(int argc, char** argv) {
 
     for (const RowShape& s : row_shapes(options.quick)) {
       const std::size_t n = static_cast<std::size_t>(s.N * s.C);
-      Buf<bf16> x(n), y(n), dy(n), dx(n), gamma(s.C);
+      Buf<bf16> x(n), y(n), dy(n), dx(n), gamma(s.C), b(n), res(n);
       Buf<float> rstd(s.N), dgamma(s.C);
       kiln::bench::fill_random(x.p, n, DType::bf16, 1, -2.f, 2.f, stream);
       kiln::bench::fill_random(dy.p, n, DType::bf16, 2, -1.f, 1.f, stream);
       kiln::bench::fill_random(dx.p, n, DType::bf16, 3, -1.f, 1.f, stream);
       kiln::bench::fill_random(gamma.p, s.C, DType::bf16, 4, 0.5f, 1.5f, stream);
       kiln::bench::fill_random(dgamma.p, s.C, DType::f32, 5, -1.f, 1.f, stream);
+      kiln::bench::fill_random(b.p, n, DType::bf16, 6, -1.f, 1.f, stream);
       const size_t ws_bytes = kiln::rmsnorm_bwd_workspace_size(s.N, s.C);
       Buf<unsigned char> ws(ws_bytes);
       const double row = static_cast<double>(n) * sizeof(bf16);
@@ -98,6 +100,18 @@ int main(int argc, char** argv) {
         const auto t = kiln::bench::time_region(fwd, stream, options);
         add("rmsnorm_fwd", t.median_ms, 2 * row + col + stat);
       }
+      const std::function<void(cudaStream_t)> fused = [&](cudaStream_t st) {
+        kiln::residual_rmsnorm_fwd(res.p, y.p, rstd.p, x.p, b.p, gamma.p, s.N, s.C, kEps,
+                                   KILN_DTYPE_BF16, st);
+      };
+      fused(stream);
+      KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
+      // y is RMSNorm of the residual it stored (whose sum the GPU tests check bitwise).
+      if (check_fwd(s, res.p, gamma.p, y.p)) {
+        const auto t = kiln::bench::time_region(fused, stream, options);
+        add("residual_rmsnorm_fwd", t.median_ms, 4 * row + col + stat);
+      }
+      fwd(stream);  // the backward reads the statistics of x
       const std::function<void(cudaStream_t)> bwd = [&](cudaStream_t st) {
         kiln::rmsnorm_bwd(dx.p, dgamma.p, dy.p, x.p, gamma.p, rstd.p, s.N, s.C, ws.p, ws_bytes,
                           KILN_DTYPE_BF16, st);

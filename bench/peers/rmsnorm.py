@@ -1,7 +1,8 @@
 """PyTorch peer of bench_rmsnorm, bf16, on the shapes of bench/rmsnorm.cpp.
 
-  rmsnorm_fwd  F.rms_norm
-  rmsnorm_bwd  autograd through F.rms_norm (dx, dgamma): what a PyTorch model runs
+  rmsnorm_fwd           F.rms_norm
+  residual_rmsnorm_fwd  r = a + b; F.rms_norm(r): eager and torch.compile (which fuses the add)
+  rmsnorm_bwd           autograd through F.rms_norm (dx, dgamma): what a PyTorch model runs
 
 GB/s use the byte counts of bench/rmsnorm.cpp for the same op (so figures compare as times),
 except the backward, which writes dx without reading it: 3 N C + 2 C bf16 + N fp32.
@@ -51,6 +52,19 @@ def main():
             continue
         add("rmsnorm_fwd", time_region(lambda: F.rms_norm(x, (c,), w, EPS), args),
             2 * row + col + stat)
+
+        b = torch.empty(n, c, device="cuda", dtype=bf16).uniform_(-1, 1)
+
+        def residual_rms(a_, b_, w_):
+            r = a_ + b_
+            return r, F.rms_norm(r, (c,), w_, EPS)
+
+        for impl, fn in (("torch", residual_rms), ("torch-compile", torch.compile(residual_rms))):
+            ms = time_region(lambda: fn(x, b, w), args)
+            report.add({"op": "residual_rmsnorm_fwd", "impl": impl, "shape": shape, "N": n, "C": c,
+                        "dtype": "bf16", "ms": ms, "bytes": 4 * row + col + stat,
+                        "gbps": (4 * row + col + stat) / (ms * 1e-3) / 1e9})
+        del b
 
         xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
         out = F.rms_norm(xg, (c,), wg, EPS)

@@ -18,28 +18,21 @@
 #include "kernels/common/rows.cuh"
 #include "kernels/common/vec.cuh"
 #include "kernels/rope/rope.hpp"
+#include "kernels/rope/rope_layout.hpp"
 #include "kernels/rope/rope_math.hpp"
 
 namespace kiln::dev::rope {
 
+using rope_layout::kHeads;
 constexpr int kThreads = 256;
-// Heads per thread: the sines and cosines are amortized 4x and 8 loads are in flight, at under
-// 128 registers (two blocks per SM); 8 heads needed about 148 and fit one block.
-constexpr int kHeads = 4;
-constexpr int kMinBlocks = 2;
+constexpr int kMinBlocks = 2;  // at most 128 registers (rope_layout.hpp: kHeads)
 constexpr int kMaxHalf = static_cast<int>(impl::kRopeMaxHeadDim / 2);
 
 template <typename T>
 struct Params {
   T* x;  // (B, T, H, HD), strided
-  std::int64_t stride_b, stride_t;
-  std::int64_t tokens;  // T
-  std::int64_t total;   // threads' work items: B * T * chunks * runs
-  int H;
-  int head_dim;
+  rope_layout::RopeGrid grid;
   int pos_offset;
-  int runs;    // runs of kVec elements in half a head: HD / 2 / kVec
-  int chunks;  // ceil(H / kHeads)
   float inv_freq[kMaxHalf];
 };
 
@@ -66,35 +59,26 @@ struct Run<T, 1> {
 
 template <typename T, int kVec, bool kTranspose, typename Index>
 __device__ __forceinline__ void rope_item(const Params<T>& p, Index item) {
-  const int run = static_cast<int>(item % static_cast<Index>(p.runs));
-  item /= static_cast<Index>(p.runs);
-  const int chunk = static_cast<int>(item % static_cast<Index>(p.chunks));
-  item /= static_cast<Index>(p.chunks);
-  const std::int64_t t = static_cast<std::int64_t>(item % static_cast<Index>(p.tokens));
-  const std::int64_t b = static_cast<std::int64_t>(item / static_cast<Index>(p.tokens));
-
-  const int half = p.head_dim / 2;
-  const int h0 = chunk * kHeads;
-  const int heads = min(kHeads, p.H - h0);
-  T* base = p.x + b * p.stride_b + t * p.stride_t + static_cast<std::int64_t>(h0) * p.head_dim +
-            run * kVec;
+  const rope_layout::RopeItem it = rope_layout::locate(p.grid, item, kVec);
+  const int hd = p.grid.head_dim, half = hd / 2, heads = it.heads;
+  T* base = p.x + it.offset;
   // Loads first: the sines and cosines below are computed while they are in flight.
   Run<T, kVec> lo[kHeads], hi[kHeads];
 #pragma unroll
   for (int u = 0; u < kHeads; ++u) {
     if (u < heads) {
-      lo[u].load(base + u * p.head_dim);
-      hi[u].load(base + u * p.head_dim + half);
+      lo[u].load(base + u * hd);
+      hi[u].load(base + u * hd + half);
     }
   }
 
   // fp32(p) * inv_freq in fp32, as Hugging Face computes the angle; its sine and cosine accurate
   // for every angle positions below 2^31 give (rope_math.hpp).
-  const float pos = static_cast<float>(p.pos_offset + static_cast<int>(t));
+  const float pos = static_cast<float>(p.pos_offset + static_cast<int>(it.t));
   float c[kVec], s[kVec];
 #pragma unroll
   for (int e = 0; e < kVec; ++e) {
-    rope_math::sincos_angle(pos * p.inv_freq[run * kVec + e], &s[e], &c[e]);
+    rope_math::sincos_angle(pos * p.inv_freq[it.run * kVec + e], &s[e], &c[e]);
     if constexpr (kTranspose) s[e] = -s[e];
   }
 #pragma unroll
@@ -107,8 +91,8 @@ __device__ __forceinline__ void rope_item(const Params<T>& p, Index item) {
         y1[e] = fmaf(x1, c[e], -x2 * s[e]);
         y2[e] = fmaf(x2, c[e], x1 * s[e]);
       }
-      lo[u].store(base + u * p.head_dim, y1);
-      hi[u].store(base + u * p.head_dim + half, y2);
+      lo[u].store(base + u * hd, y1);
+      hi[u].store(base + u * hd + half, y2);
     }
   }
 }
@@ -120,11 +104,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     rope_kernel(const __grid_constant__ Params<T> p) {
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kThreads;
   const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  if (p.total <= std::numeric_limits<std::uint32_t>::max()) {
-    for (std::int64_t i = first; i < p.total; i += stride)
+  const std::int64_t total = p.grid.total;
+  if (total <= std::numeric_limits<std::uint32_t>::max()) {
+    for (std::int64_t i = first; i < total; i += stride)
       rope_item<T, kVec, kTranspose>(p, static_cast<std::uint32_t>(i));
   } else {
-    for (std::int64_t i = first; i < p.total; i += stride)
+    for (std::int64_t i = first; i < total; i += stride)
       rope_item<T, kVec, kTranspose>(p, static_cast<std::uint64_t>(i));
   }
 }
@@ -133,37 +118,22 @@ template <typename T, int kVec, bool kTranspose>
 void launch(const impl::RopeArgs& a, cudaStream_t stream) {
   Params<T> p{};
   p.x = static_cast<T*>(a.x);
-  p.stride_b = a.stride_b;
-  p.stride_t = a.stride_t;
-  p.tokens = a.T;
-  p.H = static_cast<int>(a.H);
-  p.head_dim = a.head_dim;
+  p.grid = rope_layout::make_rope_grid(a.B, a.T, a.H, a.head_dim, a.stride_b, a.stride_t, kVec);
   p.pos_offset = static_cast<int>(a.pos_offset);
-  p.runs = a.head_dim / 2 / kVec;
-  p.chunks = static_cast<int>((a.H + kHeads - 1) / kHeads);
-  p.total = a.B * a.T * p.chunks * p.runs;
   std::copy(a.inv_freq, a.inv_freq + a.head_dim / 2, p.inv_freq);
   // Enough blocks to fill any current GPU several times; the grid-stride loop covers the rest.
   constexpr std::int64_t kMaxBlocks = std::int64_t{1} << 16;
   const auto blocks = static_cast<unsigned>(
-      std::min<std::int64_t>((p.total + kThreads - 1) / kThreads, kMaxBlocks));
+      std::min<std::int64_t>((p.grid.total + kThreads - 1) / kThreads, kMaxBlocks));
   rope_kernel<T, kVec, kTranspose><<<blocks, kThreads, 0, stream>>>(p);
   KILN_LAUNCH_CHECK(stream);
-}
-
-// The 16-byte path needs every run's start 16-byte aligned: the pointer 16-byte aligned, the half
-// head (so the head dim) and every stride that is used a multiple of the vector.
-template <typename T>
-bool vector_path(const impl::RopeArgs& a) {
-  constexpr int kVec = Vec16<T>::kSize;
-  return impl::is_aligned(a.x, 16) && (a.head_dim / 2) % kVec == 0 &&
-         (a.B <= 1 || a.stride_b % kVec == 0) && (a.T <= 1 || a.stride_t % kVec == 0);
 }
 
 template <typename T>
 void dispatch(const impl::RopeArgs& a, bool transpose, cudaStream_t stream) {
   constexpr int kVec = Vec16<T>::kSize;
-  const bool vec = vector_path<T>(a);
+  const bool vec = rope_layout::rope_vector_path(reinterpret_cast<std::uintptr_t>(a.x), a.B, a.T,
+                                                 a.head_dim, a.stride_b, a.stride_t, kVec);
   if (vec && transpose) {
     launch<T, kVec, true>(a, stream);
   } else if (vec) {

@@ -1,19 +1,24 @@
 // SwiGLU forward and backward, bf16 and fp32: elementwise over the (N, I) pairs (gate, up) of
 // gu = [gate | up], one run of kVec consecutive columns per work item (a 16-byte vector when I is
-// a multiple of it, else one element), grid-stride. The backward writes both gradients from one
-// read of gate, up and dout; the item reads all three before writing, and no other item touches
-// its elements, so dgu may be gu.
+// a multiple of it, else one element), grid-stride; the per-element math is swiglu_math.hpp. The
+// backward writes both gradients from one read of gate, up and dout; the item reads all three
+// before writing, and no other item touches its elements, so dgu may be gu.
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <map>
+#include <mutex>
+#include <utility>
 
 #include "kernels/common/check.hpp"
 #include "kernels/common/device.hpp"
 #include "kernels/common/rows.cuh"
 #include "kernels/common/vec.cuh"
+#include "kernels/rope/rope_layout.hpp"
 #include "kernels/swiglu/swiglu.hpp"
+#include "kernels/swiglu/swiglu_math.hpp"
 
 namespace kiln::dev::swiglu {
 
@@ -40,41 +45,19 @@ struct Run<T, 1> {
   }
 };
 
-// sigmoid(g) = 1 / (1 + e), e = exp(-g): e = inf gives 0 and e = 0 gives 1, no NaN for finite g.
-// The accurate expf and a correctly rounded reciprocal: the kernel is memory-bound, so fp32
-// results stay well inside their own rounding whatever the storage type.
-__device__ __forceinline__ float neg_exp(float g) {
-  return expf(-g);
-}
-__device__ __forceinline__ float sigmoid_of(float e) {
-  return __frcp_rn(1.0f + e);
-}
-
-// Item (n, run) of the (N, runs) grid: columns [run * kVec, + kVec) of row n.
-template <typename T, int kVec, typename Index>
-__device__ __forceinline__ void split(Index item, std::int64_t runs, std::int64_t I,
-                                      std::int64_t& gate, std::int64_t& col) {
-  const auto n = static_cast<std::int64_t>(item / static_cast<Index>(runs));
-  const auto run = static_cast<std::int64_t>(item % static_cast<Index>(runs));
-  gate = n * 2 * I + run * kVec;  // gu's gate element; up is I further
-  col = n * I + run * kVec;       // out / dout
-}
-
 // out: (N, I) out; gu: (N, 2I).
 template <typename T, int kVec, typename Index>
 __device__ __forceinline__ void fwd_item(T* out, const T* gu, std::int64_t runs, std::int64_t I,
                                          Index item) {
   std::int64_t gate, col;
-  split<T, kVec>(item, runs, I, gate, col);
+  rope_layout::swiglu_locate(item, runs, I, kVec, &gate, &col);
   Run<T, kVec> g, u;
   g.load(gu + gate);
   u.load(gu + gate + I);
   float y[kVec];
 #pragma unroll
-  for (int e = 0; e < kVec; ++e) {
-    const float x = g.at(e);
-    y[e] = x * sigmoid_of(neg_exp(x)) * u.at(e);
-  }
+  for (int e = 0; e < kVec; ++e)
+    y[e] = swiglu_math::fwd(g.at(e), u.at(e));
   Run<T, kVec>::store(out + col, y);
 }
 
@@ -83,24 +66,15 @@ template <typename T, int kVec, typename Index>
 __device__ __forceinline__ void bwd_item(T* dgu, const T* dout, const T* gu, std::int64_t runs,
                                          std::int64_t I, Index item) {
   std::int64_t gate, col;
-  split<T, kVec>(item, runs, I, gate, col);
+  rope_layout::swiglu_locate(item, runs, I, kVec, &gate, &col);
   Run<T, kVec> g, u, d;
   g.load(gu + gate);
   u.load(gu + gate + I);
   d.load(dout + col);
   float dg[kVec], du[kVec];
 #pragma unroll
-  for (int e = 0; e < kVec; ++e) {
-    const float x = g.at(e), up = u.at(e), dy = d.at(e);
-    const float ex = neg_exp(x);
-    const float s = sigmoid_of(ex);
-    // 1 - s without cancellation: e * s = e / (1 + e) where s is near 1 (there e <= 1, so no
-    // inf * 0), 1 - s where s < 1/2 (e may be inf there).
-    const float one_minus_s = s < 0.5f ? 1.0f - s : ex * s;
-    const float silu = x * s;
-    dg[e] = dy * up * (s * fmaf(x, one_minus_s, 1.0f));
-    du[e] = dy * silu;
-  }
+  for (int e = 0; e < kVec; ++e)
+    swiglu_math::bwd(g.at(e), u.at(e), d.at(e), &dg[e], &du[e]);
   Run<T, kVec>::store(dgu + gate, dg);
   Run<T, kVec>::store(dgu + gate + I, du);
 }
@@ -135,13 +109,37 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// One resident wave (2048 threads per SM on sm_80 / sm_90) at most: each thread then loops over
-// its items with its loads in flight, and no block waits for a later wave.
-inline unsigned grid(std::int64_t total) {
+// Blocks of `kernel` resident on one SM of the current device, cached per (kernel, device): the
+// occupancy query costs host microseconds that every call would pay again.
+inline int resident_blocks(const void* kernel) {
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, int> cache;
+  const int device = impl::current_device_facts().ordinal;
+  const std::lock_guard<std::mutex> lock(mutex);
+  int& per_sm = cache[std::make_pair(kernel, device)];
+  if (per_sm == 0) {
+    KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
+    per_sm = std::max(per_sm, 1);
+  }
+  return per_sm;
+}
+
+// One resident wave at most: every block runs from the start and loops over an equal share, with
+// its loads in flight. (A fixed 2048 threads per SM would leave blocks for a second wave where
+// registers allow fewer, and those would run a whole share late.)
+inline unsigned grid(const void* kernel, std::int64_t total) {
   const std::int64_t wave =
-      static_cast<std::int64_t>(impl::current_device_facts().multiprocessors) * (2048 / kThreads);
+      static_cast<std::int64_t>(impl::current_device_facts().multiprocessors) *
+      resident_blocks(kernel);
   return static_cast<unsigned>(
       std::max<std::int64_t>(1, std::min((total + kThreads - 1) / kThreads, wave)));
+}
+
+// Launches kernel<<<grid, kThreads>>> over `total` items.
+template <typename Kernel, typename... Args>
+void launch(Kernel kernel, std::int64_t total, cudaStream_t stream, Args... args) {
+  kernel<<<grid(reinterpret_cast<const void*>(kernel), total), kThreads, 0, stream>>>(args...);
+  KILN_LAUNCH_CHECK(stream);
 }
 
 template <typename T>
@@ -151,11 +149,10 @@ void fwd(void* out, const void* gu, std::int64_t N, std::int64_t I, cudaStream_t
   const auto* g = static_cast<const T*>(gu);
   if (I % kVec == 0) {
     const std::int64_t runs = I / kVec, total = N * runs;
-    swiglu_fwd_kernel<T, kVec><<<grid(total), kThreads, 0, stream>>>(o, g, total, runs, I);
+    launch(swiglu_fwd_kernel<T, kVec>, total, stream, o, g, total, runs, I);
   } else {
-    swiglu_fwd_kernel<T, 1><<<grid(N * I), kThreads, 0, stream>>>(o, g, N * I, I, I);
+    launch(swiglu_fwd_kernel<T, 1>, N * I, stream, o, g, N * I, I, I);
   }
-  KILN_LAUNCH_CHECK(stream);
 }
 
 template <typename T>
@@ -167,11 +164,10 @@ void bwd(void* dgu, const void* dout, const void* gu, std::int64_t N, std::int64
   const auto* g = static_cast<const T*>(gu);
   if (I % kVec == 0) {
     const std::int64_t runs = I / kVec, total = N * runs;
-    swiglu_bwd_kernel<T, kVec><<<grid(total), kThreads, 0, stream>>>(dg, d, g, total, runs, I);
+    launch(swiglu_bwd_kernel<T, kVec>, total, stream, dg, d, g, total, runs, I);
   } else {
-    swiglu_bwd_kernel<T, 1><<<grid(N * I), kThreads, 0, stream>>>(dg, d, g, N * I, I, I);
+    launch(swiglu_bwd_kernel<T, 1>, N * I, stream, dg, d, g, N * I, I, I);
   }
-  KILN_LAUNCH_CHECK(stream);
 }
 
 }  // namespace kiln::dev::swiglu

@@ -1,11 +1,13 @@
 // RMSNorm kernels against the double reference with the tolerance rule (see layernorm_test.cpp):
-// the shape grid in bf16 and fp32, poisoned outputs, bitwise repeatability, NaN propagation.
+// the shape grid in bf16 and fp32, poisoned outputs, bitwise repeatability, NaN propagation; and
+// the fused residual add + RMSNorm forward, whose residual must be a + b rounded once.
 #include <catch2/catch.hpp>
 
 #include <cuda_runtime_api.h>
 
 #include <cmath>
 #include <cstdint>
+#include <tuple>
 #include <vector>
 
 #include "kernels/rmsnorm/rmsnorm_ref.hpp"
@@ -91,7 +93,75 @@ void check_rmsnorm(const rows::Shape& s, std::mt19937_64& rng) {
   CHECK(kt::bitwise_equal(dg, dg2));
 }
 
+// residual = a + b, y = RMSNorm(residual): residual compared bitwise with the host's fp32 sum
+// rounded to T, y and rstd by the tolerance rule against the reference on that residual.
+// in_place: the residual stream a is updated in place (residual = a).
+template <typename T>
+void check_residual_rmsnorm(const rows::Shape& s, std::mt19937_64& rng) {
+  INFO(rows::describe(rows::dtype_name<T>(), s) << " residual");
+  const auto a = rows::stored<T>(kt::random_normal(s.elems(), 0.5f, 1.5f, rng));
+  const auto b = rows::stored<T>(kt::random_normal(s.elems(), 0.0f, 0.5f, rng));
+  const auto gamma = rows::stored<T>(kt::random_uniform(s.C, 0.5f, 1.5f, rng));
+  std::vector<float> x(s.elems());
+  for (std::size_t i = 0; i < x.size(); ++i)
+    x[i] = a[i] + b[i];
+  x = rows::stored<T>(x);
+  const auto xd = kt::to_double(x), gd = kt::to_double(gamma);
+  std::vector<double> y_ref(s.elems()), rstd_ref(s.N);
+  kiln::ref::rmsnorm_fwd_ref<double>(y_ref.data(), rstd_ref.data(), xd.data(), gd.data(), s.N, s.C,
+                                     kEps);
+  std::vector<float> y_base(s.elems()), rstd_base(s.N);
+  kiln::ref::rmsnorm_fwd_ref<float, float>(y_base.data(), rstd_base.data(), x.data(), gamma.data(),
+                                           s.N, s.C, kEps);
+  y_base = rows::stored<T>(y_base);
+
+  DeviceBuffer<T> d_b(rows::to_device<T>(b)), d_g(rows::to_device<T>(gamma)), d_a(s.elems()),
+      d_r(s.elems()), d_y(s.elems());
+  DeviceBuffer<float> d_rstd(s.N);
+  auto run = [&](bool in_place) {
+    d_a.upload(rows::to_device<T>(a));
+    d_r.poison();
+    d_y.poison();
+    d_rstd.poison();
+    T* res = in_place ? d_a.get() : d_r.get();
+    KILN_REQUIRE_OK(kiln_residual_rmsnorm_fwd(res, d_y.get(), d_rstd.get(), d_a.get(), d_b.get(),
+                                              d_g.get(), s.N, s.C, kEps, rows::kDtype<T>, nullptr));
+    return std::make_tuple(rows::from_device(in_place ? d_a.download() : d_r.download()),
+                           rows::from_device(d_y.download()), kt::to_double(d_rstd.download()));
+  };
+  const auto [r, y, rstd] = run(false);
+  CHECK(r == xd);
+  check_rule("y", y_ref, y, kt::to_double(y_base), rows::atol_for<T>(y_ref));
+  check_rule("rstd", rstd_ref, rstd, kt::to_double(rstd_base), rows::atol_fp32(rstd_ref));
+  const auto [r2, y2, rstd2] = run(false);
+  CHECK(kt::bitwise_equal(y, y2));
+  CHECK(kt::bitwise_equal(rstd, rstd2));
+  if (s.N <= 37) {
+    const auto [r3, y3, rstd3] = run(true);
+    CHECK(r3 == xd);
+    CHECK(kt::bitwise_equal(y, y3));
+    CHECK(kt::bitwise_equal(rstd, rstd3));
+  }
+}
+
 }  // namespace
+
+TEST_CASE("fused residual + rmsnorm forward, register and generic paths", "[rmsnorm][smoke]") {
+  auto rng = kt::make_rng(2003);
+  for (const rows::Shape s : {rows::Shape{37, 2048}, rows::Shape{5, 7}, rows::Shape{3, 40}}) {
+    check_residual_rmsnorm<rows::bf16>(s, rng);
+    check_residual_rmsnorm<float>(s, rng);
+  }
+}
+
+TEST_CASE("fused residual + rmsnorm forward matches the reference over the shape grid",
+          "[rmsnorm]") {
+  auto rng = kt::make_rng(2004);
+  for (const auto& s : rows::grid()) {
+    check_residual_rmsnorm<rows::bf16>(s, rng);
+    if (s.elems() <= (1u << 20)) check_residual_rmsnorm<float>(s, rng);
+  }
+}
 
 TEST_CASE("rmsnorm forward and backward match the reference over the shape grid", "[rmsnorm]") {
   auto rng = kt::make_rng(2001);

@@ -1,0 +1,120 @@
+// The rotary and SwiGLU kernels' index math (kernels/rope/rope_layout.hpp), on the CPU: the work
+// items cover every element a call must write exactly once and nothing else, in 32- and 64-bit
+// index arithmetic alike, and the 16-byte paths only ever address 16-byte aligned vectors.
+#include <catch2/catch.hpp>
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/rope/rope_layout.hpp"
+
+namespace rl = kiln::rope_layout;
+
+namespace {
+
+struct RopeShape {
+  std::int64_t B, T, H, heads;  // heads >= H per token (packed QKV: the rest are V)
+  int hd;
+  std::int64_t pad_t, pad_b;
+};
+
+// Touches per element of one call, enumerating the items as the kernel's grid-stride loop does.
+template <typename Index>
+std::vector<int> rope_touches(const RopeShape& s, int vec, bool& aligned) {
+  const std::int64_t st = s.heads * s.hd + s.pad_t, sb = s.T * st + s.pad_b;
+  const auto g = rl::make_rope_grid(s.B, s.T, s.H, s.hd, sb, st, vec);
+  std::vector<int> touched(static_cast<std::size_t>(s.B * sb), 0);
+  aligned = true;
+  for (std::int64_t i = 0; i < g.total; ++i) {
+    const rl::RopeItem it = rl::locate(g, static_cast<Index>(i), vec);
+    REQUIRE(it.heads >= 1);
+    REQUIRE(it.heads <= rl::kHeads);
+    REQUIRE(it.run * vec < s.hd / 2);
+    for (int u = 0; u < it.heads; ++u) {
+      for (const std::int64_t start : {it.offset + u * s.hd, it.offset + u * s.hd + s.hd / 2}) {
+        if (start % vec != 0) aligned = false;  // x itself is 16-byte aligned
+        for (int e = 0; e < vec; ++e)
+          ++touched[static_cast<std::size_t>(start + e)];
+      }
+    }
+  }
+  return touched;
+}
+
+void check_rope_shape(const RopeShape& s, int vec) {
+  CAPTURE(s.B, s.T, s.H, s.heads, s.hd, s.pad_t, s.pad_b, vec);
+  const std::int64_t st = s.heads * s.hd + s.pad_t, sb = s.T * st + s.pad_b;
+  bool aligned32 = false, aligned64 = false;
+  const auto t32 = rope_touches<std::uint32_t>(s, vec, aligned32);
+  const auto t64 = rope_touches<std::uint64_t>(s, vec, aligned64);
+  CHECK(t32 == t64);
+  std::int64_t wrong = 0;
+  for (std::int64_t e = 0; e < static_cast<std::int64_t>(t32.size()); ++e) {
+    const bool rotated = (e % sb) / st < s.T && (e % sb) % st < s.H * s.hd;
+    if (t32[static_cast<std::size_t>(e)] != (rotated ? 1 : 0)) ++wrong;
+  }
+  CHECK(wrong == 0);
+  if (rl::rope_vector_path(0, s.B, s.T, s.hd, sb, st, vec)) CHECK(aligned32);
+}
+
+}  // namespace
+
+TEST_CASE("rope work items cover each rotated element once", "[rope][layout]") {
+  const std::vector<RopeShape> shapes = {
+      {2, 37, 40, 48, 64, 0, 0},  // Llama-3.2-1B packed QKV (NH 32, NKV 8)
+      {1, 5, 32, 32, 64, 0, 0},   // separate Q
+      {3, 4, 8, 8, 128, 0, 0},    // separate K, Llama 3.1
+      {2, 3, 5, 7, 16, 8, 24},    // padded, vector-aligned strides
+      {2, 3, 5, 6, 16, 1, 3},     // odd strides
+      {1, 2, 3, 3, 6, 0, 0},      // HD / 2 = 3
+      {2, 2, 9, 9, 130, 0, 0},    // HD / 2 = 65
+      {1, 3, 1, 2, 256, 0, 0},    // the largest head dim
+      {4, 1, 36, 40, 64, 0, 0},   // decoding (T = 1)
+      {1, 1, 1, 1, 2, 0, 0}};     // the smallest
+  for (const auto& s : shapes) {
+    check_rope_shape(s, 1);
+    if ((s.hd / 2) % 4 == 0) check_rope_shape(s, 4);  // fp32 vectors
+    if ((s.hd / 2) % 8 == 0) check_rope_shape(s, 8);  // bf16 vectors
+  }
+}
+
+TEST_CASE("rope's 16-byte path is chosen only where every access is aligned", "[rope][layout]") {
+  CHECK(rl::rope_vector_path(0, 2, 16, 64, 16 * 48 * 64, 48 * 64, 8));
+  CHECK_FALSE(rl::rope_vector_path(2, 2, 16, 64, 16 * 48 * 64, 48 * 64, 8));  // x misaligned
+  CHECK_FALSE(rl::rope_vector_path(0, 2, 16, 8, 16 * 48 * 8, 48 * 8, 8));     // HD / 2 = 4 < 8
+  CHECK(rl::rope_vector_path(0, 2, 16, 8, 16 * 48 * 8, 48 * 8, 4));           // fp32: 4 is a vector
+  CHECK_FALSE(rl::rope_vector_path(0, 2, 16, 64, 16 * 48 * 64, 48 * 64 + 4, 8));
+  CHECK_FALSE(rl::rope_vector_path(0, 2, 16, 64, 16 * 48 * 64 + 4, 48 * 64, 8));
+  CHECK(rl::rope_vector_path(0, 1, 1, 64, 3, 5, 8));  // strides unused at B = T = 1
+}
+
+TEST_CASE("swiglu work items cover gate, up and out once each", "[swiglu][layout]") {
+  for (const std::int64_t I : {1, 7, 8, 16, 24, 1536}) {
+    for (const std::int64_t N : {1, 3}) {
+      for (const int vec : {1, 4, 8}) {
+        if (I % vec != 0) continue;
+        CAPTURE(N, I, vec);
+        const std::int64_t runs = I / vec;
+        std::vector<int> gu(static_cast<std::size_t>(N * 2 * I), 0),
+            out(static_cast<std::size_t>(N * I), 0);
+        bool aligned = true;
+        for (std::int64_t i = 0; i < N * runs; ++i) {
+          std::int64_t gate = 0, col = 0, gate64 = 0, col64 = 0;
+          rl::swiglu_locate(static_cast<std::uint32_t>(i), runs, I, vec, &gate, &col);
+          rl::swiglu_locate(static_cast<std::uint64_t>(i), runs, I, vec, &gate64, &col64);
+          CHECK(gate == gate64);
+          CHECK(col == col64);
+          if (gate % vec || (gate + I) % vec || col % vec) aligned = false;
+          for (int e = 0; e < vec; ++e) {
+            ++gu[static_cast<std::size_t>(gate + e)];
+            ++gu[static_cast<std::size_t>(gate + I + e)];
+            ++out[static_cast<std::size_t>(col + e)];
+          }
+        }
+        CHECK(aligned);
+        CHECK(gu == std::vector<int>(gu.size(), 1));
+        CHECK(out == std::vector<int>(out.size(), 1));
+      }
+    }
+  }
+}
