@@ -18,6 +18,7 @@
 #include "kiln/backend.hpp"
 #include "kiln/communicator.hpp"
 #include "kiln/generate.hpp"
+#include "kiln/hf_gpt2.hpp"
 #include "kiln/model.hpp"
 #include "kiln/trainer.hpp"
 #include "runtime/model_json.hpp"
@@ -451,6 +452,11 @@ TEST_CASE("Llama checkpoints round-trip and resume bit-exactly", "[runtime][llam
   b.load_checkpoint(dir / "llama.ckpt");
   for (int s = 3; s < 6; ++s)
     CHECK(b.step(ins[s], tgs[s]).loss == uninterrupted[static_cast<std::size_t>(s)]);
+  // GPT-2's file format has no place for these parts.
+  std::vector<float> w(static_cast<std::size_t>(ParamLayout(m).total()));
+  CHECK_THAT(error_of([&] { kiln::export_hf_gpt2(dir / "x.safetensors", m, w, false); }),
+             Catch::Contains("only GPT-2's parts"));
+  CHECK_FALSE(fs::exists(dir / "x.safetensors"));
   // Another model's trainer refuses it, naming both.
   Trainer other(qwen(29, 8), t, kiln::make_cpu_backend(kiln::DType::f32, 1), 5);
   CHECK_THROWS_AS(other.load_checkpoint(dir / "llama.ckpt"), kiln::Error);
