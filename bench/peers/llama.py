@@ -35,6 +35,33 @@ def inv_freq(hd, theta, factor):
     return f.float()
 
 
+class RMSNorm(nn.Module):
+    """torch.nn.RMSNorm (PyTorch >= 2.4) where it exists, written out otherwise."""
+
+    def __init__(self, c, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(c))
+        self.eps = eps
+
+    def forward(self, x):
+        if hasattr(F, "rms_norm"):
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        return x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps).to(x.dtype) * self.weight
+
+
+# SDPA's enable_gqa arrived in PyTorch 2.5; decided once, outside the compiled graph.
+HAS_GQA = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
+
+
+def attention(q, k, v):
+    """Causal SDPA with GQA: enable_gqa where it exists, else k and v repeated per group."""
+    if HAS_GQA:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    g = q.shape[1] // k.shape[1]
+    return F.scaled_dot_product_attention(q, k.repeat_interleave(g, 1), v.repeat_interleave(g, 1),
+                                          is_causal=True)
+
+
 def rotate_half(x):
     a, b = x.chunk(2, dim=-1)
     return torch.cat((-b, a), dim=-1)
@@ -44,10 +71,10 @@ class Block(nn.Module):
     def __init__(self, h, kv, c, i):
         super().__init__()
         self.h, self.kv, self.hd = h, kv, c // h
-        self.input_layernorm = nn.RMSNorm(c, eps=1e-5)
+        self.input_layernorm = RMSNorm(c, 1e-5)
         self.qkv = nn.Linear(c, (h + 2 * kv) * self.hd, bias=False)
         self.o_proj = nn.Linear(c, c, bias=False)
-        self.post_attention_layernorm = nn.RMSNorm(c, eps=1e-5)
+        self.post_attention_layernorm = RMSNorm(c, 1e-5)
         self.gate_up = nn.Linear(c, 2 * i, bias=False)
         self.down_proj = nn.Linear(i, c, bias=False)
 
@@ -58,7 +85,7 @@ class Block(nn.Module):
         q, k, v = (z.transpose(1, 2) for z in (q, k, v))
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        y = attention(q, k, v)
         x = x + self.o_proj(y.transpose(1, 2).reshape(b, t, c))
         gate, up = self.gate_up(self.post_attention_layernorm(x)).chunk(2, dim=-1)
         return x + self.down_proj(F.silu(gate) * up)
@@ -71,7 +98,7 @@ class Llama(nn.Module):
         self.vocab = v
         self.embed_tokens = nn.Embedding(v, c)
         self.layers = nn.ModuleList(Block(h, kv, c, i) for _ in range(l))
-        self.norm = nn.RMSNorm(c, eps=1e-5)
+        self.norm = RMSNorm(c, 1e-5)
         self.register_buffer("inv_freq", inv_freq(c // h, theta, factor), persistent=False)
         for name, p in self.named_parameters():
             if p.dim() == 2:
