@@ -608,7 +608,8 @@ int main(int argc, char** argv) {
   app.add_option("--channels", o.channels, "Override the preset's channels (n_embd)");
   app.add_option("--max-seq-len", o.max_seq_len, "Override the preset's maximum sequence length");
   // The model's parts (default: the preset's).
-  app.add_option("--kv-heads", o.kv_heads, "Key/value heads (GQA; must divide --heads)");
+  app.add_option("--kv-heads", o.kv_heads, "Key/value heads (GQA; must divide --heads)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 12));
   app.add_option("--norm", o.norm, "Norm: layernorm or rmsnorm")
       ->check(CLI::IsMember({"layernorm", "rmsnorm"}));
   app.add_option("--positions", o.positions, "Positions: learned or rotary")
@@ -616,19 +617,25 @@ int main(int argc, char** argv) {
   app.add_option("--mlp", o.mlp, "MLP: gelu (4C) or swiglu (--intermediate wide)")
       ->check(CLI::IsMember({"gelu", "swiglu"}));
   app.add_option("--intermediate", o.intermediate,
-                 "SwiGLU's intermediate size (default: 8C/3 rounded up to 64)");
+                 "SwiGLU's intermediate size (default: 8C/3 rounded up to 64)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
   app.add_option("--bias", o.bias, "Linear biases: all, qkv (Qwen2) or none (Llama)")
       ->check(CLI::IsMember({"all", "qkv", "none"}));
   app.add_option("--head", o.head, "LM head: tied (the token embedding) or untied")
       ->check(CLI::IsMember({"tied", "untied"}));
-  app.add_option("--rope-theta", o.rope_theta, "Rotary base theta");
+  app.add_option("--rope-theta", o.rope_theta, "Rotary base theta (> 1)")
+      ->check(CLI::Range(1.0, 1e30));
   app.add_option("--rope-scaling", o.rope_scaling, "Rotary frequency scaling: none or llama3")
       ->check(CLI::IsMember({"none", "llama3"}));
-  app.add_option("--rope-factor", o.rope_factor, "Llama 3 scaling: factor");
-  app.add_option("--rope-low-freq-factor", o.rope_low, "Llama 3 scaling: low frequency factor");
-  app.add_option("--rope-high-freq-factor", o.rope_high, "Llama 3 scaling: high frequency factor");
+  app.add_option("--rope-factor", o.rope_factor, "Llama 3 scaling: factor (>= 1)")
+      ->check(CLI::Range(1.0, 1e6));
+  app.add_option("--rope-low-freq-factor", o.rope_low, "Llama 3 scaling: low frequency factor")
+      ->check(CLI::Range(1e-6, 1e6));
+  app.add_option("--rope-high-freq-factor", o.rope_high, "Llama 3 scaling: high frequency factor")
+      ->check(CLI::Range(1e-6, 1e6));
   app.add_option("--rope-original-max-position", o.rope_original,
-                 "Llama 3 scaling: the original context");
+                 "Llama 3 scaling: the original context")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   app.add_option("--vocab", o.vocab,
                  "Model vocabulary (default: the shards' vocabulary, +1 mask id for --encoder)");
   app.add_flag("--encoder", o.encoder, "BERT-style: bidirectional attention, masked-token loss");

@@ -91,6 +91,9 @@ void ModelConfig::validate() const {
   KILN_CHECK_ARG(init_std > 0 && std::isfinite(init_std), "model: init_std must be > 0 (got ",
                  init_std, ")");
   if (mlp == MlpKind::swiglu) {
+    // Bounded so that 2 I and the MLP's weights stay far from int64 overflow.
+    KILN_CHECK_ARG(intermediate_size <= (int64_t{1} << 24),
+                   "model: intermediate_size must be <= 2^24 (got ", intermediate_size, ")");
     KILN_CHECK_ARG(intermediate_size > 0,
                    "model: intermediate_size must be > 0 for a SwiGLU MLP (got ", intermediate_size,
                    ")");

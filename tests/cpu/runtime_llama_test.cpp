@@ -93,6 +93,9 @@ TEST_CASE("bad model descriptions are refused naming the field", "[runtime][llam
   c.intermediate_size = 0;
   CHECK_THAT(error_of([&] { c.validate(); }), Catch::Contains("intermediate_size must be > 0"));
   c = llama();
+  c.intermediate_size = int64_t{1} << 40;
+  CHECK_THAT(error_of([&] { c.validate(); }), Catch::Contains("intermediate_size must be <="));
+  c = llama();
   c.mlp = kiln::MlpKind::gelu;
   CHECK_THAT(error_of([&] { c.validate(); }), Catch::Contains("intermediate_size must be 0"));
   c = llama();
