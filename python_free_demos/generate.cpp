@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_checks.hpp"
 #include "kiln/kiln.hpp"
 
 namespace fs = std::filesystem;
@@ -123,18 +124,26 @@ int main(int argc, char** argv) {
                             "the head count)");
   ck->excludes(st);
   st->excludes(ck);
-  app.add_option("--heads", o.heads, "Attention heads of a safetensors model without config.json");
+  app.add_option("--heads", o.heads, "Attention heads of a safetensors model without config.json")
+      ->check(demo_cli::integer(1, kiln::limits::kMaxHeads));
   app.add_option("--prompt", o.prompt, "Text to continue");
-  app.add_option("--length", o.length, "Tokens to generate")->capture_default_str();
+  app.add_option("--length", o.length, "Tokens to generate")
+      ->capture_default_str()
+      ->check(demo_cli::integer(0, kiln::limits::kMaxSeqLen));
   app.add_option("--temperature", o.temperature, "Sampling temperature (0: greedy)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::number(0, 100));
   app.add_option("--top-k", o.top_k, "Sample among the k most likely tokens (0: all)")
-      ->capture_default_str();
-  app.add_option("--top-p", o.top_p, "Nucleus sampling threshold (1: off)")->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::integer(0, kiln::limits::kMaxVocab));
+  app.add_option("--top-p", o.top_p, "Nucleus sampling threshold (1: off)")
+      ->capture_default_str()
+      ->check(demo_cli::number(0, 1, true));
   app.add_flag("--ignore-eot", o.ignore_eot,
                "Go on past the end-of-text token (printed as a line \"--\") instead of stopping");
   app.add_option("--seed", o.seed, "Seed of the draws (same seed, same text)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::unsigned64());
   app.add_option("--tokenizer", o.tokenizer,
                  "auto (byte for vocabularies <= 257, else gpt2), byte, gpt2")
       ->check(CLI::IsMember({"auto", "byte", "gpt2"}))
@@ -144,9 +153,19 @@ int main(int argc, char** argv) {
   app.add_option("--backend", o.backend, "auto (cuda when a device exists, else cpu), cuda or cpu")
       ->check(CLI::IsMember({"auto", "cuda", "cpu"}))
       ->capture_default_str();
-  app.add_option("--device", o.device, "CUDA device ordinal")->capture_default_str();
+  app.add_option("--device", o.device, "CUDA device ordinal")
+      ->capture_default_str()
+      ->check(demo_cli::integer(0, 4095));
   app.add_option("--threads", o.threads, "CPU backend threads (0: all cores)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::integer(0, kiln::limits::kMaxThreads));
+  app.final_callback([&] {
+    using demo_cli::refuse_given;
+    refuse_given(app, "--device", o.backend == "cpu", "with --backend cpu");
+    refuse_given(app, "--threads", o.backend == "cuda", "with --backend cuda");
+    refuse_given(app, "--heads", !o.checkpoint.empty(),
+                 "with --checkpoint (the checkpoint gives the head count)");
+  });
   CLI11_PARSE(app, argc, argv);
   if (o.checkpoint.empty() && o.safetensors.empty()) {
     std::fprintf(stderr, "generate: give --checkpoint or --safetensors (see --help)\n");

@@ -2,6 +2,7 @@
 // Without a GPU or driver it says so, with the CUDA runtime's explanation, and exits with 0 after
 // printing what it can (versions), so scripts can run it anywhere.
 #include <cstdio>
+#include <string>
 
 #include "kiln/kiln.hpp"
 
@@ -23,7 +24,21 @@ void print_library_version(const char* name, int code) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  // No options but --help: anything else is a mistake worth saying (CLI11 is not needed here, so
+  // that kiln_info builds everywhere).
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      std::printf(
+          "kiln_info: kiln's version, the CUDA libraries it was built against and loaded, and "
+          "each GPU\nUsage: kiln_info [--help]\n");
+      return 0;
+    }
+    std::fprintf(stderr, "kiln_info: unknown argument '%s' (kiln_info takes only --help)\n",
+                 arg.c_str());
+    return 2;
+  }
   std::printf("kiln %s\n", kiln_version_string());
 
   kiln_library_versions_t v{};

@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "cli_checks.hpp"
 #include "kiln/kiln.hpp"
 
 namespace fs = std::filesystem;
@@ -218,12 +219,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--out", opt.out, "Output folder for the shards")->required();
   app.add_option("--shard-tokens", opt.shard_tokens, "Tokens per shard")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::integer(1, int64_t{1} << 40));
   app.add_option("--val-fraction", opt.val_fraction,
                  "Fraction of the documents held out as the val split, in [0, 1)")
-      ->check(CLI::Range(0.0, 0.999999))
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::number(0, 1, false, true));
   app.add_option("--separator", opt.separator,
                  "A line equal to this separates documents (e.g. % for fortune files); without it "
                  "each file is one document");
@@ -235,8 +236,8 @@ int main(int argc, char** argv) {
   opt.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app.add_option("--threads", opt.threads,
                  "Threads encoding documents (the output is the same for any count)")
-      ->check(CLI::Range(1, 1024))
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::integer(1, 1024));
   app.add_flag("--overwrite", opt.overwrite, "Replace shards already in the output folder");
   app.add_flag("-q,--quiet", opt.quiet, "Print nothing but errors");
   CLI11_PARSE(app, argc, argv);

@@ -40,6 +40,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli_checks.hpp"
 #include "kiln/kiln.hpp"
 #include "kiln/launch.hpp"
 #include "loss_plot.hpp"
@@ -180,13 +181,21 @@ std::string loader_state_json(const kiln::DataLoaderState& s) {
 kiln::DataLoaderState loader_state_from_json(const std::string& text, const std::string& path) {
   try {
     const auto j = nlohmann::json::parse(text);
+    // get<uint64_t>() would convert a float (undefined when out of range) or wrap a negative.
+    auto count = [&](const char* key) {
+      const auto& v = j.at(key);
+      if (!v.is_number_unsigned()) {
+        throw std::runtime_error(std::string("'") + key + "' is not an integer >= 0");
+      }
+      return v.get<uint64_t>();
+    };
     kiln::DataLoaderState s;
-    s.epoch = j.at("epoch").get<uint64_t>();
-    s.step = j.at("step").get<uint64_t>();
-    s.fingerprint = j.at("fingerprint").get<uint64_t>();
-    s.B = j.at("B").get<uint64_t>();
-    s.T = j.at("T").get<uint64_t>();
-    s.world_size = j.at("world_size").get<uint64_t>();
+    s.epoch = count("epoch");
+    s.step = count("step");
+    s.fingerprint = count("fingerprint");
+    s.B = count("B");
+    s.T = count("T");
+    s.world_size = count("world_size");
     return s;
   } catch (const std::exception& e) {
     throw kiln::Error(
@@ -513,18 +522,21 @@ int run_rank(const Options& o, const kiln::LaunchInfo& launch, kiln::Communicato
     say("stopped at step %" PRId64 " of %" PRId64 "\n", trainer.step_count(), o.steps);
   if (o.eval_every > 0 && trainer.step_count() % o.eval_every != 0) evaluate();
   save(interrupted ? "interrupted" : "final");
+  bool plot_failed = false;
   if (!o.plot.empty() && comm.rank() == 0) {
     try {
       loss_plot::write(o.plot, train_curve, val_curve);
       say("loss curve: %s\n", o.plot.c_str());
     } catch (const std::exception& e) {
+      // Reported now, training's results are kept; the exit status says something failed.
       std::fprintf(stderr, "train_gpt: %s\n", e.what());
+      plot_failed = true;
     }
   }
   if (o.sample_every > 0 && trainer.step_count() % o.sample_every != 0) sample();
   say("done: %" PRId64 " steps in %s\n", trainer.step_count(),
       format_duration(std::chrono::duration<double>(clock::now() - start).count()).c_str());
-  return stopping ? 130 : 0;
+  return stopping ? 130 : plot_failed ? 1 : 0;
 }
 
 // One process of a launched job (or the only one), or --ranks in-process ranks.
@@ -594,22 +606,28 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "cuda", "cpu"}))
       ->capture_default_str();
   app.add_option("--device", o.device,
-                 "CUDA device ordinal (default: the launcher's local rank, else 0)");
+                 "CUDA device ordinal (default: the launcher's local rank, else 0)")
+      ->check(demo_cli::integer(0, 4095));
   app.add_option("--threads", o.threads, "CPU backend threads (0: all cores)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::integer(0, kiln::limits::kMaxThreads));
   app.add_option(
          "--model", o.model,
          "Preset: gpt2-124m (gpt2), gpt2-350m, gpt2-774m, gpt2-1558m, gpt3-125m, gpt3-350m, "
          "tiny, small, medium; Llama family: smollm2-135m, smollm2-360m, qwen2.5-0.5b, "
          "llama-3.2-1b, tinyllama-1.1b, llama-3.1-8b, llama-tiny, llama-small")
       ->capture_default_str();
-  app.add_option("--layers", o.layers, "Override the preset's layer count");
-  app.add_option("--heads", o.heads, "Override the preset's head count");
-  app.add_option("--channels", o.channels, "Override the preset's channels (n_embd)");
-  app.add_option("--max-seq-len", o.max_seq_len, "Override the preset's maximum sequence length");
+  app.add_option("--layers", o.layers, "Override the preset's layer count")
+      ->check(demo_cli::integer(1, kiln::limits::kMaxLayers));
+  app.add_option("--heads", o.heads, "Override the preset's head count")
+      ->check(demo_cli::integer(1, kiln::limits::kMaxHeads));
+  app.add_option("--channels", o.channels, "Override the preset's channels (n_embd)")
+      ->check(demo_cli::integer(1, kiln::limits::kMaxChannels));
+  app.add_option("--max-seq-len", o.max_seq_len, "Override the preset's maximum sequence length")
+      ->check(demo_cli::integer(1, kiln::limits::kMaxSeqLen));
   // The model's parts (default: the preset's).
   app.add_option("--kv-heads", o.kv_heads, "Key/value heads (GQA; must divide --heads)")
-      ->check(CLI::Range(int64_t{1}, int64_t{1} << 12));
+      ->check(demo_cli::integer(1, kiln::limits::kMaxHeads));
   app.add_option("--norm", o.norm, "Norm: layernorm or rmsnorm")
       ->check(CLI::IsMember({"layernorm", "rmsnorm"}));
   app.add_option("--positions", o.positions, "Positions: learned or rotary")
@@ -618,49 +636,67 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"gelu", "swiglu"}));
   app.add_option("--intermediate", o.intermediate,
                  "SwiGLU's intermediate size (default: 8C/3 rounded up to 64)")
-      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
+      ->check(demo_cli::integer(1, kiln::limits::kMaxIntermediate));
   app.add_option("--bias", o.bias, "Linear biases: all, qkv (Qwen2) or none (Llama)")
       ->check(CLI::IsMember({"all", "qkv", "none"}));
   app.add_option("--head", o.head, "LM head: tied (the token embedding) or untied")
       ->check(CLI::IsMember({"tied", "untied"}));
   app.add_option("--rope-theta", o.rope_theta, "Rotary base theta (> 1)")
-      ->check(CLI::Range(1.0, 1e30));
+      ->check(demo_cli::number(1, 1e30, true));
   app.add_option("--rope-scaling", o.rope_scaling, "Rotary frequency scaling: none or llama3")
       ->check(CLI::IsMember({"none", "llama3"}));
   app.add_option("--rope-factor", o.rope_factor, "Llama 3 scaling: factor (>= 1)")
-      ->check(CLI::Range(1.0, 1e6));
+      ->check(demo_cli::number(1, 1e6));
   app.add_option("--rope-low-freq-factor", o.rope_low, "Llama 3 scaling: low frequency factor")
-      ->check(CLI::Range(1e-6, 1e6));
+      ->check(demo_cli::number(0, 1e6, true));
   app.add_option("--rope-high-freq-factor", o.rope_high, "Llama 3 scaling: high frequency factor")
-      ->check(CLI::Range(1e-6, 1e6));
+      ->check(demo_cli::number(0, 1e6, true));
   app.add_option("--rope-original-max-position", o.rope_original,
                  "Llama 3 scaling: the original context")
-      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+      ->check(demo_cli::integer(1, int64_t{1} << 40));
   app.add_option("--vocab", o.vocab,
-                 "Model vocabulary (default: the shards' vocabulary, +1 mask id for --encoder)");
+                 "Model vocabulary (default: the shards' vocabulary, +1 mask id for --encoder)")
+      ->check(demo_cli::integer(1, kiln::limits::kMaxVocab));
   app.add_flag("--encoder", o.encoder, "BERT-style: bidirectional attention, masked-token loss");
   app.add_option("--mask-fraction", o.mask_fraction, "Encoder: fraction of input tokens masked")
-      ->capture_default_str();
-  app.add_option("--batch", o.batch, "Sequences per micro-step (B)")->capture_default_str();
-  app.add_option("--seq-len", o.seq_len, "Tokens per sequence (T)")->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::number(0, 1, true));
+  app.add_option("--batch", o.batch, "Sequences per micro-step (B)")
+      ->capture_default_str()
+      ->check(demo_cli::integer(1, int64_t{1} << 31));
+  app.add_option("--seq-len", o.seq_len, "Tokens per sequence (T)")
+      ->capture_default_str()
+      ->check(demo_cli::integer(1, kiln::limits::kMaxSeqLen));
   app.add_option("--grad-accum", o.grad_accum, "Micro-steps per optimizer step")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::integer(1, int64_t{1} << 20));
   app.add_option("--steps", o.steps, "Optimizer steps in total (a resumed run continues up to it)")
-      ->capture_default_str();
-  app.add_option("--lr", o.lr, "Peak learning rate")->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::integer(1, int64_t{1} << 50));
+  app.add_option("--lr", o.lr, "Peak learning rate")
+      ->capture_default_str()
+      ->check(demo_cli::number(0, 10));
   app.add_option("--min-lr-ratio", o.min_lr_ratio, "Final learning rate as a fraction of --lr")
-      ->capture_default_str();
-  app.add_option("--warmup", o.warmup, "Warm-up steps (default: 5% of --steps)");
+      ->capture_default_str()
+      ->check(demo_cli::number(0, 1));
+  app.add_option("--warmup", o.warmup, "Warm-up steps (default: 5% of --steps)")
+      ->check(demo_cli::integer(0, int64_t{1} << 50));
   app.add_option("--schedule", o.schedule,
                  "Learning-rate decay after warm-up: cosine, linear, constant")
       ->check(CLI::IsMember({"cosine", "linear", "constant"}))
       ->capture_default_str();
   app.add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay (matrices only)")
-      ->capture_default_str();
-  app.add_option("--beta1", o.beta1, "AdamW beta1")->capture_default_str();
-  app.add_option("--beta2", o.beta2, "AdamW beta2")->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::number(0, 1000));
+  app.add_option("--beta1", o.beta1, "AdamW beta1")
+      ->capture_default_str()
+      ->check(demo_cli::number(0, 1, false, true));
+  app.add_option("--beta2", o.beta2, "AdamW beta2")
+      ->capture_default_str()
+      ->check(demo_cli::number(0, 1, false, true));
   app.add_option("--grad-clip", o.grad_clip, "Global gradient-norm clip (0: off)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::number(0, 1e9));
   app.add_option("--recompute", o.recompute,
                  "Recompute in the backward instead of storing: none, gelu (the MLP activation, "
                  "SwiGLU too), layernorm (the norms, RMSNorm too), all")
@@ -675,23 +711,30 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"skip", "stop"}))
       ->capture_default_str();
   app.add_option("--seed", o.seed, "Seed of the initialisation, data order, masking and sampling")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::unsigned64());
   app.add_option("--checkpoint-dir", o.checkpoint_dir,
                  "Directory for <dir>/latest.ckpt (written atomically; also at the end)");
   app.add_option("--checkpoint-every", o.checkpoint_every,
                  "Checkpoint every N steps (0: only at the end)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::integer(0, int64_t{1} << 50));
   app.add_option("--resume", o.resume,
                  "Checkpoint to continue from bit-exactly, or 'auto' (<checkpoint-dir>/latest.ckpt "
                  "if present)");
   app.add_option("--eval-every", o.eval_every, "Validation loss every N steps (0: never)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::integer(0, int64_t{1} << 50));
   app.add_option("--eval-batches", o.eval_batches, "Validation batches per evaluation")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::integer(1, int64_t{1} << 30));
   app.add_option("--sample-every", o.sample_every,
                  "Print a generated sample every N steps (0: never)")
-      ->capture_default_str();
-  app.add_option("--sample-length", o.sample_length, "Tokens per sample")->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::integer(0, int64_t{1} << 50));
+  app.add_option("--sample-length", o.sample_length, "Tokens per sample")
+      ->capture_default_str()
+      ->check(demo_cli::integer(1, kiln::limits::kMaxSeqLen));
   app.add_option("--prompt", o.prompt, "Prompt of the samples");
   app.add_option("--tokenizer", o.tokenizer, "Tokenizer of the samples: auto, byte or gpt2")
       ->check(CLI::IsMember({"auto", "byte", "gpt2"}))
@@ -699,34 +742,55 @@ int main(int argc, char** argv) {
   app.add_option("--vocab-dir", o.vocab_dir, "GPT-2 tokenizer files (encoder.json, vocab.bpe)")
       ->capture_default_str();
   app.add_option("--temperature", o.temperature, "Sampling temperature (0: greedy)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::number(0, 100));
   app.add_option("--top-k", o.top_k, "Sample among the k most likely tokens (0: all)")
-      ->capture_default_str();
-  app.add_option("--top-p", o.top_p, "Nucleus sampling threshold (1: off)")->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::integer(0, kiln::limits::kMaxVocab));
+  app.add_option("--top-p", o.top_p, "Nucleus sampling threshold (1: off)")
+      ->capture_default_str()
+      ->check(demo_cli::number(0, 1, true));
   app.add_option("--metrics", o.metrics, "Write metrics as JSON lines to this file");
   app.add_option("--plot", o.plot, "Write the loss curve to this PNG file");
   app.add_option("--log-every", o.log_every, "Print a progress line every N steps")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::integer(1, int64_t{1} << 50));
   app.add_option("--stop-at", o.stop_at,
                  "Stop after this step as if interrupted (checkpoint saved; the schedule still "
-                 "spans --steps)");
+                 "spans --steps)")
+      ->check(demo_cli::integer(0, int64_t{1} << 50));
   app.add_flag("--dry-run", o.dry_run, "Print the model, data and memory plan, then exit");
   app.add_option("--ranks", o.ranks,
                  "Data-parallel ranks as threads of this process (cpu backend, or N logical ranks "
                  "on one GPU); a launcher (mpirun, srun, torchrun) starts one process per rank "
                  "instead")
-      ->check(CLI::Range(1, 64))
+      ->check(demo_cli::integer(1, 64))
       ->capture_default_str();
   app.add_flag("--zero1", o.zero1,
                "ZeRO-1: shard the optimizer state (and the fp32 master weights) over the ranks");
   app.add_option("--bucket-mb", o.bucket_mb,
                  "Gradients are reduced in buckets of about this size, overlapped with backward")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::number(0, 1 << 20));
   app.add_option("--comm-timeout", o.comm_timeout,
                  "Seconds a collective (or the start-up rendezvous) may take before the job fails")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(demo_cli::number(0, 1e6, true));
+  app.final_callback([&] {
+    using demo_cli::refuse_given;
+    refuse_given(app, "--device", o.backend == "cpu", "with --backend cpu");
+    for (const char* cuda_only : {"--cuda-graph", "--nondeterministic"})
+      refuse_given(app, cuda_only, o.backend == "cpu", "with --backend cpu");
+    refuse_given(app, "--threads", o.backend == "cuda", "with --backend cuda");
+    refuse_given(app, "--mask-fraction", !o.encoder, "without --encoder");
+    refuse_given(app, "--checkpoint-every", o.checkpoint_dir.empty(), "without --checkpoint-dir");
+    // An explicit checkpoint brings its own model.
+    for (const char* shape : {"--model", "--layers", "--heads", "--channels", "--max-seq-len",
+                              "--vocab", "--encoder"}) {
+      refuse_given(app, shape, !o.resume.empty() && o.resume != "auto",
+                   "with --resume (the model comes from the checkpoint)");
+    }
+  });
   CLI11_PARSE(app, argc, argv);
   try {
     return run(o);
@@ -734,6 +798,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "train_gpt: %s\n", e.message().c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "train_gpt: %s\n", e.what());
+  }
+  if (o.ranks > 1) {
+    // A rank left running (blocked where nothing reaches it, see kiln::run_in_process) must not
+    // keep the process alive, nor run while static objects are destroyed.
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::_Exit(1);
   }
   return 1;
 }

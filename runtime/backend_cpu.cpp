@@ -24,6 +24,7 @@
 #include "kernels/rope/rope_ref.hpp"
 #include "kernels/swiglu/swiglu_ref.hpp"
 #include "kiln/backend.hpp"
+#include "kiln/limits.hpp"
 #include "runtime/cpu/gemm_cpu.hpp"
 #include "runtime/cpu/thread_pool.hpp"
 #include "runtime/rope_config.hpp"
@@ -42,7 +43,8 @@ class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads)
       : pool_(threads > 0 ? threads
-                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))) {}
+                          : std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1,
+                                       limits::kMaxThreads)) {}
 
   BackendKind kind() const override { return BackendKind::cpu; }
   std::string description() const override {
@@ -403,7 +405,7 @@ class CpuBackend final : public Backend {
 std::shared_ptr<Backend> make_cpu_backend_impl(DType dtype, int threads) {
   KILN_CHECK_ARG(dtype == DType::f32 || dtype == DType::f64,
                  "cpu backend: computes in f32 or f64, not ", dtype_name(dtype));
-  KILN_CHECK_ARG(threads >= 0, "cpu backend: threads must be >= 0 (got ", threads, ")");
+  check_thread_count(threads, "cpu backend");
   if (dtype == DType::f64) return std::make_shared<CpuBackend<double>>(threads);
   return std::make_shared<CpuBackend<float>>(threads);
 }

@@ -41,6 +41,7 @@
 #include "kiln/io.hpp"
 #include "kiln/trainer.hpp"
 #include "kiln/version.h"
+#include "runtime/json_strict.hpp"
 #include "runtime/model_json.hpp"
 #include "runtime/trainer_state.hpp"
 
@@ -244,7 +245,15 @@ struct LoadedCheckpoint {
   int64_t param_count = 0;
 };
 
+// The folder of a checkpoint path.
+fs::path folder_of(const fs::path& path) {
+  return path.parent_path().empty() ? fs::path(".") : path.parent_path();
+}
+
 LoadedCheckpoint load(const fs::path& path) {
+  // Temporaries of saves killed midway (they can be as large as the checkpoint) go at the next
+  // save or load of the folder.
+  remove_stale_temporaries(folder_of(path));
   LoadedCheckpoint c{open_checked(path), {}, {}, 0};
   const nlohmann::json& j = c.file.meta;
   try {
@@ -253,13 +262,20 @@ LoadedCheckpoint load(const fs::path& path) {
     }
     c.info.model = impl::model_from_json(j.at("model"));
     c.info.train = impl::train_from_json(j.at("train"));
-    c.info.step = j.at("step").get<int64_t>();
+    c.info.train.validate(c.info.model);
+    c.info.step = impl::json_int(j, "step", 0);
     c.info.kiln_version = j.at("kiln_version").get<std::string>();
-    c.param_count = j.value("param_count", int64_t{-1});
+    c.param_count = j.contains("param_count") ? impl::json_int(j, "param_count", 0) : -1;
     if (j.contains("shards")) {
       for (const auto& s : j.at("shards")) {
-        c.shards.push_back({s.at("file").get<std::string>(), s.at("rank").get<int>(),
-                            s.at("begin").get<int64_t>(), s.at("end").get<int64_t>()});
+        const std::string file = s.at("file").get<std::string>();
+        // A shard lies beside its index: a name with a folder ("../x", "/etc/x") is refused.
+        KILN_CHECK(!file.empty() && file != "." && file != ".." &&
+                       file.find('/') == std::string::npos && file.find('\0') == std::string::npos,
+                   Status::data_error, "checkpoint '", path.string(), "': shard file name '", file,
+                   "' is not a file name beside the index");
+        c.shards.push_back({file, static_cast<int>(impl::json_int(s, "rank", 0, INT32_MAX)),
+                            impl::json_int(s, "begin", 0), impl::json_int(s, "end", 0)});
       }
     }
   } catch (const Error& e) {
@@ -298,6 +314,19 @@ class StateReader {
     }
   }
 
+  // Every section holds the values the model needs (for a sharded checkpoint every shard file is
+  // opened and checked): called before anything is allocated for them.
+  void check_sizes() {
+    for (const char* name : {"master", "adam_m", "adam_v"}) {
+      if (c_.shards.empty()) {
+        c_.file.f32(name, total_);
+      } else {
+        for (std::size_t i = 0; i < c_.shards.size(); ++i)
+          shard(i).f32(name, c_.shards[i].end - c_.shards[i].begin);
+      }
+    }
+  }
+
   // out (end - begin) := tensor `name` ("master", "adam_m", "adam_v") elements [begin, end).
   void read(const std::string& name, int64_t begin, int64_t end, float* out) {
     if (c_.shards.empty()) {
@@ -327,13 +356,14 @@ class StateReader {
       if (j.at("format").get<std::string>() != kShardFormat) {
         corrupt(path, "is not a checkpoint shard");
       }
-      if (j.at("step").get<int64_t>() != c_.info.step || j.at("begin").get<int64_t>() != s.begin ||
-          j.at("end").get<int64_t>() != s.end || j.at("param_count").get<int64_t>() != total_) {
+      if (impl::json_int(j, "step") != c_.info.step || impl::json_int(j, "begin") != s.begin ||
+          impl::json_int(j, "end") != s.end || impl::json_int(j, "param_count") != total_) {
         corrupt(path, "does not match its index '" + c_.file.path().string() +
                           "' (step or range differ: a shard of another save?)");
       }
-    } catch (const Error&) {
-      throw;
+    } catch (const Error& e) {
+      if (e.status() == Status::data_error) throw;
+      corrupt(path, "metadata: " + e.message());
     } catch (const std::exception& e) {
       corrupt(path, std::string("metadata is not valid: ") + e.what());
     }
@@ -371,11 +401,15 @@ void remove_stale_shards(const fs::path& index, const std::vector<std::string>& 
 // others report that another rank failed. Collective.
 void agree(Communicator& comm, const std::exception_ptr& error, const std::string& what) {
   const bool failed = error != nullptr;
+  // The highest failed rank + 1, or 0.
   const double any = comm.world_size() > 1
-                         ? comm.all_reduce_value(failed ? 1.0 : 0.0, ReduceOp::max)
+                         ? comm.all_reduce_value(failed ? comm.rank() + 1.0 : 0.0, ReduceOp::max)
                          : (failed ? 1.0 : 0.0);
   if (failed) std::rethrow_exception(error);
-  KILN_CHECK(any == 0.0, Status::io_error, what, " failed on another rank (see its error)");
+  if (any != 0.0) {
+    throw RemoteError(Status::io_error,
+                      impl::cat(what, " failed on rank ", any - 1, " (see its error)"));
+  }
 }
 
 }  // namespace
@@ -386,6 +420,7 @@ void Trainer::save_checkpoint(const std::filesystem::path& path,
   Communicator& comm = *s.comm;
   const int64_t total = s.layout.total();
   const int world = comm.world_size(), rank = s.rank;
+  remove_stale_temporaries(folder_of(path));
   nlohmann::json meta;
   meta["format"] = "kiln checkpoint";
   meta["kiln_version"] = KILN_VERSION_STRING;
@@ -533,8 +568,18 @@ CheckpointInfo read_checkpoint(const std::filesystem::path& path,
       corrupt(path, "metadata: " + e.message());
     }
     const ParamLayout layout(model);
-    master_weights->resize(static_cast<std::size_t>(layout.total()));
+    // The file must hold every value before memory is set aside for them.
     StateReader reader(c, layout.total());
+    reader.check_sizes();
+    try {
+      master_weights->resize(static_cast<std::size_t>(layout.total()));
+    } catch (const std::bad_alloc&) {
+      impl::throw_error(Status::out_of_memory,
+                        "checkpoint '" + path.string() + "': cannot allocate " +
+                            std::to_string(layout.total()) + " parameter values (" +
+                            model.describe() + ")",
+                        nullptr, nullptr, 0);
+    }
     reader.read("master", 0, layout.total(), master_weights->data());
   }
   return c.info;

@@ -10,7 +10,9 @@
 
 #include "kernels/common/check.hpp"
 #include "kiln/io.hpp"
+#include "kiln/limits.hpp"
 #include "kiln/safetensors.hpp"
+#include "runtime/json_strict.hpp"
 
 namespace kiln {
 namespace {
@@ -87,15 +89,18 @@ ModelConfig import_hf_gpt2(const std::filesystem::path& path, int64_t n_head,
   if (std::filesystem::exists(config_path)) {
     try {
       const auto j = nlohmann::json::parse(read_file(config_path));
-      model.n_head = j.at("n_head").get<int64_t>();
+      model.n_head = impl::json_int(j, "n_head", 1, limits::kMaxHeads);
       if (j.contains("layer_norm_epsilon")) {
-        model.layernorm_eps = j.at("layer_norm_epsilon").get<double>();
+        model.layernorm_eps = impl::json_double(j, "layer_norm_epsilon");
       }
-      if (j.contains("n_layer") && j.at("n_layer").get<int64_t>() != model.n_layer) {
+      if (j.contains("n_layer") && impl::json_int(j, "n_layer") != model.n_layer) {
         fail(Status::data_error, config_path,
-             "says n_layer " + std::to_string(j.at("n_layer").get<int64_t>()) + " but '" +
+             "says n_layer " + std::to_string(impl::json_int(j, "n_layer")) + " but '" +
                  path.string() + "' holds " + std::to_string(model.n_layer) + " layers");
       }
+    } catch (const Error& e) {
+      if (e.status() == Status::data_error) throw;
+      fail(Status::data_error, config_path, "is not a GPT-2 config: " + e.message());
     } catch (const nlohmann::json::exception& e) {
       fail(Status::data_error, config_path, std::string("is not a GPT-2 config: ") + e.what());
     }

@@ -4,9 +4,11 @@
 #include <cmath>
 #include <limits>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
 #include "kernels/common/check.hpp"
+#include "kiln/limits.hpp"
 #include "runtime/rng.hpp"
 
 namespace kiln {
@@ -91,9 +93,6 @@ void ModelConfig::validate() const {
   KILN_CHECK_ARG(init_std > 0 && std::isfinite(init_std), "model: init_std must be > 0 (got ",
                  init_std, ")");
   if (mlp == MlpKind::swiglu) {
-    // Bounded so that 2 I and the MLP's weights stay far from int64 overflow.
-    KILN_CHECK_ARG(intermediate_size <= (int64_t{1} << 24),
-                   "model: intermediate_size must be <= 2^24 (got ", intermediate_size, ")");
     KILN_CHECK_ARG(intermediate_size > 0,
                    "model: intermediate_size must be > 0 for a SwiGLU MLP (got ", intermediate_size,
                    ")");
@@ -129,6 +128,7 @@ void ModelConfig::validate() const {
                    "model: an encoder needs mask_token_id in [0, vocab_size = ", vocab_size,
                    ") (got ", mask_token_id, ")");
   }
+  check_model_limits(*this);
 }
 
 int64_t ModelConfig::num_parameters() const {
@@ -377,10 +377,15 @@ void init_parameters(const ParamLayout& layout, uint64_t seed, float* params) {
     }
   };
   std::vector<std::thread> pool;
-  for (int i = 1; i < threads; ++i) {
-    pool.emplace_back(work, total * i / threads, total * (i + 1) / threads);
+  int started = 1;
+  try {
+    for (; started < threads; ++started)
+      pool.emplace_back(work, total * started / threads, total * (started + 1) / threads);
+  } catch (const std::system_error&) {
+    // The system refused a thread: this one also takes the ranges nobody started.
   }
   work(0, total / threads);
+  work(total * started / threads, total);
   for (std::thread& t : pool)
     t.join();
 }

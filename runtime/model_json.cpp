@@ -1,6 +1,7 @@
 #include "runtime/model_json.hpp"
 
 #include "kernels/common/check.hpp"
+#include "runtime/json_strict.hpp"
 
 namespace kiln::impl {
 
@@ -62,34 +63,40 @@ nlohmann::json model_to_json(const ModelConfig& m) {
 
 ModelConfig model_from_json(const nlohmann::json& j) {
   ModelConfig m;
-  m.n_layer = j.at("n_layer").get<int64_t>();
-  m.n_head = j.at("n_head").get<int64_t>();
-  m.n_embd = j.at("n_embd").get<int64_t>();
-  m.vocab_size = j.at("vocab_size").get<int64_t>();
-  m.padded_vocab = j.at("padded_vocab").get<int64_t>();
-  m.max_seq_len = j.at("max_seq_len").get<int64_t>();
+  m.n_layer = json_int(j, "n_layer");
+  m.n_head = json_int(j, "n_head");
+  m.n_embd = json_int(j, "n_embd");
+  m.vocab_size = json_int(j, "vocab_size");
+  m.padded_vocab = json_int(j, "padded_vocab");
+  m.max_seq_len = json_int(j, "max_seq_len");
   const std::string kind = j.at("kind").get<std::string>();
   KILN_CHECK_ARG(kind == "decoder" || kind == "encoder", "unknown model kind '", kind, "'");
   m.kind = kind == "decoder" ? ModelKind::decoder : ModelKind::encoder;
-  m.mask_token_id = j.at("mask_token_id").get<int32_t>();
-  m.layernorm_eps = j.at("layernorm_eps").get<double>();
-  m.init_std = j.at("init_std").get<double>();
+  m.mask_token_id = static_cast<int32_t>(json_int(j, "mask_token_id", -1, INT32_MAX));
+  m.layernorm_eps = json_double(j, "layernorm_eps");
+  m.init_std = json_double(j, "init_std");
+  // The parts, absent from descriptions written before them: GPT-2's.
   m.norm = enum_from_json(j, "norm", kNorms, NormKind::layernorm);
   m.positions = enum_from_json(j, "positions", kPositions, PositionKind::learned);
   m.mlp = enum_from_json(j, "mlp", kMlps, MlpKind::gelu);
   m.bias = enum_from_json(j, "bias", kBiases, BiasKind::all);
-  m.n_kv_head = j.value("n_kv_head", int64_t{0});
-  m.intermediate_size = j.value("intermediate_size", int64_t{0});
-  m.tied_embeddings = j.value("tied_embeddings", true);
+  m.n_kv_head = j.contains("n_kv_head") ? json_int(j, "n_kv_head", 0) : 0;
+  m.intermediate_size = j.contains("intermediate_size") ? json_int(j, "intermediate_size", 0) : 0;
+  m.tied_embeddings = j.contains("tied_embeddings") ? json_bool(j, "tied_embeddings") : true;
   if (j.contains("rope")) {
     const auto& r = j.at("rope");
     const RopeConfig d;
-    m.rope.theta = r.value("theta", d.theta);
+    auto number = [&](const char* key, double fallback) {
+      return r.contains(key) ? json_double(r, key) : fallback;
+    };
+    m.rope.theta = number("theta", d.theta);
     m.rope.scaling = enum_from_json(r, "scaling", kScalings, RopeScaling::none);
-    m.rope.factor = r.value("factor", d.factor);
-    m.rope.low_freq_factor = r.value("low_freq_factor", d.low_freq_factor);
-    m.rope.high_freq_factor = r.value("high_freq_factor", d.high_freq_factor);
-    m.rope.original_max_position = r.value("original_max_position", d.original_max_position);
+    m.rope.factor = number("factor", d.factor);
+    m.rope.low_freq_factor = number("low_freq_factor", d.low_freq_factor);
+    m.rope.high_freq_factor = number("high_freq_factor", d.high_freq_factor);
+    m.rope.original_max_position = r.contains("original_max_position")
+                                       ? json_int(r, "original_max_position", 1)
+                                       : d.original_max_position;
   }
   m.validate();
   return m;
@@ -124,31 +131,33 @@ nlohmann::json train_to_json(const TrainConfig& t) {
 
 TrainConfig train_from_json(const nlohmann::json& j) {
   TrainConfig t;
-  t.batch = j.at("batch").get<int64_t>();
-  t.seq_len = j.at("seq_len").get<int64_t>();
-  t.grad_accum = j.at("grad_accum").get<int64_t>();
-  t.seed = j.at("seed").get<uint64_t>();
-  t.mask_fraction = j.at("mask_fraction").get<double>();
-  t.recompute.gelu = j.at("recompute_gelu").get<bool>();
-  t.recompute.layernorm = j.at("recompute_layernorm").get<bool>();
-  t.on_nonfinite = j.at("on_nonfinite").get<std::string>() == "stop" ? NonFinitePolicy::stop
-                                                                     : NonFinitePolicy::skip;
-  t.cuda_graph = j.at("cuda_graph").get<bool>();
+  t.batch = json_int(j, "batch");
+  t.seq_len = json_int(j, "seq_len");
+  t.grad_accum = json_int(j, "grad_accum");
+  t.seed = json_uint64(j, "seed");
+  t.mask_fraction = json_double(j, "mask_fraction");
+  t.recompute.gelu = json_bool(j, "recompute_gelu");
+  t.recompute.layernorm = json_bool(j, "recompute_layernorm");
+  const std::string policy = j.at("on_nonfinite").get<std::string>();
+  KILN_CHECK_ARG(policy == "stop" || policy == "skip", "unknown on_nonfinite '", policy, "'");
+  t.on_nonfinite = policy == "stop" ? NonFinitePolicy::stop : NonFinitePolicy::skip;
+  t.cuda_graph = json_bool(j, "cuda_graph");
   // Absent from checkpoints written before data parallelism: the defaults.
-  t.zero1 = j.value("zero1", false);
-  t.bucket_bytes = j.value("bucket_bytes", TrainConfig{}.bucket_bytes);
-  t.deterministic = j.value("deterministic", true);
+  t.zero1 = j.contains("zero1") ? json_bool(j, "zero1") : false;
+  t.bucket_bytes =
+      j.contains("bucket_bytes") ? json_int(j, "bucket_bytes", 0) : TrainConfig{}.bucket_bytes;
+  t.deterministic = j.contains("deterministic") ? json_bool(j, "deterministic") : true;
   const auto& o = j.at("optimizer");
-  t.optimizer.lr = o.at("lr").get<double>();
-  t.optimizer.min_lr = o.at("min_lr").get<double>();
-  t.optimizer.warmup_steps = o.at("warmup_steps").get<int64_t>();
-  t.optimizer.decay_steps = o.at("decay_steps").get<int64_t>();
+  t.optimizer.lr = json_double(o, "lr");
+  t.optimizer.min_lr = json_double(o, "min_lr");
+  t.optimizer.warmup_steps = json_int(o, "warmup_steps", 0);
+  t.optimizer.decay_steps = json_int(o, "decay_steps", 0);
   t.optimizer.schedule = parse_lr_schedule(o.at("schedule").get<std::string>());
-  t.optimizer.beta1 = o.at("beta1").get<double>();
-  t.optimizer.beta2 = o.at("beta2").get<double>();
-  t.optimizer.eps = o.at("eps").get<double>();
-  t.optimizer.weight_decay = o.at("weight_decay").get<double>();
-  t.optimizer.grad_clip = o.at("grad_clip").get<double>();
+  t.optimizer.beta1 = json_double(o, "beta1");
+  t.optimizer.beta2 = json_double(o, "beta2");
+  t.optimizer.eps = json_double(o, "eps");
+  t.optimizer.weight_decay = json_double(o, "weight_decay");
+  t.optimizer.grad_clip = json_double(o, "grad_clip");
   t.optimizer.validate();
   return t;
 }

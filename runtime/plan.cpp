@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "kernels/common/check.hpp"
+#include "kiln/limits.hpp"
 #include "runtime/training_plan.hpp"
 
 namespace kiln {
@@ -195,6 +196,7 @@ GenerationRegions build_generation_plan(MemoryPlan& plan, const ModelConfig& mod
                                         const BackendTypes& types, bool own_params,
                                         std::size_t workspace_bytes) {
   model.validate();
+  check_generation_limits(model);
   const ParamLayout layout(model);
   const int64_t T = model.max_seq_len, C = model.n_embd, Vp = model.resolved().padded_vocab;
   const int64_t kv = 2 * model.kv_heads() * model.head_dim();

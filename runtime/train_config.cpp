@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "kernels/common/check.hpp"
+#include "kiln/limits.hpp"
 
 namespace kiln {
 
@@ -70,6 +71,7 @@ void TrainConfig::validate(const ModelConfig& model) const {
   KILN_CHECK_ARG(grad_accum > 0, "train: grad_accum must be > 0 (got ", grad_accum, ")");
   KILN_CHECK_ARG(batch <= (int64_t{1} << 31) / seq_len, "train: batch * seq_len (", batch, " * ",
                  seq_len, ") is too large");
+  check_training_limits(model, batch, seq_len);
   if (model.kind == ModelKind::encoder) {
     KILN_CHECK_ARG(mask_fraction > 0 && mask_fraction <= 1,
                    "train: mask_fraction must lie in (0, 1] (got ", mask_fraction, ")");

@@ -69,8 +69,11 @@ int64_t TrainerState::global_count(int64_t local, std::exception_ptr error) {
   const double sum = comm->all_reduce_value(
       error ? std::numeric_limits<double>::quiet_NaN() : static_cast<double>(local), ReduceOp::sum);
   if (error) std::rethrow_exception(error);
-  KILN_CHECK(!std::isnan(sum), Status::data_error,
-             "trainer: another rank rejected its batch of this step (see that rank's error)");
+  if (std::isnan(sum)) {
+    throw RemoteError(Status::data_error,
+                      "trainer: another rank rejected its batch of this step (see that rank's "
+                      "error)");
+  }
   return static_cast<int64_t>(sum);
 }
 

@@ -15,8 +15,9 @@ namespace {
 constexpr int64_t kChunk = KILN_MULTI_TENSOR_CHUNK;
 constexpr int64_t kMaxChunks = std::numeric_limits<int32_t>::max();
 
+// Rounds up without n + kChunk - 1, which overflows for n near INT64_MAX.
 int64_t chunks_of(int64_t n) {
-  return (n + kChunk - 1) / kChunk;
+  return n / kChunk + (n % kChunk != 0 ? 1 : 0);
 }
 
 void check_table_args(const void* tensors, int count, const int64_t* total_chunks, const char* op) {

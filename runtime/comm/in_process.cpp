@@ -5,7 +5,9 @@
 // sizes, performs it for everyone, in rank order, and wakes the others. Host buffers are reduced
 // by the leader's thread; device buffers by kernels the leader issues on the group's stream
 // (in_process_cuda.cu). A rank waits at most the deadline for the others; past it the group
-// fails, naming the ranks that never joined, and every rank's collective throws.
+// fails, naming the ranks that never joined, every rank's collective throws, and
+// CommOptions::on_failure is called once (so that a program can end even when the rank that never
+// joined is stuck outside any collective, where nothing can reach it).
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
@@ -14,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "kiln/limits.hpp"
 #include "runtime/comm/comm_common.hpp"
 #include "runtime/comm/in_process_cuda.hpp"
 
@@ -74,7 +77,15 @@ class Group {
       const auto deadline = Clock::now() + options_.timeout;
       const bool done =
           cv_.wait_until(lock, deadline, [&] { return completed_ >= seq || failed_; });
-      if (!done) fail(Status::timeout, timeout_message(rank, seq));
+      if (!done && !failed_) {
+        const CollectiveKind kind = slots_[r].kind;
+        fail(Status::timeout, timeout_message(rank, seq));
+        const CommFailure report{rank, world_,          collective_name(kind),
+                                 seq,  Status::timeout, failure_};
+        lock.unlock();
+        report_failure(report);
+        lock.lock();
+      }
       throw_if_failed();
     }
     const double value = value_;
@@ -96,6 +107,8 @@ class Group {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!failed_) {
       fail_locked(Status::internal_error, cat(kWho, ": rank ", rank, " left the group: ", reason));
+      // The other ranks fail because this one did: its own error tells what happened.
+      failure_remote_ = true;
     }
   }
 
@@ -299,6 +312,15 @@ class Group {
   }
 
   void fail(Status status, const std::string& message) { fail_locked(status, message); }
+  // Without the lock: the handler may end the process, or call into the communicator.
+  void report_failure(const CommFailure& report) const {
+    if (!options_.on_failure) return;
+    try {
+      options_.on_failure(report);
+    } catch (...) {
+      // A handler that throws changes nothing: the collective throws the failure anyway.
+    }
+  }
   void fail_locked(Status status, const std::string& message) {
     if (failed_) return;
     failed_ = true;
@@ -307,6 +329,7 @@ class Group {
     cv_.notify_all();
   }
   void throw_if_failed() const {
+    if (failed_ && failure_remote_) throw RemoteError(failure_status_, failure_);
     if (failed_) throw_error(failure_status_, failure_, nullptr, nullptr, 0);
   }
 
@@ -325,6 +348,7 @@ class Group {
   double value_ = 0;
   std::vector<char> scratch_;
   bool failed_ = false;
+  bool failure_remote_ = false;
   Status failure_status_ = Status::ok;
   std::string failure_;
 };
@@ -443,36 +467,124 @@ std::vector<std::unique_ptr<Communicator>> make_in_process_communicators(
   return out;
 }
 
+namespace {
+
+// What the rank threads of run_in_process share. Owned jointly by the caller and every thread, so
+// that a thread left running after run_in_process returned (see below) touches nothing freed.
+struct RankThreads {
+  std::vector<std::unique_ptr<Communicator>> comms;
+  std::function<void(Communicator&)> body;
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::vector<std::exception_ptr> errors;  // by rank
+  std::vector<bool> done;
+  int running = 0;
+  int failed = 0;
+};
+
+void rank_main(const std::shared_ptr<RankThreads>& s, int r) {
+  Communicator& c = *s->comms[static_cast<std::size_t>(r)];
+  std::exception_ptr error;
+  try {
+    s->body(c);
+  } catch (const std::exception& e) {
+    error = std::current_exception();
+    c.abort(e.what());
+  } catch (...) {
+    error = std::current_exception();
+    c.abort("an exception that is not a std::exception");
+  }
+  std::lock_guard<std::mutex> lock(s->mutex);
+  s->errors[static_cast<std::size_t>(r)] = error;
+  s->done[static_cast<std::size_t>(r)] = true;
+  --s->running;
+  if (error) ++s->failed;
+  s->cv.notify_all();
+}
+
+// An error that only repeats another rank's (RemoteError) yields to the rank's own.
+std::exception_ptr pick_error(const std::vector<std::exception_ptr>& errors) {
+  std::exception_ptr remote;
+  for (const std::exception_ptr& e : errors) {
+    if (!e) continue;
+    try {
+      std::rethrow_exception(e);
+    } catch (const RemoteError&) {
+      if (!remote) remote = e;
+    } catch (...) {
+      return e;
+    }
+  }
+  return remote;
+}
+
+}  // namespace
+
 void run_in_process(int world_size, BackendKind memory, const CommOptions& options,
                     const std::function<void(Communicator&)>& body) {
-  auto comms = make_in_process_communicators(world_size, memory, options);
-  std::mutex m;
-  std::exception_ptr first;
-  auto rank_main = [&](int r) {
-    Communicator& c = *comms[static_cast<std::size_t>(r)];
-    try {
-      body(c);
-    } catch (const std::exception& e) {
-      {
-        std::lock_guard<std::mutex> lock(m);
-        if (!first) first = std::current_exception();
-      }
-      c.abort(e.what());
-    } catch (...) {
-      {
-        std::lock_guard<std::mutex> lock(m);
-        if (!first) first = std::current_exception();
-      }
-      c.abort("an exception that is not a std::exception");
-    }
-  };
+  check_thread_count(world_size, "run_in_process: world_size");
+  auto s = std::make_shared<RankThreads>();
+  s->comms = make_in_process_communicators(world_size, memory, options);
+  s->body = body;
+  s->errors.resize(static_cast<std::size_t>(world_size));
+  s->done.assign(static_cast<std::size_t>(world_size), false);
   std::vector<std::thread> threads;
-  for (int r = 1; r < world_size; ++r)
-    threads.emplace_back(rank_main, r);
-  rank_main(0);
-  for (std::thread& t : threads)
-    t.join();
-  if (first) std::rethrow_exception(first);
+  for (int r = 0; r < world_size; ++r) {
+    try {
+      {
+        std::lock_guard<std::mutex> lock(s->mutex);
+        ++s->running;
+      }
+      threads.emplace_back([s, r] { rank_main(s, r); });
+    } catch (const std::exception& e) {
+      // The ranks started fail at their first collective instead of waiting for this one.
+      std::lock_guard<std::mutex> lock(s->mutex);
+      --s->running;
+      s->errors[static_cast<std::size_t>(r)] = std::make_exception_ptr(
+          Error(Status::internal_error,
+                impl::cat("run_in_process: cannot start rank ", r, "'s thread: ", e.what())));
+      ++s->failed;
+      s->comms[static_cast<std::size_t>(r)]->abort("its thread could not be started");
+      break;
+    }
+  }
+  // Every rank ends, or one fails: the others then fail at their next collective (the group is
+  // aborted) and end within a deadline; a rank that does not (blocked outside any collective, where
+  // nothing can reach it) is left running, detached, and named in the error.
+  std::unique_lock<std::mutex> lock(s->mutex);
+  s->cv.wait(lock, [&] { return s->running == 0 || s->failed > 0; });
+  if (s->running > 0) {
+    s->cv.wait_for(lock, options.timeout, [&] { return s->running == 0; });
+  }
+  std::string stuck;
+  for (std::size_t r = 0; r < threads.size(); ++r) {
+    if (s->done[r]) {
+      threads[r].join();
+    } else {
+      stuck += impl::cat(stuck.empty() ? "" : ", ", r);
+      threads[r].detach();
+    }
+  }
+  const std::exception_ptr error = pick_error(s->errors);
+  lock.unlock();
+  if (stuck.empty()) {
+    if (error) std::rethrow_exception(error);
+    return;
+  }
+  std::string what = "an exception that is not a std::exception";
+  Status status = Status::internal_error;
+  try {
+    std::rethrow_exception(error);
+  } catch (const Error& e) {
+    what = e.message();
+    status = e.status();
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (...) {
+  }
+  throw Error(status, impl::cat(what, " (rank(s) ", stuck, " did not end within ",
+                                impl::format_seconds(options.timeout),
+                                " after the failure and were left running)"));
 }
 
 }  // namespace kiln

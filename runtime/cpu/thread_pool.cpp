@@ -1,17 +1,39 @@
 #include "runtime/cpu/thread_pool.hpp"
 
 #include <algorithm>
+#include <system_error>
+
+#include "kernels/common/check.hpp"
 
 namespace kiln::impl {
 
-ThreadPool::ThreadPool(int threads) {
+ThreadPool::ThreadPool(int threads, int fail_at) {
   const int n = std::max(1, threads);
   ranges_.resize(static_cast<std::size_t>(n));
-  for (int i = 1; i < n; ++i)
-    workers_.emplace_back([this, i] { worker(i); });
+  workers_.reserve(static_cast<std::size_t>(n - 1));
+  for (int i = 1; i < n; ++i) {
+    try {
+      if (i == fail_at) {
+        throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again));
+      }
+      workers_.emplace_back([this, i] { worker(i); });
+    } catch (const std::exception& e) {
+      // The started workers wait on this object's condition variable: stop and join them before
+      // the constructor unwinds and destroys it.
+      stop_and_join();
+      throw_error(Status::internal_error,
+                  cat("cpu backend: cannot start worker thread ", i, " of ", n - 1, " (", e.what(),
+                      "); ask for fewer threads"),
+                  nullptr, nullptr, 0);
+    }
+  }
 }
 
 ThreadPool::~ThreadPool() {
+  stop_and_join();
+}
+
+void ThreadPool::stop_and_join() noexcept {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stop_ = true;
@@ -19,6 +41,7 @@ ThreadPool::~ThreadPool() {
   start_cv_.notify_all();
   for (std::thread& t : workers_)
     t.join();
+  workers_.clear();
 }
 
 void ThreadPool::worker(int index) {

@@ -15,7 +15,10 @@ namespace kiln::impl {
 class ThreadPool {
  public:
   // `threads` total workers including the caller (1: everything runs on the calling thread).
-  explicit ThreadPool(int threads);
+  // When the system refuses a thread (a pids limit, memory), the workers already started are
+  // stopped and joined and kiln::Error names the thread that failed and why. `fail_at` (tests
+  // only): creating worker `fail_at` fails as if the system had refused it.
+  explicit ThreadPool(int threads, int fail_at = -1);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -32,6 +35,7 @@ class ThreadPool {
 
  private:
   void worker(int index);
+  void stop_and_join() noexcept;
 
   std::vector<std::thread> workers_;
   std::mutex mutex_;

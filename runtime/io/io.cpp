@@ -2,6 +2,7 @@
 #include "kiln/io.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -193,6 +194,19 @@ AtomicFileWriter::AtomicFileWriter(std::filesystem::path path, std::size_t buffe
       KILN_IO_CHECK(false, "cannot write '", path_.string(),
                     "': cannot create a temporary file in '", dir.string(), "': ", os_error(err));
     }
+    // Lock it, then make sure a concurrent remove_stale_temporaries did not take it between the
+    // open and the lock (it unlinks only what it holds locked): if so, start again.
+    lock_fd_ = ::open(temp_path_.c_str(), O_RDONLY | O_CLOEXEC);
+    bool lost = lock_fd_ < 0;
+    if (!lost && ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) lost = errno == EWOULDBLOCK;
+    struct stat st {};
+    if (!lost && (::fstat(fd_, &st) != 0 || st.st_nlink == 0)) lost = true;
+    if (lost) {
+      ::close(std::exchange(fd_, -1));
+      if (lock_fd_ >= 0) ::close(std::exchange(lock_fd_, -1));
+      KILN_IO_CHECK(attempt < 100, "cannot write '", path_.string(),
+                    "': its temporary files keep disappearing from '", dir.string(), "'");
+    }
   }
 }
 
@@ -272,6 +286,7 @@ void AtomicFileWriter::commit() {
   if (::close(fd) != 0) fail("close of", errno);
   if (::rename(temp_path_.c_str(), path_.c_str()) != 0) fail("rename of", errno);
   temp_path_.clear();
+  if (lock_fd_ >= 0) ::close(std::exchange(lock_fd_, -1));
   // The rename is durable only once the directory entry is on disk.
   const std::filesystem::path dir = path_.has_parent_path() ? path_.parent_path() : ".";
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -290,7 +305,50 @@ void AtomicFileWriter::abort() noexcept {
     ::unlink(temp_path_.c_str());
     temp_path_.clear();
   }
+  if (lock_fd_ >= 0) ::close(std::exchange(lock_fd_, -1));
   buffered_ = 0;
+}
+
+namespace {
+
+// ".<name>.tmp.<digits>.<digits>", AtomicFileWriter's temporaries.
+bool is_temporary_name(const std::string& n) {
+  const std::size_t tmp = n.rfind(".tmp.");
+  if (n.size() < 2 || n[0] != '.' || tmp == std::string::npos || tmp < 2) return false;
+  const std::string tail = n.substr(tmp + 5);
+  const std::size_t dot = tail.find('.');
+  auto digits = [](const std::string& d) {
+    return !d.empty() && d.find_first_not_of("0123456789") == std::string::npos;
+  };
+  return dot != std::string::npos && digits(tail.substr(0, dot)) && digits(tail.substr(dot + 1));
+}
+
+}  // namespace
+
+int remove_stale_temporaries(const std::filesystem::path& dir) noexcept {
+  int removed = 0;
+  try {
+    std::error_code ec;
+    const std::filesystem::path d = dir.empty() ? std::filesystem::path(".") : dir;
+    for (std::filesystem::directory_iterator it(d, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::filesystem::path p = it->path();
+      if (!is_temporary_name(p.filename().string())) continue;
+      const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+      if (fd < 0) continue;
+      struct stat held {
+      }, named{};
+      // Only a regular file nobody holds locked, and still the file under that name.
+      if (::fstat(fd, &held) == 0 && S_ISREG(held.st_mode) && ::flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+          ::lstat(p.c_str(), &named) == 0 && named.st_dev == held.st_dev &&
+          named.st_ino == held.st_ino && ::unlink(p.c_str()) == 0) {
+        ++removed;
+      }
+      ::close(fd);
+    }
+  } catch (...) {
+    // Best effort: a folder that cannot be listed keeps its files.
+  }
+  return removed;
 }
 
 void write_file_atomically(const std::filesystem::path& path,

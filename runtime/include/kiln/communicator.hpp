@@ -51,6 +51,14 @@ enum class ReduceOp {
 };
 KILN_API const char* reduce_op_name(ReduceOp op);
 
+// Thrown by a rank whose collective failed because another rank failed (that rank left the group,
+// or could not write its part of a checkpoint): the other rank's own error tells what happened,
+// and run_in_process reports it in preference to this one.
+class KILN_API RemoteError : public Error {
+ public:
+  using Error::Error;
+};
+
 // What a communicator reports when a collective fails or misses its deadline.
 struct CommFailure {
   int rank = 0;  // the reporting rank
@@ -66,7 +74,9 @@ struct CommOptions {
   std::chrono::milliseconds timeout = std::chrono::minutes(10);
   // Deadline of the creation: every rank joining the rendezvous and the communicator's setup.
   std::chrono::milliseconds rendezvous_timeout = std::chrono::minutes(10);
-  // Called once when an asynchronous communicator (NCCL) fails; see the failure model above.
+  // Called once when an asynchronous communicator (NCCL) fails, or when a collective of the
+  // in-process communicator misses its deadline (the rank that never joined may be stuck where
+  // nothing reaches it; only the program can end it); see the failure model above.
   std::function<void(const CommFailure&)> on_failure;
 };
 
@@ -150,9 +160,14 @@ class KILN_API SingleRankCommunicator final : public Communicator {
 KILN_API std::vector<std::unique_ptr<Communicator>> make_in_process_communicators(
     int world_size, BackendKind memory = BackendKind::cpu, const CommOptions& options = {});
 
-// Runs body(communicator) on world_size threads, rank r on the r-th, and waits for them all.
+// Runs body(communicator) on world_size new threads, rank r on the r-th, and waits for them all.
 // When a rank throws, its communicator is aborted so that the other ranks fail at their next
-// collective instead of waiting out the deadline; the first error (by time) is rethrown.
+// collective instead of waiting out the deadline; then the error is rethrown: a rank's own error
+// in preference to a RemoteError that only repeats it. A rank that has not ended options.timeout
+// after the first failure (blocked outside any collective, where nothing can reach it) is not
+// waited for: its thread is detached, still running, and the error names it. The caller should
+// then end the process soon (as train_gpt does): the detached thread still uses `body`'s
+// captures. world_size lies in [1, limits::kMaxThreads].
 KILN_API void run_in_process(int world_size, BackendKind memory, const CommOptions& options,
                              const std::function<void(Communicator&)>& body);
 

@@ -34,7 +34,9 @@ inline std::uint32_t crc32c(std::span<const std::byte> bytes, std::uint32_t crc 
 //   1. writes to a fresh temporary file in the same directory (".<name>.tmp.<unique>"),
 //   2. on commit(): flushes, fsyncs the file, renames it over `path`, fsyncs the directory.
 // If anything fails before the rename, or the writer is destroyed without commit() (an exception
-// unwinding through the caller), the temporary is removed and `path` is untouched. A failure of
+// unwinding through the caller), the temporary is removed and `path` is untouched. The writer holds
+// an flock(2) on its temporary until it is renamed or removed, so that the temporary of a killed
+// writer can be told from a live one (remove_stale_temporaries). A failure of
 // the final directory fsync is reported (io_error) although the new file is then already in place.
 //
 //   kiln::AtomicFileWriter w("ckpt/model.bin");
@@ -74,10 +76,20 @@ class KILN_API AtomicFileWriter {
 
   std::filesystem::path path_, temp_path_;
   int fd_ = -1;
+  int lock_fd_ = -1;  // a second descriptor of the temporary holding its lock, kept until it is
+                      // renamed (closing fd_ first checks for deferred write errors)
   std::vector<char> buffer_;
   std::size_t buffered_ = 0;
   std::uint64_t size_ = 0;
 };
+
+// Removes from `dir` the temporaries that killed writers left behind: files named as
+// AtomicFileWriter names them (".<name>.tmp.<pid>.<n>") that no live writer holds locked (a
+// killed process's locks are released by the system; a live writer in any process, or in this
+// one, keeps its lock). Files of other names, and temporaries on file systems without flock, are
+// left alone. Returns how many files were removed. Never throws. Checkpoint saves and loads call
+// it on their folder.
+KILN_API int remove_stale_temporaries(const std::filesystem::path& dir) noexcept;
 
 // Runs `body` with a writer for `path` and commits it when `body` returns. If `body` throws, the
 // temporary file is removed, `path` keeps its old contents (or stays absent) and the exception

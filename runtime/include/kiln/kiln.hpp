@@ -10,6 +10,7 @@
 #include "kiln/hf_gpt2.hpp"
 #include "kiln/io.hpp"
 #include "kiln/kiln.h"
+#include "kiln/limits.hpp"
 #include "kiln/model.hpp"
 #include "kiln/plan.hpp"
 #include "kiln/safetensors.hpp"

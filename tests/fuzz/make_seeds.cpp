@@ -1,0 +1,111 @@
+// kiln_fuzz_seeds OUTDIR: the fuzz targets' seed corpora, made by kiln's own writers, one folder
+// per target (OUTDIR/fuzz_checkpoint/, ...). Small models, so that each seed is a few KB.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "kiln/communicator.hpp"
+#include "kiln/data.hpp"
+#include "kiln/io.hpp"
+#include "kiln/safetensors.hpp"
+#include "kiln/trainer.hpp"
+#include "runtime/model_json.hpp"
+#include "tests/fuzz/fuzz_common.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path g_out;
+
+void seed(const std::string& target, const std::string& name, const std::string& bytes) {
+  fs::create_directories(g_out / target);
+  std::ofstream(g_out / target / name, std::ios::binary) << bytes;
+}
+
+kiln::ModelConfig small(kiln::ModelKind kind = kiln::ModelKind::decoder) {
+  kiln::ModelConfig c;
+  c.n_layer = 1;
+  c.n_head = 2;
+  c.n_embd = 8;
+  c.vocab_size = 11;
+  c.max_seq_len = 4;
+  c.kind = kind;
+  if (kind == kiln::ModelKind::encoder) c.mask_token_id = 10;
+  return c.resolved();
+}
+
+kiln::TrainConfig train(bool zero1 = false) {
+  kiln::TrainConfig t;
+  t.batch = 1;
+  t.seq_len = 4;
+  t.zero1 = zero1;
+  return t;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: kiln_fuzz_seeds OUTDIR\n");
+    return 2;
+  }
+  g_out = argv[1];
+  try {
+    const fs::path tmp = g_out / "work";
+    fs::create_directories(tmp);
+    auto backend = kiln::make_cpu_backend(kiln::DType::f32, 1);
+    // Whole checkpoints, a decoder and an encoder.
+    for (auto kind : {kiln::ModelKind::decoder, kiln::ModelKind::encoder}) {
+      kiln::Trainer t(small(kind), train(), backend, 1);
+      t.save_checkpoint(tmp / "w.ckpt", R"({"epoch":0,"step":0})");
+      seed("fuzz_checkpoint", kiln::model_kind_name(kind), kiln::read_file(tmp / "w.ckpt"));
+    }
+    // A sharded checkpoint of two ranks: index, shard 0, shard 1.
+    kiln::CommOptions o;
+    kiln::run_in_process(2, kiln::BackendKind::cpu, o, [&](kiln::Communicator& c) {
+      kiln::Trainer t(small(), train(true), kiln::make_cpu_backend(kiln::DType::f32, 1), 1, &c);
+      t.save_checkpoint(tmp / "z.ckpt", "{}");
+    });
+    const std::string z = (tmp / "z.ckpt").string();
+    seed("fuzz_sharded_checkpoint", "zero1",
+         kiln_fuzz::join({kiln::read_file(z),
+                          kiln::read_file(z + ".step00000000.rank00000-of-00002"),
+                          kiln::read_file(z + ".step00000000.rank00001-of-00002")}));
+    // Token shards of both widths.
+    std::vector<int32_t> tokens{1, 2, 3, 0, 5, 4, 3, 2};
+    kiln::write_token_shard(tmp / "a.bin", tokens, 6, 0);
+    seed("fuzz_token_shard", "u16", kiln::read_file(tmp / "a.bin"));
+    tokens.push_back(70000);
+    kiln::write_token_shard(tmp / "b.bin", tokens, 70001);
+    seed("fuzz_token_shard", "u32", kiln::read_file(tmp / "b.bin"));
+    // safetensors: every float dtype, a scalar, metadata.
+    const std::vector<float> v{1, -2, 3.5f, 0, 1e-3f, 7};
+    std::vector<kiln::SafetensorsEntry> st{{"a", kiln::SafeDtype::F32, {2, 3}, v, {}},
+                                           {"b", kiln::SafeDtype::F16, {6}, v, {}},
+                                           {"c", kiln::SafeDtype::BF16, {3, 2}, v, {}},
+                                           {"d", kiln::SafeDtype::F64, {1}, {v.data(), 1}, {}}};
+    kiln::write_safetensors(tmp / "m.safetensors", st, {{"format", "pt"}});
+    seed("fuzz_safetensors", "dtypes", kiln::read_file(tmp / "m.safetensors"));
+    // GPT-2 vocabulary files and texts for the encoder.
+    const auto [enc, bpe] = kiln_fuzz::synthetic_vocab();
+    seed("fuzz_gpt2_vocab", "synthetic", kiln_fuzz::join({enc, bpe}));
+    seed("fuzz_gpt2_encode", "text", "the thing and the rings, 123 times: it's 'ok'\n\n  x");
+    seed("fuzz_gpt2_encode", "utf8",
+         "caf\xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x98\x80 \xFF\xFE");
+    seed("fuzz_gpt2_encode", "special", "<|endoftext|>the<|endoftext|>");
+    // Configs as checkpoint metadata holds them.
+    for (auto kind : {kiln::ModelKind::decoder, kiln::ModelKind::encoder}) {
+      const nlohmann::json j{{"model", kiln::impl::model_to_json(small(kind))},
+                             {"train", kiln::impl::train_to_json(train())}};
+      seed("fuzz_model_json", kiln::model_kind_name(kind), j.dump());
+    }
+    fs::remove_all(tmp);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kiln_fuzz_seeds: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
