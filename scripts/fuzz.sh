@@ -7,7 +7,7 @@
 # Exit status 0: nothing found; 1: a target crashed, leaked, hung or allocated without bound (the
 # input is saved as build-fuzz/crashes/<target>-crash-*; replay it with build-fuzz/<target> FILE);
 # 77: skipped (no clang++ with libFuzzer here). The corpus grows in build-fuzz/corpus between runs.
-# The test command runs it for 10 s per target (ctest test fuzz.short, label fuzz).
+# The test command runs it for 8 s per target (ctest test fuzz.short, label fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}

@@ -196,9 +196,13 @@ AtomicFileWriter::AtomicFileWriter(std::filesystem::path path, std::size_t buffe
     }
     // Lock it, then make sure a concurrent remove_stale_temporaries did not take it between the
     // open and the lock (it unlinks only what it holds locked): if so, start again.
+    // (Where the lock cannot be had, e.g. a file system without flock, the writer goes on
+    // unlocked; remove_stale_temporaries then never removes its temporary.)
     lock_fd_ = ::open(temp_path_.c_str(), O_RDONLY | O_CLOEXEC);
-    bool lost = lock_fd_ < 0;
-    if (!lost && ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) lost = errno == EWOULDBLOCK;
+    bool lost = lock_fd_ < 0 && errno == ENOENT;
+    if (!lost && lock_fd_ >= 0 && ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+      lost = errno == EWOULDBLOCK;
+    }
     struct stat st {};
     if (!lost && (::fstat(fd_, &st) != 0 || st.st_nlink == 0)) lost = true;
     if (lost) {

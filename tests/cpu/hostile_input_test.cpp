@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <future>
@@ -228,6 +229,17 @@ TEST_CASE("a checkpoint claiming a huge model is refused before allocation, nami
   CHECK(status == kiln::Status::data_error);
   CHECK_THAT(mb, Catch::Contains("big.ckpt") && Catch::Contains("values where"));
   CHECK(weights.capacity() == 0);
+#ifdef KILN_GENERATE_EXE
+  // The reproducer of issue 13: generate --checkpoint on that file gives one line and status 1.
+  const fs::path log = dir / "log.txt";
+  const int rc = std::system((std::string(KILN_GENERATE_EXE) + " --backend cpu --checkpoint '" +
+                              layers.string() + "' > '" + log.string() + "' 2>&1")
+                                 .c_str());
+  CHECK(WIFEXITED(rc));
+  CHECK(WEXITSTATUS(rc) == 1);
+  CHECK_THAT(kiln::test::read_bytes(log),
+             Catch::Contains("layers.ckpt") && Catch::Contains("n_layer 1000000000000 exceeds"));
+#endif
   const fs::path seq = edited_checkpoint(
       dir, "seq.ckpt", [](nlohmann::json& j) { j["model"]["max_seq_len"] = int64_t{1} << 40; });
   CHECK_THAT(error_of([&] { kiln::read_checkpoint(seq, &weights); }),
