@@ -1,4 +1,6 @@
-// train_gpt: trains a GPT-2 family model (or a BERT-style encoder) on token shards.
+// train_gpt: trains a GPT-2 family model (or a BERT-style encoder), or a Llama-family one
+// (--model smollm2-135m, llama-tiny, ... or a preset with other parts: --norm rmsnorm
+// --positions rotary --mlp swiglu --kv-heads 2 ...), on token shards.
 //
 //   kiln_tokenize --tokenizer byte --val-fraction 0.05 --out data/fortunes
 //   /usr/share/games/fortunes train_gpt --data data/fortunes --model tiny --batch 8 --seq-len 64
@@ -74,6 +76,11 @@ struct Options {
   int threads = 0;
   std::string model = "tiny";
   int64_t layers = 0, heads = 0, channels = 0, max_seq_len = 0, vocab = 0;
+  // The model's parts, overriding the preset's when given (empty / 0: the preset's).
+  int64_t kv_heads = 0, intermediate = 0;
+  std::string norm, positions, mlp, bias, head, rope_scaling;
+  double rope_theta = 0, rope_factor = 0, rope_low = 0, rope_high = 0;
+  int64_t rope_original = 0;
   bool encoder = false;
   double mask_fraction = 0.15;
   std::string data;
@@ -228,6 +235,39 @@ void next_batches(kiln::DataLoader& loader, int64_t accum, int64_t B, int64_t T,
   }
 }
 
+// The parts given on the command line over the preset's (the values were checked by CLI11).
+void apply_parts(const Options& o, kiln::ModelConfig& m) {
+  if (o.kv_heads) m.n_kv_head = o.kv_heads;
+  if (!o.norm.empty())
+    m.norm = o.norm == "rmsnorm" ? kiln::NormKind::rmsnorm : kiln::NormKind::layernorm;
+  if (!o.positions.empty()) {
+    m.positions =
+        o.positions == "rotary" ? kiln::PositionKind::rotary : kiln::PositionKind::learned;
+  }
+  if (!o.mlp.empty()) m.mlp = o.mlp == "swiglu" ? kiln::MlpKind::swiglu : kiln::MlpKind::gelu;
+  if (o.intermediate) m.intermediate_size = o.intermediate;
+  // A GELU MLP is 4C wide; SwiGLU without a size takes Llama's usual 8C/3 rounded up to 64.
+  if (m.mlp == kiln::MlpKind::gelu) m.intermediate_size = 0;
+  if (m.mlp == kiln::MlpKind::swiglu && m.intermediate_size == 0) {
+    m.intermediate_size = (8 * m.n_embd / 3 + 63) / 64 * 64;
+  }
+  if (!o.bias.empty()) {
+    m.bias = o.bias == "none"  ? kiln::BiasKind::none
+             : o.bias == "qkv" ? kiln::BiasKind::qkv
+                               : kiln::BiasKind::all;
+  }
+  if (!o.head.empty()) m.tied_embeddings = o.head == "tied";
+  if (o.rope_theta) m.rope.theta = o.rope_theta;
+  if (!o.rope_scaling.empty()) {
+    m.rope.scaling =
+        o.rope_scaling == "llama3" ? kiln::RopeScaling::llama3 : kiln::RopeScaling::none;
+  }
+  if (o.rope_factor) m.rope.factor = o.rope_factor;
+  if (o.rope_low) m.rope.low_freq_factor = o.rope_low;
+  if (o.rope_high) m.rope.high_freq_factor = o.rope_high;
+  if (o.rope_original) m.rope.original_max_position = o.rope_original;
+}
+
 int run_rank(const Options& o, const kiln::LaunchInfo& launch, kiln::Communicator& comm,
              std::shared_ptr<kiln::Backend> backend) {
   const int world = comm.world_size();
@@ -266,9 +306,11 @@ int run_rank(const Options& o, const kiln::LaunchInfo& launch, kiln::Communicato
   } else {
     const int64_t vocab = o.vocab > 0 ? o.vocab : data_vocab + (o.encoder ? 1 : 0);
     model = kiln::model_preset(o.model, vocab);
+    if (o.vocab) model.vocab_size = o.vocab;
     if (o.layers) model.n_layer = o.layers;
     if (o.heads) model.n_head = o.heads;
     if (o.channels) model.n_embd = o.channels;
+    apply_parts(o, model);
     // A preset's positions grow to the requested sequence length unless given explicitly.
     model.max_seq_len = o.max_seq_len ? o.max_seq_len : std::max(model.max_seq_len, o.seq_len);
     model.padded_vocab = 0;
@@ -572,7 +614,8 @@ int main(int argc, char** argv) {
   app.add_option(
          "--model", o.model,
          "Preset: gpt2-124m (gpt2), gpt2-350m, gpt2-774m, gpt2-1558m, gpt3-125m, gpt3-350m, "
-         "tiny, small, medium")
+         "tiny, small, medium; Llama family: smollm2-135m, smollm2-360m, qwen2.5-0.5b, "
+         "llama-3.2-1b, tinyllama-1.1b, llama-3.1-8b, llama-tiny, llama-small")
       ->capture_default_str();
   app.add_option("--layers", o.layers, "Override the preset's layer count")
       ->check(demo_cli::integer(1, kiln::limits::kMaxLayers));
@@ -582,6 +625,35 @@ int main(int argc, char** argv) {
       ->check(demo_cli::integer(1, kiln::limits::kMaxChannels));
   app.add_option("--max-seq-len", o.max_seq_len, "Override the preset's maximum sequence length")
       ->check(demo_cli::integer(1, kiln::limits::kMaxSeqLen));
+  // The model's parts (default: the preset's).
+  app.add_option("--kv-heads", o.kv_heads, "Key/value heads (GQA; must divide --heads)")
+      ->check(demo_cli::integer(1, kiln::limits::kMaxHeads));
+  app.add_option("--norm", o.norm, "Norm: layernorm or rmsnorm")
+      ->check(CLI::IsMember({"layernorm", "rmsnorm"}));
+  app.add_option("--positions", o.positions, "Positions: learned or rotary")
+      ->check(CLI::IsMember({"learned", "rotary"}));
+  app.add_option("--mlp", o.mlp, "MLP: gelu (4C) or swiglu (--intermediate wide)")
+      ->check(CLI::IsMember({"gelu", "swiglu"}));
+  app.add_option("--intermediate", o.intermediate,
+                 "SwiGLU's intermediate size (default: 8C/3 rounded up to 64)")
+      ->check(demo_cli::integer(1, kiln::limits::kMaxIntermediate));
+  app.add_option("--bias", o.bias, "Linear biases: all, qkv (Qwen2) or none (Llama)")
+      ->check(CLI::IsMember({"all", "qkv", "none"}));
+  app.add_option("--head", o.head, "LM head: tied (the token embedding) or untied")
+      ->check(CLI::IsMember({"tied", "untied"}));
+  app.add_option("--rope-theta", o.rope_theta, "Rotary base theta (> 1)")
+      ->check(demo_cli::number(1, 1e30, true));
+  app.add_option("--rope-scaling", o.rope_scaling, "Rotary frequency scaling: none or llama3")
+      ->check(CLI::IsMember({"none", "llama3"}));
+  app.add_option("--rope-factor", o.rope_factor, "Llama 3 scaling: factor (>= 1)")
+      ->check(demo_cli::number(1, 1e6));
+  app.add_option("--rope-low-freq-factor", o.rope_low, "Llama 3 scaling: low frequency factor")
+      ->check(demo_cli::number(0, 1e6, true));
+  app.add_option("--rope-high-freq-factor", o.rope_high, "Llama 3 scaling: high frequency factor")
+      ->check(demo_cli::number(0, 1e6, true));
+  app.add_option("--rope-original-max-position", o.rope_original,
+                 "Llama 3 scaling: the original context")
+      ->check(demo_cli::integer(1, int64_t{1} << 40));
   app.add_option("--vocab", o.vocab,
                  "Model vocabulary (default: the shards' vocabulary, +1 mask id for --encoder)")
       ->check(demo_cli::integer(1, kiln::limits::kMaxVocab));
@@ -626,7 +698,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(demo_cli::number(0, 1e9));
   app.add_option("--recompute", o.recompute,
-                 "Recompute in the backward instead of storing: none, gelu, layernorm, all")
+                 "Recompute in the backward instead of storing: none, gelu (the MLP activation, "
+                 "SwiGLU too), layernorm (the norms, RMSNorm too), all")
       ->check(CLI::IsMember({"none", "gelu", "layernorm", "all"}))
       ->capture_default_str();
   app.add_flag("--cuda-graph", o.cuda_graph, "cuda: capture each micro-step as a CUDA graph");

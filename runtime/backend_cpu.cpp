@@ -11,6 +11,7 @@
 #include <new>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "kernels/attention/attention_ref.hpp"
 #include "kernels/classifier/classifier_ref.hpp"
@@ -19,10 +20,14 @@
 #include "kernels/gelu/gelu_ref.hpp"
 #include "kernels/layernorm/layernorm_ref.hpp"
 #include "kernels/optimizer/optimizer_ref.hpp"
+#include "kernels/rmsnorm/rmsnorm_ref.hpp"
+#include "kernels/rope/rope_ref.hpp"
+#include "kernels/swiglu/swiglu_ref.hpp"
 #include "kiln/backend.hpp"
 #include "kiln/limits.hpp"
 #include "runtime/cpu/gemm_cpu.hpp"
 #include "runtime/cpu/thread_pool.hpp"
+#include "runtime/rope_config.hpp"
 
 namespace kiln {
 namespace impl {
@@ -103,9 +108,11 @@ class CpuBackend final : public Backend {
   std::size_t workspace_bytes(const ModelConfig& config, int64_t batch,
                               int64_t seq_len) const override {
     const ModelConfig c = config.resolved();
-    // The GEMM packs B's columns when they are strided: the forward's weights, reduction K <= 4C.
-    // Sized for every reduction length the schedule uses, so any linear of the model fits.
-    const int64_t k = std::max({4 * c.n_embd, c.padded_vocab, batch * seq_len, c.max_seq_len});
+    // The GEMM packs B's columns when they are strided: the forward's weights, reduction K <= the
+    // MLP's hidden width. Sized for every reduction length the schedule uses, so any linear of
+    // the model fits.
+    const int64_t k = std::max({4 * c.n_embd, c.mlp_hidden(), c.mlp_width(), c.qkv_width(),
+                                c.padded_vocab, batch * seq_len, c.max_seq_len});
     return static_cast<std::size_t>(pool_.size() * gemm_pack_elements(k)) * sizeof(T);
   }
   void set_workspace(void* workspace, std::size_t bytes) override {
@@ -116,14 +123,18 @@ class CpuBackend final : public Backend {
   // ---- ops ------------------------------------------------------------------------------------
   void embedding_fwd(void* out, const int32_t* tokens, const void* wte, const void* wpe, int64_t B,
                      int64_t T_, int64_t C, int64_t, int64_t) override {
+    // No positions: the reference adds rows of zeros (x + 0 is x exactly).
+    const T* positions = wpe ? cp(wpe) : zeros(T_ * C);
     pool_.parallel_for(B, 1, [&](int, int64_t b0, int64_t b1) {
-      ref::embedding_fwd_ref(p(out) + b0 * T_ * C, tokens + b0 * T_, cp(wte), cp(wpe), b1 - b0, T_,
-                             C);
+      ref::embedding_fwd_ref(p(out) + b0 * T_ * C, tokens + b0 * T_, cp(wte), positions, b1 - b0,
+                             T_, C);
     });
   }
   void embedding_bwd(void* dwte, void* dwpe, const void* dout, const int32_t* tokens, int64_t B,
                      int64_t T_, int64_t C, int64_t, int64_t) override {
-    ref::embedding_bwd_ref(p(dwte), p(dwpe), cp(dout), tokens, B, T_, C);
+    // No positions: their gradient goes to a scratch nobody reads.
+    T* positions = dwpe ? p(dwpe) : zeros(T_ * C);
+    ref::embedding_bwd_ref(p(dwte), positions, cp(dout), tokens, B, T_, C);
   }
   void layernorm_fwd(void* y, void* mean, void* rstd, const void* x, const void* gamma,
                      const void* beta, int64_t N, int64_t C, double eps) override {
@@ -146,6 +157,57 @@ class CpuBackend final : public Backend {
                      int64_t C) override {
     ref::layernorm_bwd_ref(p(dx), p(dgamma), p(dbeta), cp(dy), cp(x), cp(gamma), cp(mean), cp(rstd),
                            N, C);
+  }
+  void rmsnorm_fwd(void* y, void* rstd, const void* x, const void* gamma, int64_t N, int64_t C,
+                   double eps) override {
+    pool_.parallel_for(N, 16, [&](int, int64_t r0, int64_t r1) {
+      ref::rmsnorm_fwd_ref(p(y) + r0 * C, p(rstd) + r0, cp(x) + r0 * C, cp(gamma), r1 - r0, C, eps);
+    });
+  }
+  void residual_rmsnorm_fwd(void* residual, void* y, void* rstd, const void* a, const void* b,
+                            const void* gamma, int64_t N, int64_t C, double eps) override {
+    pool_.parallel_for(N, 16, [&](int, int64_t r0, int64_t r1) {
+      // As residual_layernorm_fwd_ref: the sum rounded to T, then the norm of the stored sum.
+      for (int64_t n = r0; n < r1; ++n) {
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t i = n * C + c;
+          p(residual)[i] =
+              static_cast<T>(static_cast<double>(cp(a)[i]) + static_cast<double>(cp(b)[i]));
+        }
+      }
+      ref::rmsnorm_fwd_ref(p(y) + r0 * C, p(rstd) + r0, cp(residual) + r0 * C, cp(gamma), r1 - r0,
+                           C, eps);
+    });
+  }
+  void rmsnorm_bwd(void* dx, void* dgamma, const void* dy, const void* x, const void* gamma,
+                   const void* rstd, int64_t N, int64_t C) override {
+    ref::rmsnorm_bwd_ref(p(dx), p(dgamma), cp(dy), cp(x), cp(gamma), cp(rstd), N, C);
+  }
+  void rope_fwd(void* qkv, int64_t B, int64_t T_, int64_t NH, int64_t NKV, int64_t HD,
+                int64_t pos_offset, const RopeConfig& rope) override {
+    apply_rope(qkv, B, T_, NH, NKV, HD, pos_offset, rope, false);
+  }
+  void rope_bwd(void* dqkv, int64_t B, int64_t T_, int64_t NH, int64_t NKV, int64_t HD,
+                int64_t pos_offset, const RopeConfig& rope) override {
+    apply_rope(dqkv, B, T_, NH, NKV, HD, pos_offset, rope, true);
+  }
+  void swiglu_fwd(void* out, const void* gu, int64_t N, int64_t I) override {
+    pool_.parallel_for(N, 16, [&](int, int64_t r0, int64_t r1) {
+      ref::swiglu_fwd_ref(p(out) + r0 * I, cp(gu) + r0 * 2 * I, r1 - r0, I);
+    });
+  }
+  void swiglu_bwd(void* dgu, const void* dout, const void* gu, int64_t N, int64_t I) override {
+    // In place (dgu == gu) too: the reference reads a row's gate and up before writing it.
+    pool_.parallel_for(N, 16, [&](int, int64_t r0, int64_t r1) {
+      ref::swiglu_bwd_ref(p(dgu) + r0 * 2 * I, cp(dout) + r0 * I, cp(gu) + r0 * 2 * I, r1 - r0, I);
+    });
+  }
+  void copy_rows(void* dst, int64_t dst_stride, const void* src, int64_t src_stride, int64_t rows,
+                 int64_t cols) override {
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memmove(p(dst) + r * dst_stride, cp(src) + r * src_stride,
+                   static_cast<std::size_t>(cols) * sizeof(T));
+    }
   }
   void linear_fwd(void* out, void* pre_gelu, const void* in, const void* weight, const void* bias,
                   int64_t M, int64_t K, int64_t N) override {
@@ -180,50 +242,55 @@ class CpuBackend final : public Backend {
       ref::gelu_fwd_ref(p(y) + i0, cp(x) + i0, i1 - i0);
     });
   }
+  // Attention runs one task per (batch, key/value head): the reference on that head's group of
+  // query heads (NH / NKV of them, adjacent), computed exactly as one call over everything would.
   void attention_fwd(void* out, void* lse, const void* qkv, int64_t B, int64_t T_, int64_t NH,
-                     int64_t HD, bool causal) override {
-    const auto layout = ref::AttentionLayout::packed_qkv(T_, NH, NH, HD);
+                     int64_t NKV, int64_t HD, bool causal) override {
+    const auto layout = ref::AttentionLayout::packed_qkv(T_, NH, NKV, HD);
     const double scale = 1.0 / std::sqrt(static_cast<double>(HD));
-    // One (batch, head) pair per task: every pair is computed exactly as the reference does.
-    pool_.parallel_for(B * NH, 1, [&](int, int64_t i0, int64_t i1) {
+    const int64_t G = NH / NKV;
+    pool_.parallel_for(B * NKV, 1, [&](int, int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
-        const int64_t b = i / NH, h = i % NH;
-        const T* q = cp(qkv) + b * layout.q.batch + h * HD;
-        ref::attention_fwd_ref(p(out) + b * layout.o.batch + h * HD, p(lse) + (b * NH + h) * T_, q,
-                               q + NH * HD, q + 2 * NH * HD, 1, T_, T_, 1, 1, HD, scale, causal,
-                               layout);
+        const int64_t b = i / NKV, g = i % NKV;
+        const T* base = cp(qkv) + b * layout.q.batch;
+        ref::attention_fwd_ref(p(out) + b * layout.o.batch + g * G * HD,
+                               p(lse) + (b * NH + g * G) * T_, base + g * G * HD,
+                               base + (NH + g) * HD, base + (NH + NKV + g) * HD, 1, T_, T_, G, 1,
+                               HD, scale, causal, layout);
       }
     });
   }
   void attention_bwd(void* dqkv, const void* dout, const void* qkv, const void* out,
-                     const void* lse, int64_t B, int64_t T_, int64_t NH, int64_t HD,
+                     const void* lse, int64_t B, int64_t T_, int64_t NH, int64_t NKV, int64_t HD,
                      bool causal) override {
-    const auto layout = ref::AttentionLayout::packed_qkv(T_, NH, NH, HD);
+    const auto layout = ref::AttentionLayout::packed_qkv(T_, NH, NKV, HD);
     const double scale = 1.0 / std::sqrt(static_cast<double>(HD));
-    pool_.parallel_for(B * NH, 1, [&](int, int64_t i0, int64_t i1) {
+    const int64_t G = NH / NKV;
+    pool_.parallel_for(B * NKV, 1, [&](int, int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
-        const int64_t b = i / NH, h = i % NH;
-        const int64_t qo = b * layout.q.batch + h * HD;
-        T* dq = p(dqkv) + qo;
-        const T* q = cp(qkv) + qo;
-        ref::attention_bwd_ref(dq, dq + NH * HD, dq + 2 * NH * HD,
-                               cp(dout) + b * layout.o.batch + h * HD, q, q + NH * HD,
-                               q + 2 * NH * HD, 1, T_, T_, 1, 1, HD, scale, causal, layout);
+        const int64_t b = i / NKV, g = i % NKV;
+        const int64_t qo = b * layout.q.batch;
+        T* d = p(dqkv) + qo;
+        const T* x = cp(qkv) + qo;
+        ref::attention_bwd_ref(d + g * G * HD, d + (NH + g) * HD, d + (NH + NKV + g) * HD,
+                               cp(dout) + b * layout.o.batch + g * G * HD, x + g * G * HD,
+                               x + (NH + g) * HD, x + (NH + NKV + g) * HD, 1, T_, T_, G, 1, HD,
+                               scale, causal, layout);
       }
     });
   }
-  void attention_cached(void* out, void* lse, const void* qkv_cache, int64_t past, int64_t Tq,
-                        int64_t NH, int64_t HD) override {
-    const int64_t C = NH * HD, Tk = past + Tq;
-    const ref::AttentionStrides packed{Tk * 3 * C, 3 * C, HD};
-    const ref::AttentionLayout layout{packed, packed, packed, {Tq * C, C, HD}};
+  void attention_cached(void* out, void* lse, const void* q, int64_t q_stride, const void* kv_cache,
+                        int64_t past, int64_t Tq, int64_t NH, int64_t NKV, int64_t HD) override {
+    const int64_t Tk = past + Tq, kv = 2 * NKV * HD, G = NH / NKV;
+    const ref::AttentionStrides cache{Tk * kv, kv, HD};
+    const ref::AttentionLayout layout{
+        {Tq * q_stride, q_stride, HD}, cache, cache, {Tq * NH * HD, NH * HD, HD}};
     const double scale = 1.0 / std::sqrt(static_cast<double>(HD));
-    pool_.parallel_for(NH, 1, [&](int, int64_t h0, int64_t h1) {
-      for (int64_t h = h0; h < h1; ++h) {
-        const T* k = cp(qkv_cache) + C + h * HD;
-        ref::attention_fwd_ref(p(out) + h * HD, p(lse) + h * Tq,
-                               cp(qkv_cache) + past * 3 * C + h * HD, k, k + C, 1, Tq, Tk, 1, 1, HD,
-                               scale, true, layout);
+    pool_.parallel_for(NKV, 1, [&](int, int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g) {
+        const T* k = cp(kv_cache) + g * HD;
+        ref::attention_fwd_ref(p(out) + g * G * HD, p(lse) + g * G * Tq, cp(q) + g * G * HD, k,
+                               k + NKV * HD, 1, Tq, Tk, G, 1, HD, scale, true, layout);
       }
     });
   }
@@ -291,6 +358,26 @@ class CpuBackend final : public Backend {
     return e;
   }
   static T* p(void* x) { return static_cast<T*>(x); }
+  // n zeros (a scratch the no-position embedding passes for the positions; the embedding
+  // backward writes into it, so it is cleared again on every request).
+  T* zeros(int64_t n) {
+    zeros_.assign(static_cast<std::size_t>(n), T(0));
+    return zeros_.data();
+  }
+  void apply_rope(void* x, int64_t B, int64_t T_, int64_t NH, int64_t NKV, int64_t HD,
+                  int64_t pos_offset, const RopeConfig& rope, bool backward) {
+    const kiln_rope_config_t config = rope_config(rope, HD);
+    // The q and k heads are adjacent in a packed row: one call over H = NH + NKV heads.
+    const int64_t row = (NH + 2 * NKV) * HD;
+    pool_.parallel_for(B, 1, [&](int, int64_t b0, int64_t b1) {
+      T* first = p(x) + b0 * T_ * row;
+      if (backward) {
+        ref::rope_bwd_ref(first, b1 - b0, T_, NH + NKV, T_ * row, row, pos_offset, config);
+      } else {
+        ref::rope_fwd_ref(first, b1 - b0, T_, NH + NKV, T_ * row, row, pos_offset, config);
+      }
+    });
+  }
   static const T* cp(const void* x) { return static_cast<const T*>(x); }
   void check_dtype(DType dtype, const char* op) const {
     KILN_CHECK_ARG(dtype == dtype_of<T>(), "cpu backend: ", op, " got ", dtype_name(dtype),
@@ -308,6 +395,7 @@ class CpuBackend final : public Backend {
   }
 
   ThreadPool pool_;
+  std::vector<T> zeros_;
   T* workspace_ = nullptr;
   std::size_t workspace_bytes_ = 0;
 };

@@ -24,7 +24,11 @@
 #include "kiln/gemm.h"
 #include "kiln/layernorm.h"
 #include "kiln/optimizer.h"
+#include "kiln/rmsnorm.h"
+#include "kiln/rope.h"
+#include "kiln/swiglu.h"
 #include "runtime/cuda/runtime_kernels.hpp"
+#include "runtime/rope_config.hpp"
 
 namespace kiln::impl {
 namespace {
@@ -148,19 +152,36 @@ class CudaBackend final : public Backend {
     // The kernels move 16-byte vectors of bf16: say so before any op refuses a shape mid-step.
     KILN_CHECK_ARG(c.n_embd % 8 == 0 && c.head_dim() % 8 == 0, "cuda backend: n_embd (", c.n_embd,
                    ") and the head dimension (", c.head_dim(), ") must be multiples of 8");
+    KILN_CHECK_ARG(c.intermediate_size % 8 == 0, "cuda backend: intermediate_size (",
+                   c.intermediate_size, ") must be a multiple of 8");
     device_.make_current();
-    const int64_t C = c.n_embd, NH = c.n_head, HD = c.head_dim();
+    const int64_t C = c.n_embd, NH = c.n_head, NKV = c.kv_heads(), HD = c.head_dim();
     std::size_t bytes = 0;
     auto need = [&](std::size_t b) { bytes = std::max(bytes, b); };
-    need(kiln::layernorm_bwd_workspace_size(batch * seq_len, C));
-    need(kiln::embedding_bwd_workspace_size(batch, seq_len, c.vocab_size));
-    const kiln_attention_desc_t d = packed_desc(batch, seq_len, NH, HD, c.causal());
+    const int64_t BT = batch * seq_len;
+    if (c.norm == NormKind::layernorm) {
+      need(kiln::layernorm_bwd_workspace_size(BT, C));
+    } else {
+      need(kiln::rmsnorm_bwd_workspace_size(BT, C));
+    }
+    const std::size_t embedding = kiln::embedding_bwd_workspace_size(batch, seq_len, c.vocab_size);
+    if (c.learned_positions()) {
+      need(embedding);
+    } else {
+      // No position embedding: zero positions (bf16) for the forward, and a gradient for them
+      // (fp32) behind the embedding backward's own scratch (see embedding_fwd / _bwd).
+      const int64_t rows = std::max(seq_len, c.max_seq_len);
+      need(align_up(static_cast<std::size_t>(rows * C) * 2));
+      need(align_up(embedding) + static_cast<std::size_t>(seq_len * C) * 4);
+    }
+    const kiln_attention_desc_t d = packed_desc(batch, seq_len, NH, NKV, HD, c.causal());
     need(kiln::attention_fwd_workspace_size(d));
     need(kiln::attention_bwd_workspace_size(d));
     if (c.causal()) {
       // Generation: up to seq_len new queries against up to max_seq_len cached keys.
       for (int64_t tq : {int64_t{1}, std::min(seq_len, c.max_seq_len)}) {
-        need(kiln::attention_fwd_workspace_size(cached_desc(c.max_seq_len - tq, tq, NH, HD)));
+        need(kiln::attention_fwd_workspace_size(
+            cached_desc(c.max_seq_len - tq, tq, c.qkv_width(), NH, NKV, HD)));
       }
     }
     return align_up(bytes);
@@ -177,14 +198,35 @@ class CudaBackend final : public Backend {
 
   // ---- ops
   // ---------------------------------------------------------------------------------------
+  // The embedding kernels always add positions; a model without them (rotary) passes zero rows
+  // from the scratch, and their gradient lands in the scratch too. It costs a T x C clear per
+  // call (small beside the step); an embedding kernel without positions would save it.
   void embedding_fwd(void* out, const int32_t* tokens, const void* wte, const void* wpe, int64_t B,
                      int64_t T, int64_t C, int64_t V, int64_t maxT) override {
+    if (!wpe) {
+      const std::size_t bytes = static_cast<std::size_t>(T * C) * 2;
+      KILN_CHECK(scratch_bytes() >= bytes, Status::invalid_argument,
+                 "cuda backend: the workspace is too small for the embedding without positions");
+      KILN_CUDA_CHECK(cudaMemsetAsync(scratch(), 0, bytes, s()));
+      wpe = scratch();
+      maxT = T;
+    }
     kiln::embedding_fwd(out, tokens, wte, wpe, B, T, C, V, maxT, s());
   }
   void embedding_bwd(void* dwte, void* dwpe, const void* dout, const int32_t* tokens, int64_t B,
                      int64_t T, int64_t C, int64_t V, int64_t maxT) override {
+    std::size_t ws_bytes = scratch_bytes();
+    if (!dwpe) {
+      const std::size_t own = align_up(kiln::embedding_bwd_workspace_size(B, T, V));
+      const std::size_t bytes = static_cast<std::size_t>(T * C) * 4;
+      KILN_CHECK(scratch_bytes() >= own + bytes, Status::invalid_argument,
+                 "cuda backend: the workspace is too small for the embedding without positions");
+      dwpe = static_cast<char*>(scratch()) + own;
+      maxT = T;
+      ws_bytes = own;
+    }
     kiln::embedding_bwd(static_cast<float*>(dwte), static_cast<float*>(dwpe), dout, tokens, B, T, C,
-                        V, maxT, scratch(), scratch_bytes(), s());
+                        V, maxT, scratch(), ws_bytes, s());
   }
   void layernorm_fwd(void* y, void* mean, void* rstd, const void* x, const void* gamma,
                      const void* beta, int64_t N, int64_t C, double eps) override {
@@ -201,6 +243,47 @@ class CudaBackend final : public Backend {
                      int64_t C) override {
     kiln::layernorm_bwd(dx, f(dgamma), f(dbeta), dy, x, gamma, cf(mean), cf(rstd), N, C, scratch(),
                         scratch_bytes(), KILN_DTYPE_BF16, s());
+  }
+  void rmsnorm_fwd(void* y, void* rstd, const void* x, const void* gamma, int64_t N, int64_t C,
+                   double eps) override {
+    kiln::rmsnorm_fwd(y, f(rstd), x, gamma, N, C, eps, KILN_DTYPE_BF16, s());
+  }
+  void residual_rmsnorm_fwd(void* residual, void* y, void* rstd, const void* a, const void* b,
+                            const void* gamma, int64_t N, int64_t C, double eps) override {
+    check(kiln_residual_rmsnorm_fwd(residual, y, f(rstd), a, b, gamma, N, C, eps, KILN_DTYPE_BF16,
+                                    s()));
+  }
+  void rmsnorm_bwd(void* dx, void* dgamma, const void* dy, const void* x, const void* gamma,
+                   const void* rstd, int64_t N, int64_t C) override {
+    kiln::rmsnorm_bwd(dx, f(dgamma), dy, x, gamma, cf(rstd), N, C, scratch(), scratch_bytes(),
+                      KILN_DTYPE_BF16, s());
+  }
+  // One call rotates q and k: their heads are adjacent in a packed row (H = NH + NKV).
+  void rope_fwd(void* qkv, int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t HD,
+                int64_t pos_offset, const RopeConfig& rope) override {
+    const kiln_rope_config_t c = rope_config(rope, HD);
+    const int64_t row = (NH + 2 * NKV) * HD;
+    check(kiln_rope_fwd(qkv, B, T, NH + NKV, T * row, row, pos_offset, &c, KILN_DTYPE_BF16, s()));
+  }
+  void rope_bwd(void* dqkv, int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t HD,
+                int64_t pos_offset, const RopeConfig& rope) override {
+    const kiln_rope_config_t c = rope_config(rope, HD);
+    const int64_t row = (NH + 2 * NKV) * HD;
+    check(kiln_rope_bwd(dqkv, B, T, NH + NKV, T * row, row, pos_offset, &c, KILN_DTYPE_BF16, s()));
+  }
+  void swiglu_fwd(void* out, const void* gu, int64_t N, int64_t I) override {
+    check(kiln_swiglu_fwd(out, gu, N, I, KILN_DTYPE_BF16, s()));
+  }
+  void swiglu_bwd(void* dgu, const void* dout, const void* gu, int64_t N, int64_t I) override {
+    check(kiln_swiglu_bwd(dgu, dout, gu, N, I, KILN_DTYPE_BF16, s()));
+  }
+  void copy_rows(void* dst, int64_t dst_stride, const void* src, int64_t src_stride, int64_t rows,
+                 int64_t cols) override {
+    if (rows == 0 || cols == 0) return;
+    KILN_CUDA_CHECK(cudaMemcpy2DAsync(
+        dst, static_cast<std::size_t>(dst_stride) * 2, src,
+        static_cast<std::size_t>(src_stride) * 2, static_cast<std::size_t>(cols) * 2,
+        static_cast<std::size_t>(rows), cudaMemcpyDeviceToDevice, s()));
   }
   void linear_fwd(void* out, void* pre_gelu, const void* in, const void* weight, const void* bias,
                   int64_t M, int64_t K, int64_t N) override {
@@ -262,30 +345,30 @@ class CudaBackend final : public Backend {
   void gelu_fwd(void* y, const void* x, int64_t n) override {
     kiln::gelu_fwd(y, x, n, KILN_DTYPE_BF16, s());
   }
+  // Packed qkv (B, T, NH + 2 NKV, HD): k starts NH heads into a row, v NH + NKV heads.
   void attention_fwd(void* out, void* lse, const void* qkv, int64_t B, int64_t T, int64_t NH,
-                     int64_t HD, bool causal) override {
-    const kiln_attention_desc_t d = packed_desc(B, T, NH, HD, causal);
+                     int64_t NKV, int64_t HD, bool causal) override {
+    const kiln_attention_desc_t d = packed_desc(B, T, NH, NKV, HD, causal);
     const char* q = static_cast<const char*>(qkv);
-    kiln::attention_fwd(d, out, f(lse), q, q + NH * HD * 2, q + 2 * NH * HD * 2, scratch(),
+    kiln::attention_fwd(d, out, f(lse), q, q + NH * HD * 2, q + (NH + NKV) * HD * 2, scratch(),
                         scratch_bytes(), s());
   }
   void attention_bwd(void* dqkv, const void* dout, const void* qkv, const void* out,
-                     const void* lse, int64_t B, int64_t T, int64_t NH, int64_t HD,
+                     const void* lse, int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t HD,
                      bool causal) override {
-    const kiln_attention_desc_t d = packed_desc(B, T, NH, HD, causal);
+    const kiln_attention_desc_t d = packed_desc(B, T, NH, NKV, HD, causal);
     const char* q = static_cast<const char*>(qkv);
     char* dq = static_cast<char*>(dqkv);
-    const int64_t step = NH * HD * 2;  // bytes between the q, k and v heads of one token
-    kiln::attention_bwd(d, dq, dq + step, dq + 2 * step, dout, q, q + step, q + 2 * step, out,
-                        cf(lse), scratch(), scratch_bytes(), s());
+    const int64_t k = NH * HD * 2, v = (NH + NKV) * HD * 2;  // bytes into a token's row
+    kiln::attention_bwd(d, dq, dq + k, dq + v, dout, q, q + k, q + v, out, cf(lse), scratch(),
+                        scratch_bytes(), s());
   }
-  void attention_cached(void* out, void* lse, const void* qkv_cache, int64_t past, int64_t Tq,
-                        int64_t NH, int64_t HD) override {
-    const kiln_attention_desc_t d = cached_desc(past, Tq, NH, HD);
-    const char* cache = static_cast<const char*>(qkv_cache);
-    const int64_t C = NH * HD;
-    kiln::attention_fwd(d, out, f(lse), cache + past * 3 * C * 2, cache + C * 2, cache + 2 * C * 2,
-                        scratch(), scratch_bytes(), s());
+  void attention_cached(void* out, void* lse, const void* q, int64_t q_stride, const void* kv_cache,
+                        int64_t past, int64_t Tq, int64_t NH, int64_t NKV, int64_t HD) override {
+    const kiln_attention_desc_t d = cached_desc(past, Tq, q_stride, NH, NKV, HD);
+    const char* cache = static_cast<const char*>(kv_cache);
+    kiln::attention_fwd(d, out, f(lse), q, cache, cache + NKV * HD * 2, scratch(), scratch_bytes(),
+                        s());
   }
   void classifier(void* losses, void* logits, const int32_t* targets, int64_t N, int64_t V,
                   int64_t Vp, double dloss, int32_t ignore_index) override {
@@ -398,20 +481,22 @@ class CudaBackend final : public Backend {
     return l;
   }
 
-  kiln_attention_desc_t packed_desc(int64_t B, int64_t T, int64_t NH, int64_t HD,
+  kiln_attention_desc_t packed_desc(int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t HD,
                                     bool causal) const {
-    kiln_attention_desc_t d = kiln::attention_desc(B, T, T, NH, NH, HD, causal);
+    kiln_attention_desc_t d = kiln::attention_desc(B, T, T, NH, NKV, HD, causal);
     check(kiln_attention_desc_set_packed_qkv(&d));
     d.deterministic = deterministic_ ? 1 : 0;
     return d;
   }
-  static kiln_attention_desc_t cached_desc(int64_t past, int64_t Tq, int64_t NH, int64_t HD) {
-    const int64_t Tk = past + Tq, C = NH * HD;
-    kiln_attention_desc_t d = kiln::attention_desc(1, Tq, Tk, NH, NH, HD, true);
-    d.q = {Tk * 3 * C, 3 * C, HD};
-    d.k = d.q;
-    d.v = d.q;
-    d.o = {Tq * C, C, HD};
+  // Tq queries (rows of q_stride) against a (maxT, 2, NKV, HD) key/value cache.
+  static kiln_attention_desc_t cached_desc(int64_t past, int64_t Tq, int64_t q_stride, int64_t NH,
+                                           int64_t NKV, int64_t HD) {
+    const int64_t Tk = past + Tq, kv = 2 * NKV * HD;
+    kiln_attention_desc_t d = kiln::attention_desc(1, Tq, Tk, NH, NKV, HD, true);
+    d.q = {Tq * q_stride, q_stride, HD};
+    d.k = {Tk * kv, kv, HD};
+    d.v = d.k;
+    d.o = {Tq * NH * HD, NH * HD, HD};
     return d;
   }
 

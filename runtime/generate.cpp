@@ -91,7 +91,9 @@ struct Generator::State {
   }
 
   void* at(std::size_t region) const { return static_cast<char*>(arena) + plan[region].offset; }
+  // Null for a kind the model lacks (a bias it has not).
   const void* param(ParamKind kind, int64_t layer = -1) const {
+    if (!layout.has(kind)) return nullptr;
     return static_cast<const char*>(params) +
            layout.get(kind, layer).offset * static_cast<int64_t>(dtype_size(types.compute));
   }
@@ -131,37 +133,67 @@ std::vector<float> Generator::State::run(std::span<const int32_t> tokens) {
   } else {
     be.set_workspace(nullptr, 0);
   }
-  const int64_t C = m.n_embd, NH = m.n_head, HD = m.head_dim(), L = m.n_layer;
+  const int64_t C = m.n_embd, NH = m.n_head, NKV = m.kv_heads(), HD = m.head_dim(), L = m.n_layer;
+  const int64_t W = m.qkv_width(), F = m.mlp_width(), Hm = m.mlp_hidden(), KV = 2 * NKV * HD;
   const double eps = m.layernorm_eps;
+  const bool layernorm = m.norm == NormKind::layernorm;
+  auto norm = [&](void* y, const void* x, ParamKind w, ParamKind b, int64_t layer) {
+    if (layernorm) {
+      be.layernorm_fwd(y, at(r.mean), at(r.rstd), x, param(w, layer), param(b, layer), n, C, eps);
+    } else {
+      be.rmsnorm_fwd(y, at(r.rstd), x, param(w, layer), n, C, eps);
+    }
+  };
+  auto residual_norm = [&](void* res, const void* a, const void* b, ParamKind w, ParamKind bias,
+                           int64_t layer) {
+    if (layernorm) {
+      be.residual_layernorm_fwd(res, at(r.ln), at(r.mean), at(r.rstd), a, b, param(w, layer),
+                                param(bias, layer), n, C, eps);
+    } else {
+      be.residual_rmsnorm_fwd(res, at(r.ln), at(r.rstd), a, b, param(w, layer), n, C, eps);
+    }
+  };
   be.upload(at(r.tokens), tokens.data(), static_cast<std::size_t>(n) * sizeof(int32_t));
-  // Positions past..past+n-1: the position embedding starts at row `past`.
-  const void* wpe = static_cast<const char*>(param(ParamKind::wpe)) +
-                    past * C * static_cast<int64_t>(dtype_size(types.compute));
+  // Positions past..past+n-1: the position embedding starts at row `past`; rotary positions
+  // rotate the new rows' q and k from position `past` instead.
+  const void* wpe = m.learned_positions()
+                        ? static_cast<const char*>(param(ParamKind::wpe)) +
+                              past * C * static_cast<int64_t>(dtype_size(types.compute))
+                        : nullptr;
   be.embedding_fwd(at(r.x), static_cast<const int32_t*>(at(r.tokens)), param(ParamKind::wte), wpe,
                    1, n, C, m.vocab_size, m.max_seq_len - past);
-  be.layernorm_fwd(at(r.ln), at(r.mean), at(r.rstd), at(r.x), param(ParamKind::ln1_w, 0),
-                   param(ParamKind::ln1_b, 0), n, C, eps);
+  norm(at(r.ln), at(r.x), ParamKind::ln1_w, ParamKind::ln1_b, 0);
   for (int64_t l = 0; l < L; ++l) {
-    const std::size_t cache = r.qkv_cache[static_cast<std::size_t>(l)];
-    be.linear_fwd(row(cache, past, 3 * C), nullptr, at(r.ln), param(ParamKind::qkv_w, l),
-                  param(ParamKind::qkv_b, l), n, C, 3 * C);
-    be.attention_cached(at(r.atty), at(r.lse), at(cache), past, n, NH, HD);
+    const std::size_t cache = r.kv_cache[static_cast<std::size_t>(l)];
+    be.linear_fwd(at(r.qkv), nullptr, at(r.ln), param(ParamKind::qkv_w, l),
+                  param(ParamKind::qkv_b, l), n, C, W);
+    if (!m.learned_positions()) be.rope_fwd(at(r.qkv), 1, n, NH, NKV, HD, past, m.rope);
+    // The new rows' k and v heads join the cache; their q heads are read where they are.
+    be.copy_rows(row(cache, past, KV), KV,
+                 static_cast<const char*>(at(r.qkv)) +
+                     NH * HD * static_cast<int64_t>(dtype_size(types.compute)),
+                 W, n, KV);
+    be.attention_cached(at(r.atty), at(r.lse), at(r.qkv), W, at(cache), past, n, NH, NKV, HD);
     be.linear_fwd(at(r.proj_out), nullptr, at(r.atty), param(ParamKind::attproj_w, l),
                   param(ParamKind::attproj_b, l), n, C, C);
-    be.residual_layernorm_fwd(at(r.res), at(r.ln), at(r.mean), at(r.rstd), at(r.x), at(r.proj_out),
-                              param(ParamKind::ln2_w, l), param(ParamKind::ln2_b, l), n, C, eps);
-    be.linear_fwd(at(r.fch_gelu), at(r.fch), at(r.ln), param(ParamKind::fc_w, l),
-                  param(ParamKind::fc_b, l), n, C, 4 * C);
+    residual_norm(at(r.res), at(r.x), at(r.proj_out), ParamKind::ln2_w, ParamKind::ln2_b, l);
+    if (m.mlp == MlpKind::swiglu) {
+      be.linear_fwd(at(r.fch), nullptr, at(r.ln), param(ParamKind::fc_w, l),
+                    param(ParamKind::fc_b, l), n, C, F);
+      be.swiglu_fwd(at(r.fch_gelu), at(r.fch), n, Hm);
+    } else {
+      be.linear_fwd(at(r.fch_gelu), at(r.fch), at(r.ln), param(ParamKind::fc_w, l),
+                    param(ParamKind::fc_b, l), n, C, F);
+    }
     be.linear_fwd(at(r.proj_out), nullptr, at(r.fch_gelu), param(ParamKind::fcproj_w, l),
-                  param(ParamKind::fcproj_b, l), n, 4 * C, C);
+                  param(ParamKind::fcproj_b, l), n, Hm, C);
     const bool last = l + 1 == L;
-    be.residual_layernorm_fwd(at(r.x), at(r.ln), at(r.mean), at(r.rstd), at(r.res), at(r.proj_out),
-                              last ? param(ParamKind::lnf_w) : param(ParamKind::ln1_w, l + 1),
-                              last ? param(ParamKind::lnf_b) : param(ParamKind::ln1_b, l + 1), n, C,
-                              eps);
+    residual_norm(at(r.x), at(r.res), at(r.proj_out), last ? ParamKind::lnf_w : ParamKind::ln1_w,
+                  last ? ParamKind::lnf_b : ParamKind::ln1_b, last ? -1 : l + 1);
   }
   // Only the last position's logits are needed.
-  be.linear_fwd(at(r.logits), nullptr, row(r.ln, n - 1, C), param(ParamKind::wte), nullptr, 1, C,
+  const ParamKind head = m.tied_embeddings ? ParamKind::wte : ParamKind::lm_head;
+  be.linear_fwd(at(r.logits), nullptr, row(r.ln, n - 1, C), param(head), nullptr, 1, C,
                 m.padded_vocab);
   std::vector<float> logits(static_cast<std::size_t>(m.vocab_size));
   be.download_f32(logits.data(), at(r.logits), types.compute, m.vocab_size);

@@ -168,6 +168,21 @@ void export_hf_gpt2(const std::filesystem::path& path, const ModelConfig& config
   model.validate();
   KILN_CHECK_ARG(model.kind == ModelKind::decoder,
                  "export_hf_gpt2: only decoders are GPT-2 models (got an encoder)");
+  // GPT-2's file has no place for other parts (Llama's export is the Hugging Face issue's).
+  const ModelConfig gpt2_parts = [&] {
+    ModelConfig g;
+    g.n_layer = model.n_layer;
+    g.n_head = model.n_head;
+    g.n_embd = model.n_embd;
+    g.vocab_size = model.vocab_size;
+    g.padded_vocab = model.padded_vocab;
+    g.max_seq_len = model.max_seq_len;
+    g.layernorm_eps = model.layernorm_eps;
+    g.init_std = model.init_std;
+    return g.resolved();
+  }();
+  KILN_CHECK_ARG(model == gpt2_parts, "export_hf_gpt2: only GPT-2's parts have GPT-2's file (got ",
+                 model.describe(), ")");
   const ParamLayout layout(model);
   KILN_CHECK_ARG(static_cast<int64_t>(params.size()) == layout.total(), "export_hf_gpt2: needs ",
                  layout.total(), " parameters, got ", params.size());

@@ -5,8 +5,36 @@
 
 namespace kiln::impl {
 
+namespace {
+
+// A key naming one of `names` (the enum's values in order), or `fallback` when absent.
+template <typename E, std::size_t N>
+E enum_from_json(const nlohmann::json& j, const char* key, const char* const (&names)[N],
+                 E fallback) {
+  if (!j.contains(key)) return fallback;
+  const std::string value = j.at(key).get<std::string>();
+  for (std::size_t i = 0; i < N; ++i) {
+    if (value == names[i]) return static_cast<E>(i);
+  }
+  std::string known;
+  for (const char* n : names)
+    known += std::string(known.empty() ? "" : ", ") + n;
+  KILN_CHECK_ARG(false, "model: unknown ", key, " '", value, "' (known: ", known, ")");
+  return fallback;
+}
+
+constexpr const char* kNorms[] = {"layernorm", "rmsnorm"};
+constexpr const char* kPositions[] = {"learned", "rotary"};
+constexpr const char* kMlps[] = {"gelu", "swiglu"};
+constexpr const char* kBiases[] = {"all", "qkv", "none"};
+constexpr const char* kScalings[] = {"none", "llama3"};
+
+}  // namespace
+
 nlohmann::json model_to_json(const ModelConfig& m) {
   const ModelConfig r = m.resolved();
+  // The parts are always written; a reader meeting a description without them (written before
+  // they existed) takes GPT-2's, the defaults.
   return {{"n_layer", r.n_layer},
           {"n_head", r.n_head},
           {"n_embd", r.n_embd},
@@ -16,7 +44,21 @@ nlohmann::json model_to_json(const ModelConfig& m) {
           {"kind", model_kind_name(r.kind)},
           {"mask_token_id", r.mask_token_id},
           {"layernorm_eps", r.layernorm_eps},
-          {"init_std", r.init_std}};
+          {"init_std", r.init_std},
+          {"norm", norm_kind_name(r.norm)},
+          {"positions", position_kind_name(r.positions)},
+          {"mlp", mlp_kind_name(r.mlp)},
+          {"bias", bias_kind_name(r.bias)},
+          {"n_kv_head", r.n_kv_head},
+          {"intermediate_size", r.intermediate_size},
+          {"tied_embeddings", r.tied_embeddings},
+          {"rope",
+           {{"theta", r.rope.theta},
+            {"scaling", rope_scaling_name(r.rope.scaling)},
+            {"factor", r.rope.factor},
+            {"low_freq_factor", r.rope.low_freq_factor},
+            {"high_freq_factor", r.rope.high_freq_factor},
+            {"original_max_position", r.rope.original_max_position}}}};
 }
 
 ModelConfig model_from_json(const nlohmann::json& j) {
@@ -33,6 +75,29 @@ ModelConfig model_from_json(const nlohmann::json& j) {
   m.mask_token_id = static_cast<int32_t>(json_int(j, "mask_token_id", -1, INT32_MAX));
   m.layernorm_eps = json_double(j, "layernorm_eps");
   m.init_std = json_double(j, "init_std");
+  // The parts, absent from descriptions written before them: GPT-2's.
+  m.norm = enum_from_json(j, "norm", kNorms, NormKind::layernorm);
+  m.positions = enum_from_json(j, "positions", kPositions, PositionKind::learned);
+  m.mlp = enum_from_json(j, "mlp", kMlps, MlpKind::gelu);
+  m.bias = enum_from_json(j, "bias", kBiases, BiasKind::all);
+  m.n_kv_head = j.contains("n_kv_head") ? json_int(j, "n_kv_head", 0) : 0;
+  m.intermediate_size = j.contains("intermediate_size") ? json_int(j, "intermediate_size", 0) : 0;
+  m.tied_embeddings = j.contains("tied_embeddings") ? json_bool(j, "tied_embeddings") : true;
+  if (j.contains("rope")) {
+    const auto& r = j.at("rope");
+    const RopeConfig d;
+    auto number = [&](const char* key, double fallback) {
+      return r.contains(key) ? json_double(r, key) : fallback;
+    };
+    m.rope.theta = number("theta", d.theta);
+    m.rope.scaling = enum_from_json(r, "scaling", kScalings, RopeScaling::none);
+    m.rope.factor = number("factor", d.factor);
+    m.rope.low_freq_factor = number("low_freq_factor", d.low_freq_factor);
+    m.rope.high_freq_factor = number("high_freq_factor", d.high_freq_factor);
+    m.rope.original_max_position = r.contains("original_max_position")
+                                       ? json_int(r, "original_max_position", 1)
+                                       : d.original_max_position;
+  }
   m.validate();
   return m;
 }

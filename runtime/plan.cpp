@@ -1,5 +1,6 @@
 #include "kiln/plan.hpp"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "kernels/common/check.hpp"
@@ -117,6 +118,8 @@ TrainingRegions build_training_plan(MemoryPlan& plan, const ModelConfig& model,
   const ParamLayout layout(model);
   const int64_t B = train.batch, T = train.seq_len, C = model.n_embd, NH = model.n_head;
   const int64_t BT = B * T, L = model.n_layer, Vp = model.resolved().padded_vocab;
+  const int64_t W = model.qkv_width(), F = model.mlp_width(), Hm = model.mlp_hidden();
+  const bool layernorm = model.norm == NormKind::layernorm;  // RMSNorm keeps no mean
   const DType act = types.compute, st = types.stat;
   using G = MemoryGroup;
   // ZeRO-1: the master weights and moments hold one shard; the buffers all-gathered by shard (the
@@ -141,42 +144,45 @@ TrainingRegions build_training_plan(MemoryPlan& plan, const ModelConfig& model,
   r.ln_scratch =
       train.recompute.layernorm ? plan.add("ln_scratch", G::activations, act, BT * C) : kNoRegion;
   r.gelu_scratch =
-      train.recompute.gelu ? plan.add("gelu_scratch", G::activations, act, BT * 4 * C) : kNoRegion;
+      train.recompute.gelu ? plan.add("gelu_scratch", G::activations, act, BT * Hm) : kNoRegion;
   for (int64_t l = 0; l < L; ++l) {
     const std::string p = "layer" + std::to_string(l) + ".";
     LayerRegions lr;
     lr.ln1 =
         train.recompute.layernorm ? r.ln_scratch : plan.add(p + "ln1", G::activations, act, BT * C);
-    lr.ln1_mean = plan.add(p + "ln1_mean", G::activations, st, BT);
+    lr.ln1_mean = layernorm ? plan.add(p + "ln1_mean", G::activations, st, BT) : kNoRegion;
     lr.ln1_rstd = plan.add(p + "ln1_rstd", G::activations, st, BT);
-    lr.qkv = plan.add(p + "qkv", G::activations, act, BT * 3 * C);
+    lr.qkv = plan.add(p + "qkv", G::activations, act, BT * W);
     lr.atty = plan.add(p + "atty", G::activations, act, BT * C);
     lr.lse = plan.add(p + "lse", G::activations, st, B * NH * T);
     lr.res2 = plan.add(p + "res2", G::activations, act, BT * C);
     lr.ln2 =
         train.recompute.layernorm ? r.ln_scratch : plan.add(p + "ln2", G::activations, act, BT * C);
-    lr.ln2_mean = plan.add(p + "ln2_mean", G::activations, st, BT);
+    lr.ln2_mean = layernorm ? plan.add(p + "ln2_mean", G::activations, st, BT) : kNoRegion;
     lr.ln2_rstd = plan.add(p + "ln2_rstd", G::activations, st, BT);
-    lr.fch = plan.add(p + "fch", G::activations, act, BT * 4 * C);
+    lr.fch = plan.add(p + "fch", G::activations, act, BT * F);
     lr.fch_gelu = train.recompute.gelu ? r.gelu_scratch
-                                       : plan.add(p + "fch_gelu", G::activations, act, BT * 4 * C);
+                                       : plan.add(p + "fch_gelu", G::activations, act, BT * Hm);
     lr.res3 = plan.add(p + "res3", G::activations, act, BT * C);
     r.layers.push_back(lr);
   }
   r.lnf = plan.add("lnf", G::activations, act, BT * C);
-  r.lnf_mean = plan.add("lnf_mean", G::activations, st, BT);
+  r.lnf_mean = layernorm ? plan.add("lnf_mean", G::activations, st, BT) : kNoRegion;
   r.lnf_rstd = plan.add("lnf_rstd", G::activations, st, BT);
   r.logits = plan.add("logits", G::activations, act, BT * Vp);
   r.losses = plan.add("losses", G::activations, st, BT);
   r.proj_out = plan.add("proj_out", G::activations, act, BT * C);
-  r.stat_scratch_mean =
-      train.recompute.layernorm ? plan.add("recompute_mean", G::activations, st, BT) : kNoRegion;
+  r.stat_scratch_mean = train.recompute.layernorm && layernorm
+                            ? plan.add("recompute_mean", G::activations, st, BT)
+                            : kNoRegion;
   r.stat_scratch_rstd =
       train.recompute.layernorm ? plan.add("recompute_rstd", G::activations, st, BT) : kNoRegion;
 
   r.dres = plan.add("dresidual", G::activation_grads, act, BT * C);
   r.dc = plan.add("dC", G::activation_grads, act, BT * C);
-  r.d4c = plan.add("d4C", G::activation_grads, act, BT * 4 * C);
+  // The attention's dqkv (W) and the MLP's hidden gradient (Hm) take turns in one buffer; SwiGLU's
+  // (2I) gradient is written over its forward input instead (fch).
+  r.d4c = plan.add("d4C", G::activation_grads, act, BT * std::max(W, Hm));
   r.workspace =
       workspace_bytes > 0 ? plan.add_bytes("workspace", G::workspace, workspace_bytes) : kNoRegion;
   r.optimizer_workspace =
@@ -193,6 +199,7 @@ GenerationRegions build_generation_plan(MemoryPlan& plan, const ModelConfig& mod
   check_generation_limits(model);
   const ParamLayout layout(model);
   const int64_t T = model.max_seq_len, C = model.n_embd, Vp = model.resolved().padded_vocab;
+  const int64_t kv = 2 * model.kv_heads() * model.head_dim();
   const DType act = types.compute, st = types.stat;
   using G = MemoryGroup;
   GenerationRegions r;
@@ -200,16 +207,16 @@ GenerationRegions build_generation_plan(MemoryPlan& plan, const ModelConfig& mod
       own_params ? plan.add("params", G::parameters, types.compute, layout.total()) : kNoRegion;
   r.tokens = plan.add_bytes("tokens", G::io, static_cast<std::size_t>(T) * 4);
   for (int64_t l = 0; l < model.n_layer; ++l) {
-    r.qkv_cache.push_back(
-        plan.add("layer" + std::to_string(l) + ".qkv_cache", G::io, act, T * 3 * C));
+    r.kv_cache.push_back(plan.add("layer" + std::to_string(l) + ".kv_cache", G::io, act, T * kv));
   }
+  r.qkv = plan.add("qkv", G::activations, act, T * model.qkv_width());
   r.x = plan.add("x", G::activations, act, T * C);
   r.ln = plan.add("ln", G::activations, act, T * C);
   r.atty = plan.add("atty", G::activations, act, T * C);
   r.proj_out = plan.add("proj_out", G::activations, act, T * C);
   r.res = plan.add("res", G::activations, act, T * C);
-  r.fch = plan.add("fch", G::activations, act, T * 4 * C);
-  r.fch_gelu = plan.add("fch_gelu", G::activations, act, T * 4 * C);
+  r.fch = plan.add("fch", G::activations, act, T * model.mlp_width());
+  r.fch_gelu = plan.add("fch_gelu", G::activations, act, T * model.mlp_hidden());
   r.mean = plan.add("mean", G::activations, st, T);
   r.rstd = plan.add("rstd", G::activations, st, T);
   r.lse = plan.add("lse", G::activations, st, model.n_head * T);

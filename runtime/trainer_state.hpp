@@ -24,8 +24,22 @@ struct TrainerState {
   TrainerState& operator=(const TrainerState&) = delete;
 
   void* at(std::size_t region) const;
+  // A tensor's compute copy / gradient; null for a kind the model lacks (a bias it has not).
   const void* param(ParamKind kind, int64_t layer = -1) const;
   void* grad(ParamKind kind, int64_t layer = -1) const;
+  // The LM head's weight: the token embedding when tied.
+  ParamKind head_kind() const {
+    return layout.config().tied_embeddings ? ParamKind::wte : ParamKind::lm_head;
+  }
+
+  // The model's norm (LayerNorm or RMSNorm; `mean` is unused by RMSNorm and may be kNoRegion)
+  // over the (B*T, C) activations, with the weight w and bias b of `layer` (runtime/trainer_step).
+  void norm_fwd(void* y, std::size_t mean, std::size_t rstd, const void* x, ParamKind w,
+                ParamKind b, int64_t layer);
+  void residual_norm_fwd(void* residual, void* y, std::size_t mean, std::size_t rstd, const void* a,
+                         const void* b, ParamKind w, ParamKind bias, int64_t layer);
+  void norm_bwd(void* dx, const void* dy, const void* x, std::size_t mean, std::size_t rstd,
+                ParamKind w, ParamKind b, int64_t layer);
 
   void forward();
   void backward(bool reduce);

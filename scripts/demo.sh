@@ -8,7 +8,9 @@
 # (kiln_tokenize), train with train_gpt (a GPT of 6 layers on the GPU for a few minutes when one
 # is present, else a 2-layer GPT on the CPU backend for a few minutes on 2 cores), print the loss
 # curve's file and generate a sample from the final checkpoint. Everything lands in build/demo/.
-# Environment: KILN_DEMO_STEPS overrides the number of training steps; KILN_DEMO_PROMPT the prompt.
+# Environment: KILN_DEMO_STEPS overrides the number of training steps; KILN_DEMO_PROMPT the prompt;
+# KILN_DEMO_FAMILY=llama trains a Llama-family model instead (RMSNorm, rotary, SwiGLU, GQA: the
+# presets llama-small on the GPU, llama-tiny on the CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,12 +37,16 @@ echo "== tokenizing $corpus"
 
 if "$bin/kiln_info" | grep -Eq '^devices: [1-9]'; then
   echo "== training on the GPU"
-  model=(--backend cuda --model medium --max-seq-len 256 --batch 32 --seq-len 256 --lr 1e-3)
+  preset=medium
+  [ "${KILN_DEMO_FAMILY:-gpt}" = llama ] && preset=llama-small
+  model=(--backend cuda --model "$preset" --max-seq-len 256 --batch 32 --seq-len 256 --lr 1e-3)
   steps=${KILN_DEMO_STEPS:-2000}
   cadence=(--log-every 50 --eval-every 250 --sample-every 1000)
 else
   echo "== no GPU: training a tiny GPT on the CPU backend (a few minutes on 2 cores)"
-  model=(--backend cpu --model tiny --batch 8 --seq-len 64 --lr 3e-3)
+  preset=tiny
+  [ "${KILN_DEMO_FAMILY:-gpt}" = llama ] && preset=llama-tiny
+  model=(--backend cpu --model "$preset" --batch 8 --seq-len 64 --lr 3e-3)
   steps=${KILN_DEMO_STEPS:-1200}
   cadence=(--log-every 50 --eval-every 300 --sample-every 600)
 fi

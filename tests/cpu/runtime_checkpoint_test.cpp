@@ -132,17 +132,46 @@ class FailingBackend final : public kiln::Backend {
     inner_->linear_bwd(di, dw, db, dout, in, w, pre, M, K, N);
   }
   void gelu_fwd(void* y, const void* x, int64_t n) override { inner_->gelu_fwd(y, x, n); }
-  void attention_fwd(void* o, void* l, const void* q, int64_t B, int64_t T, int64_t NH, int64_t HD,
-                     bool c) override {
-    inner_->attention_fwd(o, l, q, B, T, NH, HD, c);
+  void rmsnorm_fwd(void* y, void* r, const void* x, const void* g, int64_t N, int64_t C,
+                   double eps) override {
+    inner_->rmsnorm_fwd(y, r, x, g, N, C, eps);
+  }
+  void residual_rmsnorm_fwd(void* res, void* y, void* r, const void* a, const void* b,
+                            const void* g, int64_t N, int64_t C, double eps) override {
+    inner_->residual_rmsnorm_fwd(res, y, r, a, b, g, N, C, eps);
+  }
+  void rmsnorm_bwd(void* dx, void* dg, const void* dy, const void* x, const void* g, const void* r,
+                   int64_t N, int64_t C) override {
+    inner_->rmsnorm_bwd(dx, dg, dy, x, g, r, N, C);
+  }
+  void rope_fwd(void* x, int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t HD, int64_t p,
+                const kiln::RopeConfig& r) override {
+    inner_->rope_fwd(x, B, T, NH, NKV, HD, p, r);
+  }
+  void rope_bwd(void* x, int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t HD, int64_t p,
+                const kiln::RopeConfig& r) override {
+    inner_->rope_bwd(x, B, T, NH, NKV, HD, p, r);
+  }
+  void swiglu_fwd(void* o, const void* gu, int64_t N, int64_t I) override {
+    inner_->swiglu_fwd(o, gu, N, I);
+  }
+  void swiglu_bwd(void* dgu, const void* d, const void* gu, int64_t N, int64_t I) override {
+    inner_->swiglu_bwd(dgu, d, gu, N, I);
+  }
+  void copy_rows(void* d, int64_t ds, const void* s, int64_t ss, int64_t r, int64_t c) override {
+    inner_->copy_rows(d, ds, s, ss, r, c);
+  }
+  void attention_fwd(void* o, void* l, const void* q, int64_t B, int64_t T, int64_t NH, int64_t NKV,
+                     int64_t HD, bool c) override {
+    inner_->attention_fwd(o, l, q, B, T, NH, NKV, HD, c);
   }
   void attention_bwd(void* dq, const void* d, const void* q, const void* o, const void* l,
-                     int64_t B, int64_t T, int64_t NH, int64_t HD, bool c) override {
-    inner_->attention_bwd(dq, d, q, o, l, B, T, NH, HD, c);
+                     int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t HD, bool c) override {
+    inner_->attention_bwd(dq, d, q, o, l, B, T, NH, NKV, HD, c);
   }
-  void attention_cached(void* o, void* l, const void* q, int64_t p, int64_t T, int64_t NH,
-                        int64_t HD) override {
-    inner_->attention_cached(o, l, q, p, T, NH, HD);
+  void attention_cached(void* o, void* l, const void* q, int64_t qs, const void* kv, int64_t p,
+                        int64_t T, int64_t NH, int64_t NKV, int64_t HD) override {
+    inner_->attention_cached(o, l, q, qs, kv, p, T, NH, NKV, HD);
   }
   void classifier(void* l, void* lo, const int32_t* t, int64_t N, int64_t V, int64_t Vp, double d,
                   int32_t ig) override {

@@ -151,6 +151,57 @@ TEST_CASE("tokenize, train, resume and generate with the demos on the cpu backen
   CHECK(text_of(g1.output) == text_of(g2.output));
 }
 
+TEST_CASE("a tiny Llama trains with train_gpt and speaks through generate", "[runtime][llama]") {
+  TempDir dir;
+  write_corpus(dir / "corpus.txt");
+  REQUIRE(run(dir, KILN_TOKENIZE_EXE,
+              "--tokenizer byte --quiet --out '" + (dir / "data").string() + "' '" +
+                  (dir / "corpus.txt").string() + "'")
+              .status == 0);
+  const std::string common = "--data '" + (dir / "data").string() +
+                             "' --backend cpu --threads 2 --model llama-tiny --batch 4 "
+                             "--seq-len 32 --steps 60 --lr 3e-3 --log-every 20";
+  const Result train = run(dir, KILN_TRAIN_GPT_EXE,
+                           common + " --metrics '" + (dir / "llama.jsonl").string() +
+                               "' --checkpoint-dir '" + (dir / "ck").string() + "'");
+  INFO(train.output);
+  REQUIRE(train.status == 0);
+  CHECK_THAT(train.output, Catch::Contains("kv=1 rmsnorm rope(theta 10000, llama3") &&
+                               Catch::Contains("swiglu(176)") && Catch::Contains("untied"));
+  std::vector<double> losses;
+  for (const auto& j : read_metrics(dir / "llama.jsonl"))
+    losses.push_back(j["loss"].get<double>());
+  REQUIRE(losses.size() == 60);
+  CHECK(losses.back() < losses.front() - 1.5);
+
+  // The parts from the command line: a GPT-2 preset made Llama-like (Qwen's biases, GQA 2:1).
+  const Result parts = run(dir, KILN_TRAIN_GPT_EXE,
+                           "--data '" + (dir / "data").string() +
+                               "' --backend cpu --model tiny --kv-heads 2 --norm rmsnorm "
+                               "--positions rotary --mlp swiglu --bias qkv --head untied "
+                               "--rope-theta 500000 --batch 2 --seq-len 16 --steps 3");
+  INFO(parts.output);
+  REQUIRE(parts.status == 0);
+  CHECK_THAT(parts.output, Catch::Contains("kv=2 rmsnorm rope(theta 500000) swiglu(192) bias qkv "
+                                           "untied"));
+
+  // Generation from the checkpoint: deterministic for a seed, and the KV cache holds the
+  // key/value heads only.
+  const std::string gen_args = "--checkpoint '" + (dir / "ck" / "latest.ckpt").string() +
+                               "' --prompt 'the ' --length 40 --seed 3 --backend cpu --ignore-eot";
+  const Result g1 = run(dir, KILN_GENERATE_EXE, gen_args);
+  const Result g2 = run(dir, KILN_GENERATE_EXE, gen_args);
+  INFO(g1.output);
+  REQUIRE(g1.status == 0);
+  CHECK(g1.output.find("40 tokens in") != std::string::npos);
+  CHECK_THAT(g1.output, Catch::Contains("rmsnorm"));
+  const auto text_of = [](const std::string& out) {  // without the timing line
+    return out.substr(0, out.find(" tokens in "));
+  };
+  CHECK(text_of(g1.output).size() > 40);
+  CHECK(text_of(g1.output) == text_of(g2.output));
+}
+
 TEST_CASE("the demos refuse bad shards, checkpoints and options with a clear error", "[runtime]") {
   TempDir dir;
   write_corpus(dir / "corpus.txt");

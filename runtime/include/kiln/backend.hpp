@@ -114,10 +114,12 @@ class KILN_API Backend {
 
   // ---- ops (compute dtype unless stated; "stat" = types().stat) ------------------------------
   // out (B, T, C) = wte[tokens] + wpe[t]; tokens (B, T) int32 in [0, V); wte (>= V, C);
-  // wpe (maxT, C) with T <= maxT.
+  // wpe (maxT, C) with T <= maxT, or null: no position embedding (rotary positions), out =
+  // wte[tokens].
   virtual void embedding_fwd(void* out, const int32_t* tokens, const void* wte, const void* wpe,
                              int64_t B, int64_t T, int64_t C, int64_t V, int64_t maxT) = 0;
-  // dwte (>= V, C) += scatter(dout), dwpe (maxT, C) rows [0, T) += sum over B; grad dtype.
+  // dwte (>= V, C) += scatter(dout), dwpe (maxT, C) rows [0, T) += sum over B (dwpe null: none);
+  // grad dtype.
   virtual void embedding_bwd(void* dwte, void* dwpe, const void* dout, const int32_t* tokens,
                              int64_t B, int64_t T, int64_t C, int64_t V, int64_t maxT) = 0;
   // y (N, C) = LayerNorm(x) * gamma + beta; mean, rstd (N) stat dtype.
@@ -131,6 +133,32 @@ class KILN_API Backend {
   virtual void layernorm_bwd(void* dx, void* dgamma, void* dbeta, const void* dy, const void* x,
                              const void* gamma, const void* mean, const void* rstd, int64_t N,
                              int64_t C) = 0;
+  // RMSNorm: y (N, C) = x * rstd * gamma, rstd (N) stat dtype = 1 / sqrt(mean(x^2) + eps).
+  virtual void rmsnorm_fwd(void* y, void* rstd, const void* x, const void* gamma, int64_t N,
+                           int64_t C, double eps) = 0;
+  // residual (N, C) = a + b (rounded to the compute dtype); y = RMSNorm(residual). residual may
+  // be a or b.
+  virtual void residual_rmsnorm_fwd(void* residual, void* y, void* rstd, const void* a,
+                                    const void* b, const void* gamma, int64_t N, int64_t C,
+                                    double eps) = 0;
+  // dx (N, C) += d/dx; dgamma (C) += (grad dtype).
+  virtual void rmsnorm_bwd(void* dx, void* dgamma, const void* dy, const void* x, const void* gamma,
+                           const void* rstd, int64_t N, int64_t C) = 0;
+  // Rotary embedding in place on the q and k heads of a packed qkv (B, T, NH + 2 NKV, HD)
+  // (Hugging Face's rotate-half; position of row t: pos_offset + t); v is left as it is. The
+  // backward applies the transposed rotation to a gradient of the same layout.
+  virtual void rope_fwd(void* qkv, int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t HD,
+                        int64_t pos_offset, const RopeConfig& rope) = 0;
+  virtual void rope_bwd(void* dqkv, int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t HD,
+                        int64_t pos_offset, const RopeConfig& rope) = 0;
+  // SwiGLU over gu (N, 2I) = [gate | up]: out (N, I) = silu(gate) * up.
+  virtual void swiglu_fwd(void* out, const void* gu, int64_t N, int64_t I) = 0;
+  // dgu (N, 2I) = [dout * up * silu'(gate) | dout * silu(gate)] (overwrites; dgu may be gu).
+  virtual void swiglu_bwd(void* dgu, const void* dout, const void* gu, int64_t N, int64_t I) = 0;
+  // dst[r, 0:cols) = src[r, 0:cols) for r < rows; strides in elements of the compute dtype (the
+  // generator moving new k/v rows from a qkv projection into its cache).
+  virtual void copy_rows(void* dst, int64_t dst_stride, const void* src, int64_t src_stride,
+                         int64_t rows, int64_t cols) = 0;
   // out (M, N) = in (M, K) @ weight (N, K)^T + bias (N, nullable). With pre_gelu non-null,
   // pre_gelu (M, N) receives that and out = gelu(pre_gelu) (tanh approximation).
   virtual void linear_fwd(void* out, void* pre_gelu, const void* in, const void* weight,
@@ -143,18 +171,22 @@ class KILN_API Backend {
                           int64_t N) = 0;
   // y (n) = gelu(x) (recomputing a GELU output the forward did not keep).
   virtual void gelu_fwd(void* y, const void* x, int64_t n) = 0;
-  // Self-attention over packed qkv (B, T, 3, NH, HD): out (B, T, NH, HD), lse (B, NH, T) stat.
+  // Self-attention over packed qkv (B, T, NH + 2 NKV, HD) (q heads, k heads, v heads; query
+  // head h reads k/v head h / (NH / NKV)): out (B, T, NH, HD), lse (B, NH, T) stat.
   virtual void attention_fwd(void* out, void* lse, const void* qkv, int64_t B, int64_t T,
-                             int64_t NH, int64_t HD, bool causal) = 0;
-  // dqkv (B, T, 3, NH, HD) = gradient of the attention given dout (B, T, NH, HD) (overwrites).
+                             int64_t NH, int64_t NKV, int64_t HD, bool causal) = 0;
+  // dqkv (B, T, NH + 2 NKV, HD) = gradient of the attention given dout (B, T, NH, HD)
+  // (overwrites).
   virtual void attention_bwd(void* dqkv, const void* dout, const void* qkv, const void* out,
-                             const void* lse, int64_t B, int64_t T, int64_t NH, int64_t HD,
-                             bool causal) = 0;
-  // Attention of Tq new queries against a cache (generation, batch 1): qkv_cache (maxT, 3, NH, HD)
-  // holds rows [0, past + Tq), the new ones last; query i sees keys j <= past + i.
+                             const void* lse, int64_t B, int64_t T, int64_t NH, int64_t NKV,
+                             int64_t HD, bool causal) = 0;
+  // Attention of Tq new queries against a cache (generation, batch 1): q (Tq rows of q_stride
+  // elements, the NH query heads first in each row); kv_cache (maxT, 2, NKV, HD) holds the keys
+  // and values of rows [0, past + Tq), the new ones last; query i sees keys j <= past + i.
   // out (Tq, NH, HD); lse (NH, Tq) stat scratch.
-  virtual void attention_cached(void* out, void* lse, const void* qkv_cache, int64_t past,
-                                int64_t Tq, int64_t NH, int64_t HD) = 0;
+  virtual void attention_cached(void* out, void* lse, const void* q, int64_t q_stride,
+                                const void* kv_cache, int64_t past, int64_t Tq, int64_t NH,
+                                int64_t NKV, int64_t HD) = 0;
   // Fused softmax cross-entropy over logits (N, Vp) (first V columns real), in place:
   // losses (N) stat = logsumexp - logit[target] (0 where target == ignore_index);
   // logits become dlogits = (softmax - onehot) * dloss (0 in padding and ignored rows).

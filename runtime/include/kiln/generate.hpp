@@ -1,7 +1,9 @@
 // kiln::Generator: autoregressive sampling from a decoder with a KV cache (batch 1).
 //
-// The generator keeps, per layer, the packed q/k/v rows of every position fed so far; feeding n
-// new tokens runs the model on those n rows only, their queries attending to every cached key.
+// The generator keeps, per layer, the keys and values of every position fed so far (the NKV
+// key/value heads only: a GQA model's cache is NH / NKV times smaller than its queries would
+// need); feeding n new tokens runs the model on those n rows only (rotary positions from the
+// context length on), their queries attending to every cached key.
 // Its buffers (the cache for max_seq_len positions and the activations of up to max_seq_len rows)
 // are planned and allocated once, at construction.
 #pragma once

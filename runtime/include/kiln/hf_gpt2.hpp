@@ -31,7 +31,8 @@ KILN_API ModelConfig import_hf_gpt2(const std::filesystem::path& path, int64_t n
 
 // Writes a decoder's parameters (ParamLayout(model).total() floats) as `path` in Hugging Face's
 // GPT-2 names and layout (F32), atomically, plus config.json beside it when `write_config`.
-// invalid_argument for an encoder or a wrong parameter count; io_error when it cannot write.
+// invalid_argument for an encoder, a model with other parts than GPT-2's (RMSNorm, rotary, ...)
+// or a wrong parameter count; io_error when it cannot write.
 KILN_API void export_hf_gpt2(const std::filesystem::path& path, const ModelConfig& model,
                              std::span<const float> params, bool write_config = true);
 

@@ -17,11 +17,12 @@ namespace kiln {
 struct ModelConfig;
 
 namespace limits {
-inline constexpr int64_t kMaxLayers = int64_t{1} << 14;       // n_layer
-inline constexpr int64_t kMaxHeads = int64_t{1} << 12;        // n_head
-inline constexpr int64_t kMaxChannels = int64_t{1} << 18;     // n_embd
-inline constexpr int64_t kMaxSeqLen = int64_t{1} << 24;       // max_seq_len, seq_len
-inline constexpr int64_t kMaxVocab = (int64_t{1} << 31) - 1;  // token ids are int32
+inline constexpr int64_t kMaxLayers = int64_t{1} << 14;        // n_layer
+inline constexpr int64_t kMaxHeads = int64_t{1} << 12;         // n_head
+inline constexpr int64_t kMaxChannels = int64_t{1} << 18;      // n_embd
+inline constexpr int64_t kMaxIntermediate = int64_t{1} << 24;  // intermediate_size (SwiGLU)
+inline constexpr int64_t kMaxSeqLen = int64_t{1} << 24;        // max_seq_len, seq_len
+inline constexpr int64_t kMaxVocab = (int64_t{1} << 31) - 1;   // token ids are int32
 // Parameter elements of the flat buffer (alignment gaps included): 2^40, 4 TiB in fp32.
 inline constexpr int64_t kMaxParameters = int64_t{1} << 40;
 // Elements of one rank's activations (training) or of the KV cache and activations (generation).

@@ -1,6 +1,10 @@
-// The model: a GPT-2 family Transformer (learned positions, pre-LayerNorm, GELU MLP, tied
-// embeddings) used as a causal decoder or, with bidirectional attention and a masked-token
-// objective, as a BERT-style encoder. This header describes the model's shape (ModelConfig), the
+// The model: a pre-norm Transformer described by its parts, used as a causal decoder or, with
+// bidirectional attention and a masked-token objective, as a BERT-style encoder. The parts: the
+// norm (LayerNorm | RMSNorm), the positions (learned | rotary, with Llama 3's frequency scaling or
+// none), the MLP (GELU 4C | SwiGLU with its intermediate size), the biases of the linear layers
+// (all | q/k/v only | none), the key/value heads (GQA) and a tied or untied output head. GPT-2
+// (the defaults) and the Llama family (Llama 3, SmolLM2, Qwen2.5, TinyLlama) are presets of this
+// one model, trained by one schedule. This header describes the model's shape (ModelConfig), the
 // presets, and where each parameter tensor lives in the flat parameter buffer (ParamLayout).
 #pragma once
 
@@ -25,6 +29,45 @@ enum class ModelKind {
 };
 KILN_API const char* model_kind_name(ModelKind kind);
 
+// The parts. Each enum's names (norm_kind_name, ...) are those of the model JSON.
+enum class NormKind {
+  layernorm,  // (x - mean) * rstd * w + b (GPT-2); always has its bias b
+  rmsnorm,    // x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps) (Llama); no bias
+};
+enum class PositionKind {
+  learned,  // a (max_seq_len, C) position embedding added to the token embedding (GPT-2)
+  rotary,   // rotary embedding of q and k in every layer (RoPE, Hugging Face's rotate-half)
+};
+enum class MlpKind {
+  gelu,    // fc (4C, C) -> GELU (tanh) -> proj (C, 4C)
+  swiglu,  // gate_up (2I, C) -> silu(gate) * up -> down (C, I)
+};
+enum class BiasKind {
+  all,   // every linear layer has a bias (GPT-2)
+  qkv,   // only the q/k/v projection (Qwen2)
+  none,  // no linear layer has one (Llama)
+};
+enum class RopeScaling {
+  none,    // inv_freq[i] = theta^(-2i/HD)
+  llama3,  // Llama 3's frequency bands (Hugging Face's _compute_llama3_parameters)
+};
+KILN_API const char* norm_kind_name(NormKind kind);
+KILN_API const char* position_kind_name(PositionKind kind);
+KILN_API const char* mlp_kind_name(MlpKind kind);
+KILN_API const char* bias_kind_name(BiasKind kind);
+KILN_API const char* rope_scaling_name(RopeScaling scaling);
+
+// Rotary positions (used when positions == rotary).
+struct RopeConfig {
+  double theta = 10000;  // the base: 10000 (Llama 2, TinyLlama), 500000 (Llama 3), 1e6 (Qwen2.5)
+  RopeScaling scaling = RopeScaling::none;
+  double factor = 8;                     // llama3: 32 (Llama 3.2), 8 (Llama 3.1)
+  double low_freq_factor = 1;            // llama3
+  double high_freq_factor = 4;           // llama3
+  int64_t original_max_position = 8192;  // llama3: the context the model was pre-trained at
+  bool operator==(const RopeConfig&) const = default;
+};
+
 struct KILN_API ModelConfig {
   int64_t n_layer = 0;
   int64_t n_head = 0;
@@ -35,29 +78,57 @@ struct KILN_API ModelConfig {
                              // resolved()
   int64_t max_seq_len = 0;   // the rows of the position embedding
   ModelKind kind = ModelKind::decoder;
-  int32_t mask_token_id = -1;  // encoder: the id that replaces masked inputs (< vocab_size)
-  double layernorm_eps = 1e-5;
-  double init_std = 0.02;  // GPT-2: N(0, 0.02), residual projections scaled by 1/sqrt(2 L)
+  int32_t mask_token_id = -1;   // encoder: the id that replaces masked inputs (< vocab_size)
+  double layernorm_eps = 1e-5;  // the norm's eps (LayerNorm or RMSNorm)
+  double init_std = 0.02;       // GPT-2: N(0, 0.02), residual projections scaled by 1/sqrt(2 L)
+
+  // The parts; the defaults are GPT-2's, so a description without them (older checkpoints,
+  // existing code) is the GPT-2 model it always was.
+  NormKind norm = NormKind::layernorm;
+  PositionKind positions = PositionKind::learned;
+  MlpKind mlp = MlpKind::gelu;
+  BiasKind bias = BiasKind::all;
+  RopeConfig rope;                // positions == rotary
+  int64_t n_kv_head = 0;          // key/value heads (GQA), dividing n_head; 0 means n_head
+  int64_t intermediate_size = 0;  // SwiGLU's I (required); GELU: 0 (the MLP is 4C wide)
+  bool tied_embeddings = true;    // the LM head is the token embedding; false: its own lm_head
 
   int64_t head_dim() const { return n_head > 0 ? n_embd / n_head : 0; }
+  int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
+  // Columns of the fused q/k/v projection's output: (n_head + 2 kv_heads) * head_dim (3C
+  // without GQA), the packed (B, T, NH + 2 NKV, HD) layout attention reads.
+  int64_t qkv_width() const { return (n_head + 2 * kv_heads()) * head_dim(); }
+  // The MLP's hidden width (the activation's output, the down projection's input): 4C or I.
+  int64_t mlp_hidden() const { return mlp == MlpKind::gelu ? 4 * n_embd : intermediate_size; }
+  // Rows of the MLP's first weight: 4C (GELU) or 2I (SwiGLU: gate rows, then up rows).
+  int64_t mlp_width() const { return mlp == MlpKind::gelu ? 4 * n_embd : 2 * intermediate_size; }
+  bool qkv_bias() const { return bias != BiasKind::none; }
+  bool linear_bias() const { return bias == BiasKind::all; }  // attention output and MLP
+  bool norm_bias() const { return norm == NormKind::layernorm; }
+  bool learned_positions() const { return positions == PositionKind::learned; }
   bool causal() const { return kind == ModelKind::decoder; }
 
   // A copy with padded_vocab filled in.
   ModelConfig resolved() const;
 
-  // Throws kiln::Error(invalid_argument) naming the first problem: a zero or negative size, heads
-  // not dividing channels, padded_vocab < vocab_size, a vocabulary beyond int32, an encoder
-  // without a valid mask id, eps <= 0.
+  // Throws kiln::Error(invalid_argument) naming the first problem (and its field): a zero or
+  // negative size, heads not dividing channels, kv heads not dividing heads, padded_vocab <
+  // vocab_size, a vocabulary beyond int32, an encoder without a valid mask id, eps <= 0, SwiGLU
+  // without an intermediate size (GELU with one), rotary positions with an odd head dim or bad
+  // theta / Llama 3 factors.
   void validate() const;
 
   // Parameters the model really has: the tied embedding counted once, without the padded rows
-  // (GPT-2 124M: 124,439,808). This is the count PERF.md's MFU uses.
+  // (GPT-2 124M: 124,439,808; an untied head adds V x C). This is the count PERF.md's MFU uses.
   int64_t num_parameters() const;
 
-  // One line, e.g. "decoder L=12 H=12 C=768 V=50257 (padded 50304) maxT=1024".
+  // One line, e.g. "decoder L=12 H=12 C=768 V=50257 (padded 50304) maxT=1024", followed for a
+  // model other than GPT-2's parts by them, e.g. " kv=3 rmsnorm rope(theta 100000) swiglu(1536)
+  // bias none untied".
   std::string describe() const;
 
-  // Training FLOPs per token by PERF.md's convention: 6 * params + 6 * L * C * T.
+  // Training FLOPs per token by PERF.md's convention: 6 * params + 6 * L * C * T (C = NH * HD,
+  // the query width the attention's two matrix products use, whatever the kv heads).
   double flops_per_token(int64_t seq_len) const;
 
   bool operator==(const ModelConfig&) const = default;
@@ -66,31 +137,39 @@ struct KILN_API ModelConfig {
 // The named presets: gpt2-124m (alias gpt2), gpt2-350m (gpt2-medium), gpt2-774m (gpt2-large),
 // gpt2-1558m (gpt2-xl) at T = 1024; gpt3-125m and gpt3-350m (dense attention) at T = 2048; and
 // small test sizes: tiny (L2 H4 C64 T64), small (L4 H4 C128 T256), medium (L6 H6 C384 T512).
-// `vocab_size` defaults to GPT-2's 50257. Throws kiln::Error(invalid_argument) for an unknown
-// name, listing the known ones.
+// `vocab_size` defaults to GPT-2's 50257.
+// The Llama family, with their published shapes and vocabularies (`vocab_size` ignored unless
+// the preset is a test size): smollm2-135m, smollm2-360m, qwen2.5-0.5b, llama-3.2-1b,
+// tinyllama-1.1b, llama-3.1-8b, and the test sizes llama-tiny (L2 H4 KV1 C64 I176, untied,
+// Llama 3 scaling, T64) and llama-small (L4 H8 KV2 C128 I344, T256), which take `vocab_size`.
+// Throws kiln::Error(invalid_argument) for an unknown name, listing the known ones.
 KILN_API ModelConfig model_preset(std::string_view name, int64_t vocab_size = 50257);
 KILN_API std::vector<std::string> model_preset_names();
 
 // ---- parameters -------------------------------------------------------------------------------
 
 // The parameter tensors of one model. Shapes are those of torch.nn.Linear (out, in) for weights.
+// W = qkv_width() = (NH + 2 NKV) HD, F = mlp_width() (4C or 2I), Hm = mlp_hidden() (4C or I).
+// A model has the kinds its parts need: no wpe with rotary positions, no *_b of the norms with
+// RMSNorm, linear biases per BiasKind, lm_head only when untied.
 enum class ParamKind {
-  wte,        // (Vp, C) token embedding, tied with the LM head; rows V..Vp-1 are zero
-  wpe,        // (maxT, C) position embedding
-  ln1_w,      // (C)
-  ln1_b,      // (C)
-  qkv_w,      // (3C, C) rows: q (C), k (C), v (C); within each, head h owns rows h*HD..h*HD+HD-1
-  qkv_b,      // (3C)
+  wte,        // (Vp, C) token embedding (tied: also the LM head); rows V..Vp-1 are zero
+  wpe,        // (maxT, C) position embedding (learned positions)
+  ln1_w,      // (C) the attention's norm
+  ln1_b,      // (C) LayerNorm only
+  qkv_w,      // (W, C) rows: q (NH HD), k (NKV HD), v (NKV HD); head h owns rows h*HD..h*HD+HD-1
+  qkv_b,      // (W)
   attproj_w,  // (C, C)
   attproj_b,  // (C)
-  ln2_w,      // (C)
-  ln2_b,      // (C)
-  fc_w,       // (4C, C)
-  fc_b,       // (4C)
-  fcproj_w,   // (C, 4C)
+  ln2_w,      // (C) the MLP's norm
+  ln2_b,      // (C) LayerNorm only
+  fc_w,       // (F, C) GELU: c_fc; SwiGLU: gate_proj rows [0, I) then up_proj rows [I, 2I)
+  fc_b,       // (F)
+  fcproj_w,   // (C, Hm) GELU: c_proj; SwiGLU: down_proj
   fcproj_b,   // (C)
   lnf_w,      // (C)
-  lnf_b,      // (C)
+  lnf_b,      // (C) LayerNorm only
+  lm_head,    // (Vp, C) the untied LM head; rows V..Vp-1 are zero
 };
 KILN_API const char* param_kind_name(ParamKind kind);
 
@@ -100,9 +179,11 @@ struct ParamTensor {
   int64_t rows;   // rows x cols, row-major; a vector has rows == 1
   int64_t cols;
   int64_t offset;    // in elements from the start of the parameter buffer
-  bool decay;        // AdamW weight decay applies: the matrices (wte, wpe and the four weights of
-                     // each layer), not the biases and LayerNorm parameters (GPT-2 / nanoGPT)
-  std::string name;  // Hugging Face GPT-2's name: "wte.weight", "h.3.attn.c_attn.weight", ...
+  bool decay;        // AdamW weight decay applies: the matrices (wte, wpe, lm_head and the four
+                     // weights of each layer), not the biases and norm weights (GPT-2 / nanoGPT)
+  std::string name;  // Hugging Face GPT-2's name: "wte.weight", "h.3.attn.c_attn.weight", ...;
+                     // with rotary positions Llama's: "model.layers.3.self_attn.qkv_proj.weight"
+                     // (q/k/v fused), "model.layers.3.mlp.gate_up_proj.weight" (fused), ...
   int64_t numel() const { return rows * cols; }
 };
 
@@ -122,12 +203,16 @@ class KILN_API ParamLayout {
   // Total elements of the buffer, gaps included.
   int64_t total() const { return total_; }
 
-  // The tensor of `kind` in `layer` (layer ignored for wte, wpe, lnf_*).
+  // The tensor of `kind` in `layer` (layer ignored for wte, wpe, lnf_*, lm_head). Throws
+  // kiln::Error(invalid_argument) for a layer out of range or a kind this model lacks.
   const ParamTensor& get(ParamKind kind, int64_t layer = -1) const;
+  // Whether this model has tensors of `kind`.
+  bool has(ParamKind kind) const;
 
   // The contiguous ranges [begin, end) (elements) whose gradients become final together, in the
-  // order the backward pass finishes them: final LayerNorm, layer L-1, ..., layer 0, embeddings
-  // (the tied embedding receives its last contribution from the embedding backward).
+  // order the backward pass finishes them: final norm (with the untied lm_head, laid out after
+  // it), layer L-1, ..., layer 0, embeddings (the tied embedding receives its last contribution
+  // from the embedding backward).
   struct Bucket {
     int64_t begin, end;
     std::string name;
@@ -143,13 +228,16 @@ class KILN_API ParamLayout {
   std::vector<ParamTensor> tensors_;
   std::vector<Bucket> buckets_;
   int64_t total_ = 0;
-  int64_t per_layer_ = 0;  // tensors per layer
+  // index_[(layer + 1) * kKinds + kind]: the tensor's index, -1 where absent; row 0 holds the
+  // tensors outside the layers.
+  static constexpr int kKinds = static_cast<int>(ParamKind::lm_head) + 1;
+  std::vector<int> index_;
 };
 
-// GPT-2's initialisation, deterministic for a seed on every platform: weights N(0, init_std),
-// the attention and MLP output projections N(0, init_std / sqrt(2 L)), biases 0, LayerNorm
-// weights 1, the padded embedding rows and the alignment gaps 0. Fills `params` (layout.total()
-// floats).
+// GPT-2's initialisation (Llama's too), deterministic for a seed on every platform: weights
+// N(0, init_std), the attention and MLP output projections N(0, init_std / sqrt(2 L)), biases 0,
+// norm weights 1, the padded embedding / lm_head rows and the alignment gaps 0. Fills `params`
+// (layout.total() floats).
 KILN_API void init_parameters(const ParamLayout& layout, uint64_t seed, float* params);
 
 }  // namespace kiln

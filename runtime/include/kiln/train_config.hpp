@@ -40,11 +40,11 @@ struct KILN_API OptimizerConfig {
 KILN_API double learning_rate(const OptimizerConfig& config, int64_t step);
 
 // Recompute in the backward pass instead of keeping per-layer activations (trading FLOPs for
-// memory): the GELU output (4 C per token per layer) and the LayerNorm outputs (2 C per token per
-// layer; only mean and rstd are kept).
+// memory): the MLP activation's output (GELU: 4 C per token per layer; SwiGLU: I) and the norms'
+// outputs (2 C per token per layer; only mean and rstd, or RMSNorm's rstd, are kept).
 struct Recompute {
-  bool gelu = false;
-  bool layernorm = false;
+  bool gelu = false;       // the MLP activation: GELU or SwiGLU
+  bool layernorm = false;  // the norms: LayerNorm or RMSNorm
   bool operator==(const Recompute&) const = default;
 };
 
