@@ -2,6 +2,7 @@
 // launcher (rope.cu).
 #include "kiln/rope.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -43,11 +44,27 @@ void check_config(const char* op, const kiln_rope_config_t* c) {
   }
 }
 
+bool same_config(const kiln_rope_config_t& a, const kiln_rope_config_t& b) {
+  return a.head_dim == b.head_dim && a.theta == b.theta && a.scaling == b.scaling &&
+         (a.scaling == KILN_ROPE_SCALING_NONE ||
+          (a.factor == b.factor && a.low_freq_factor == b.low_freq_factor &&
+           a.high_freq_factor == b.high_freq_factor &&
+           a.original_max_position == b.original_max_position));
+}
+
+// The fp32 table, head_dim / 2 values. The last configuration's table is kept per thread: every
+// layer of a model calls with the same one, and the HD / 2 pow() in double cost microseconds of
+// host time per call.
 void inv_freq_f32(const kiln_rope_config_t& config, float* out) {
-  std::vector<double> inv(static_cast<std::size_t>(config.head_dim / 2));
-  ref::rope_inv_freq_ref(config, inv.data());
-  for (std::size_t i = 0; i < inv.size(); ++i)
-    out[i] = static_cast<float>(inv[i]);
+  thread_local kiln_rope_config_t last{};
+  thread_local std::vector<float> table;
+  if (table.empty() || !same_config(config, last)) {
+    std::vector<double> inv(static_cast<std::size_t>(config.head_dim / 2));
+    ref::rope_inv_freq_ref(config, inv.data());
+    table.assign(inv.begin(), inv.end());  // rounded to nearest fp32
+    last = config;
+  }
+  std::copy(table.begin(), table.end(), out);
 }
 
 // a * b <= limit for a, b >= 0.

@@ -1,8 +1,8 @@
 // SwiGLU forward and backward, bf16 and fp32: elementwise over the (N, I) pairs (gate, up) of
 // gu = [gate | up], one run of kVec consecutive columns per work item (a 16-byte vector when I is
-// a multiple of it, else one element), grid-stride; the per-element math is swiglu_math.hpp. The
-// backward writes both gradients from one read of gate, up and dout; the item reads all three
-// before writing, and no other item touches its elements, so dgu may be gu.
+// a multiple of it, else one element), grid-stride; the item code is swiglu_item.hpp (shared with a
+// CPU test). The backward writes both gradients from one read of gate, up and dout; the item reads
+// all three before writing, and no other item touches its elements, so dgu may be gu.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -14,70 +14,13 @@
 
 #include "kernels/common/check.hpp"
 #include "kernels/common/device.hpp"
-#include "kernels/common/rows.cuh"
-#include "kernels/common/vec.cuh"
-#include "kernels/rope/rope_layout.hpp"
+#include "kernels/rope/run.cuh"
 #include "kernels/swiglu/swiglu.hpp"
-#include "kernels/swiglu/swiglu_math.hpp"
+#include "kernels/swiglu/swiglu_item.hpp"
 
 namespace kiln::dev::swiglu {
 
 constexpr int kThreads = 256;
-
-// kVec elements of T in registers: a 16-byte vector (32-bit words, rows.cuh) or a scalar.
-template <typename T, int kVec>
-struct Run {
-  static_assert(kVec == Vec16<T>::kSize, "a run is one 16-byte vector or one element");
-  Vec16<T> v;
-  __device__ __forceinline__ void load(const T* p) { v = load16(p); }
-  __device__ __forceinline__ float at(int e) const { return get(v, e); }
-  __device__ __forceinline__ static void store(T* p, const float (&f)[kVec]) {
-    store16(p, make16<T>(f));
-  }
-};
-template <typename T>
-struct Run<T, 1> {
-  T v;
-  __device__ __forceinline__ void load(const T* p) { v = *p; }
-  __device__ __forceinline__ float at(int) const { return to_float(v); }
-  __device__ __forceinline__ static void store(T* p, const float (&f)[1]) {
-    *p = from_float<T>(f[0]);
-  }
-};
-
-// out: (N, I) out; gu: (N, 2I).
-template <typename T, int kVec, typename Index>
-__device__ __forceinline__ void fwd_item(T* out, const T* gu, std::int64_t runs, std::int64_t I,
-                                         Index item) {
-  std::int64_t gate, col;
-  rope_layout::swiglu_locate(item, runs, I, kVec, &gate, &col);
-  Run<T, kVec> g, u;
-  g.load(gu + gate);
-  u.load(gu + gate + I);
-  float y[kVec];
-#pragma unroll
-  for (int e = 0; e < kVec; ++e)
-    y[e] = swiglu_math::fwd(g.at(e), u.at(e));
-  Run<T, kVec>::store(out + col, y);
-}
-
-// dgu: (N, 2I) out, may be gu; dout: (N, I); gu: (N, 2I).
-template <typename T, int kVec, typename Index>
-__device__ __forceinline__ void bwd_item(T* dgu, const T* dout, const T* gu, std::int64_t runs,
-                                         std::int64_t I, Index item) {
-  std::int64_t gate, col;
-  rope_layout::swiglu_locate(item, runs, I, kVec, &gate, &col);
-  Run<T, kVec> g, u, d;
-  g.load(gu + gate);
-  u.load(gu + gate + I);
-  d.load(dout + col);
-  float dg[kVec], du[kVec];
-#pragma unroll
-  for (int e = 0; e < kVec; ++e)
-    swiglu_math::bwd(g.at(e), u.at(e), d.at(e), &dg[e], &du[e]);
-  Run<T, kVec>::store(dgu + gate, dg);
-  Run<T, kVec>::store(dgu + gate + I, du);
-}
 
 // Grid-stride over the N * runs items; 32-bit index arithmetic when the count allows (uniform).
 template <typename T, int kVec>
@@ -87,10 +30,10 @@ __global__ void __launch_bounds__(kThreads)
   const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (total <= std::numeric_limits<std::uint32_t>::max()) {
     for (std::int64_t i = first; i < total; i += stride)
-      fwd_item<T, kVec>(out, gu, runs, I, static_cast<std::uint32_t>(i));
+      swiglu_math::fwd_item<Run<T, kVec>, kVec>(out, gu, runs, I, static_cast<std::uint32_t>(i));
   } else {
     for (std::int64_t i = first; i < total; i += stride)
-      fwd_item<T, kVec>(out, gu, runs, I, static_cast<std::uint64_t>(i));
+      swiglu_math::fwd_item<Run<T, kVec>, kVec>(out, gu, runs, I, static_cast<std::uint64_t>(i));
   }
 }
 
@@ -102,10 +45,12 @@ __global__ void __launch_bounds__(kThreads)
   const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (total <= std::numeric_limits<std::uint32_t>::max()) {
     for (std::int64_t i = first; i < total; i += stride)
-      bwd_item<T, kVec>(dgu, dout, gu, runs, I, static_cast<std::uint32_t>(i));
+      swiglu_math::bwd_item<Run<T, kVec>, kVec>(dgu, dout, gu, runs, I,
+                                                static_cast<std::uint32_t>(i));
   } else {
     for (std::int64_t i = first; i < total; i += stride)
-      bwd_item<T, kVec>(dgu, dout, gu, runs, I, static_cast<std::uint64_t>(i));
+      swiglu_math::bwd_item<Run<T, kVec>, kVec>(dgu, dout, gu, runs, I,
+                                                static_cast<std::uint64_t>(i));
   }
 }
 

@@ -1,14 +1,25 @@
 // The rotary and SwiGLU kernels' index math (kernels/rope/rope_layout.hpp), on the CPU: the work
 // items cover every element a call must write exactly once and nothing else, in 32- and 64-bit
-// index arithmetic alike, and the 16-byte paths only ever address 16-byte aligned vectors.
+// index arithmetic alike, and the 16-byte paths only ever address 16-byte aligned vectors. Then
+// the rope kernels' item code itself (rope_item.hpp) run on the CPU against the reference.
 #include <catch2/catch.hpp>
 
+#include <cuda_bf16.h>
+
+#include <cmath>
 #include <cstdint>
+#include <random>
 #include <vector>
 
+#include "kernels/rope/rope_item.hpp"
 #include "kernels/rope/rope_layout.hpp"
+#include "kernels/rope/rope_ref.hpp"
+#include "kiln/rope.h"
+#include "tests/common/compare.hpp"
+#include "tests/common/support.hpp"
 
 namespace rl = kiln::rope_layout;
+namespace kt = kiln::test;
 
 namespace {
 
@@ -117,4 +128,101 @@ TEST_CASE("swiglu work items cover gate, up and out once each", "[swiglu][layout
       }
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kernels' item code (rope_item.hpp) run on the CPU: every item of a call in turn over host
+// arrays (bf16 emulated by rounding each stored value), against the double reference by the
+// tolerance rule and against the fp32-angle baseline.
+namespace {
+
+template <int kVec, bool kBf16>
+struct HostRun {
+  float v[kVec] = {};  // initialized: GCC cannot see that every read follows a load
+  void load(const float* p) {
+    for (int e = 0; e < kVec; ++e)
+      v[e] = p[e];
+  }
+  float at(int e) const { return v[e]; }
+  void store(float* p, const float (&f)[kVec]) const {
+    for (int e = 0; e < kVec; ++e)
+      p[e] = kBf16 ? __bfloat162float(__float2bfloat16_rn(f[e])) : f[e];
+  }
+};
+
+struct EmuCase {
+  std::int64_t B, T, H, heads;
+  kiln_rope_config_t config;
+  std::int64_t pos_offset;
+};
+
+template <int kVec, bool kBf16, bool kTranspose>
+void check_emulated(const EmuCase& c, std::mt19937_64& rng) {
+  const int hd = static_cast<int>(c.config.head_dim);
+  CAPTURE(c.B, c.T, c.H, c.heads, hd, c.pos_offset, kVec, kBf16, kTranspose);
+  const std::int64_t st = c.heads * hd, sb = c.T * st, n = c.B * sb;
+  auto x = kt::random_uniform(static_cast<std::size_t>(n), -2.0f, 2.0f, rng);
+  if (kBf16) x = kt::round_to_bf16(x);
+  auto ref = kt::to_double(x);
+  auto base = x;
+  if (kTranspose) {
+    kiln::ref::rope_bwd_ref<double>(ref.data(), c.B, c.T, c.H, sb, st, c.pos_offset, c.config);
+    kiln::ref::rope_bwd_ref<float, float>(base.data(), c.B, c.T, c.H, sb, st, c.pos_offset,
+                                          c.config);
+  } else {
+    kiln::ref::rope_fwd_ref<double>(ref.data(), c.B, c.T, c.H, sb, st, c.pos_offset, c.config);
+    kiln::ref::rope_fwd_ref<float, float>(base.data(), c.B, c.T, c.H, sb, st, c.pos_offset,
+                                          c.config);
+  }
+  if (kBf16) base = kt::round_to_bf16(base);
+  std::vector<float> inv(static_cast<std::size_t>(hd / 2));
+  REQUIRE(kiln_rope_inv_freq(&c.config, inv.data()) == KILN_STATUS_OK);
+  const auto g = rl::make_rope_grid(c.B, c.T, c.H, hd, sb, st, kVec);
+  auto got = x;
+  for (std::int64_t i = 0; i < g.total; ++i)
+    rl::rope_item<HostRun<kVec, kBf16>, kVec, kTranspose>(
+        got.data(), g, inv.data(), static_cast<int>(c.pos_offset), static_cast<std::uint32_t>(i));
+  const auto gd = kt::to_double(got), bd = kt::to_double(base);
+  const double scale = 2.0 * std::sqrt(2.0);
+  kt::check_rule("x", ref, gd, bd, kBf16 ? scale / 256 / 16 : scale * 8 / (1 << 23));
+  if (kBf16) {
+    kt::check_close("x vs the fp32-angle baseline", bd, gd, 1.0 / 128, 1.0 / 64);
+  } else {
+    kt::check_close("x vs the fp32-angle baseline", bd, gd, 1e-6, 2e-6);
+  }
+}
+
+template <int kVec, bool kBf16>
+void check_emulated_both(const EmuCase& c, std::mt19937_64& rng) {
+  check_emulated<kVec, kBf16, false>(c, rng);
+  check_emulated<kVec, kBf16, true>(c, rng);
+}
+
+kiln_rope_config_t emu_config(std::int64_t hd, bool llama3) {
+  kiln_rope_config_t c{};
+  c.head_dim = hd;
+  c.theta = llama3 ? 500000 : 10000;
+  c.scaling = llama3 ? KILN_ROPE_SCALING_LLAMA3 : KILN_ROPE_SCALING_NONE;
+  c.factor = 32;
+  c.low_freq_factor = 1;
+  c.high_freq_factor = 4;
+  c.original_max_position = 8192;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("the rope kernels' item code, run on the CPU, matches the reference", "[rope][layout]") {
+  auto rng = kt::make_rng(1607);
+  // Llama-3.2-1B packed QKV (Q and K of 32 + 8 heads in rows of 48), bf16 vectors and scalars.
+  const EmuCase packed{2, 9, 40, 48, emu_config(64, true), 0};
+  check_emulated_both<8, true>(packed, rng);
+  check_emulated_both<1, true>(packed, rng);
+  check_emulated_both<4, false>(packed, rng);
+  check_emulated_both<1, false>(packed, rng);
+  // Large positions, an odd head count, a half head no vector divides.
+  check_emulated_both<8, true>(EmuCase{1, 5, 7, 7, emu_config(128, true), 131000}, rng);
+  check_emulated_both<4, false>(EmuCase{1, 5, 7, 7, emu_config(128, true), 131000}, rng);
+  check_emulated_both<1, false>(EmuCase{2, 3, 3, 3, emu_config(6, false), 17}, rng);
+  check_emulated_both<1, true>(EmuCase{1, 4, 5, 6, emu_config(130, false), (1 << 30)}, rng);
 }

@@ -217,6 +217,18 @@ TEST_CASE("kiln_rope_inv_freq gives Hugging Face's Llama 3 frequencies", "[rope]
   kiln::rope_inv_freq(c, f.data());
   for (int i = 0; i < 32; ++i)
     CHECK(f[i] == static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / 64)));
+  // The table kept from the last call is not reused for a configuration that differs in one field.
+  std::vector<float> g(32), h(32);
+  kiln::rope_inv_freq(llama3(64, 32), g.data());
+  kiln::rope_inv_freq(llama3(64, 8), h.data());
+  CHECK(g[31] * 4 == Approx(h[31]).epsilon(1e-6));  // the low band: f / 32 against f / 8
+  auto k = llama3(64, 8);
+  k.original_max_position = 4096;
+  kiln::rope_inv_freq(k, g.data());
+  CHECK(g != h);
+  kiln::rope_inv_freq(plain(64, 500000), g.data());
+  CHECK(g[0] == 1);
+  CHECK(g[31] == Approx(h[31] * 8).epsilon(1e-6));
 }
 
 TEST_CASE("rope references in float agree with double", "[rope][ref]") {

@@ -19,14 +19,15 @@
  *
  * Precision. inv_freq is computed in double on the host; the kernels use its fp32 rounding (what
  * kiln_rope_inv_freq returns). The angle is the fp32 product fp32(p) * inv_freq[i], as Hugging
- * Face computes it (positions and frequencies in fp32, autocast off), and its sine and cosine are
- * the accurate sincosf (correct for the large angles that positions of 10^5 give). Arithmetic in
- * fp32 for both dtypes; bf16 outputs rounded to nearest even.
+ * Face computes it (positions and frequencies in fp32, autocast off); its sine and cosine are
+ * within 1e-7 of exact for every such angle (a double-precision argument reduction, so the large
+ * angles of positions near 10^5 and beyond stay accurate). Arithmetic in fp32 for both dtypes;
+ * bf16 outputs rounded to nearest even.
  *
  * Types. x / dx is KILN_DTYPE_BF16 or KILN_DTYPE_F32, aligned to its element size. The fast path
  * (16-byte vectors, 8 bf16 or 4 fp32 elements) is taken when HD/2 is a multiple of the vector,
- * the pointer is 16-byte aligned and both strides are multiples of the vector; otherwise a scalar
- * path gives the same results.
+ * the pointer is 16-byte aligned and the strides in use (stride_b when B > 1, stride_t when T > 1)
+ * are multiples of the vector; otherwise a scalar path gives the same results.
  *
  * Execution. Asynchronous on `stream`; arguments (shape, strides, alignment, config) are checked
  * before any launch; no allocation; deterministic (elementwise). */
