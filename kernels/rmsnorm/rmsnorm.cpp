@@ -23,6 +23,8 @@ kiln_status_t kiln_rmsnorm_fwd(void* y, float* rstd, const void* x, const void* 
     const std::size_t row_bytes = static_cast<std::size_t>(N * C) * args::dtype_size(dtype);
     if (y != x) args::check_disjoint(op, "y", y, row_bytes, "x", x, row_bytes);
     args::check_disjoint(op, "y", y, row_bytes, "rstd", rstd, N * sizeof(float));
+    // rstd is written row by row while other rows' threads still read x.
+    args::check_disjoint(op, "rstd", rstd, N * sizeof(float), "x", x, row_bytes);
     rmsnorm_fwd(dtype, y, rstd, x, gamma, N, C, static_cast<float>(eps), stream);
   });
 }
@@ -49,6 +51,9 @@ kiln_status_t kiln_residual_rmsnorm_fwd(void* residual, void* y, float* rstd, co
     args::check_disjoint(op, "y", y, row_bytes, "b", b, row_bytes);
     args::check_disjoint(op, "y", y, row_bytes, "rstd", rstd, stat_bytes);
     args::check_disjoint(op, "residual", residual, row_bytes, "rstd", rstd, stat_bytes);
+    // rstd is written row by row while other rows' threads still read a and b.
+    args::check_disjoint(op, "rstd", rstd, stat_bytes, "a", a, row_bytes);
+    args::check_disjoint(op, "rstd", rstd, stat_bytes, "b", b, row_bytes);
     // residual may be a or b exactly (each element is read before it is written), nothing else.
     if (residual != a) args::check_disjoint(op, "residual", residual, row_bytes, "a", a, row_bytes);
     if (residual != b) args::check_disjoint(op, "residual", residual, row_bytes, "b", b, row_bytes);

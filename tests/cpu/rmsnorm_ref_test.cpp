@@ -152,6 +152,8 @@ TEST_CASE("kiln_rmsnorm_fwd and kiln_rmsnorm_bwd reject bad arguments before lau
   expect_invalid(kiln_rmsnorm_fwd(y, rstd, x, g, 4, 0, 1e-6, bf16, nullptr), "C must be in");
   expect_invalid(kiln_rmsnorm_fwd(at(4160), rstd, x, g, 4, 64, 1e-6, bf16, nullptr),
                  "y and x overlap");
+  expect_invalid(kiln_rmsnorm_fwd(y, fat(4096 + 64), x, g, 4, 64, 1e-6, bf16, nullptr),
+                 "rstd and x overlap");
 
   size_t need = 0, ln = 0;
   REQUIRE(kiln_rmsnorm_bwd_workspace_size(16, 64, &need) == KILN_STATUS_OK);
@@ -175,4 +177,50 @@ TEST_CASE("kiln_rmsnorm_fwd and kiln_rmsnorm_bwd reject bad arguments before lau
                                   static_cast<kiln_dtype_t>(-1), nullptr),
                  "dtype -1 is not");
   CHECK_THROWS_AS(kiln::rmsnorm_fwd(y, rstd, x, g, 4, 64, 0.0, bf16, nullptr), kiln::Error);
+}
+
+TEST_CASE("kiln_residual_rmsnorm_fwd rejects bad arguments before launching", "[rmsnorm][api]") {
+  // N = 4 rows of C = 64 bf16: 512 bytes per tensor, rstd 16 bytes.
+  const auto bf16 = KILN_DTYPE_BF16;
+  void *r = at(0), *y = at(4096), *a = at(8192), *b = at(12288), *g = at(16384);
+  float* rstd = fat(20480);
+  CHECK(kiln_residual_rmsnorm_fwd(r, y, rstd, a, b, g, 0, 64, 1e-6, bf16, nullptr) ==
+        KILN_STATUS_OK);
+  CHECK(kiln_residual_rmsnorm_fwd(a, y, nullptr, a, b, g, 0, 64, 1e-6, bf16, nullptr) ==
+        KILN_STATUS_OK);
+  expect_invalid(kiln_residual_rmsnorm_fwd(nullptr, y, rstd, a, b, g, 4, 64, 1e-6, bf16, nullptr),
+                 "residual is null");
+  expect_invalid(kiln_residual_rmsnorm_fwd(r, y, rstd, a, nullptr, g, 4, 64, 1e-6, bf16, nullptr),
+                 "b is null");
+  expect_invalid(kiln_residual_rmsnorm_fwd(r, y, rstd, at(8194), b, g, 4, 64, 1e-6, bf16, nullptr),
+                 "a (");
+  expect_invalid(kiln_residual_rmsnorm_fwd(r, y, rstd, a, b, g, 4, 64, 0.0, bf16, nullptr),
+                 "eps must be");
+  expect_invalid(kiln_residual_rmsnorm_fwd(r, y, rstd, a, b, g, 4, 64, 1e-6,
+                                           static_cast<kiln_dtype_t>(-1), nullptr),
+                 "dtype -1 is not");
+  // y overlaps an input or the residual: other rows' threads would read what one row writes.
+  expect_invalid(kiln_residual_rmsnorm_fwd(r, a, rstd, a, b, g, 4, 64, 1e-6, bf16, nullptr),
+                 "y and a overlap");
+  expect_invalid(
+      kiln_residual_rmsnorm_fwd(r, at(12288 + 256), rstd, a, b, g, 4, 64, 1e-6, bf16, nullptr),
+      "y and b overlap");
+  expect_invalid(kiln_residual_rmsnorm_fwd(r, r, rstd, a, b, g, 4, 64, 1e-6, bf16, nullptr),
+                 "y and residual overlap");
+  // residual may be a or b exactly, never a shifted view of either.
+  expect_invalid(
+      kiln_residual_rmsnorm_fwd(at(8192 + 128), y, rstd, a, b, g, 4, 64, 1e-6, bf16, nullptr),
+      "residual and a overlap");
+  expect_invalid(
+      kiln_residual_rmsnorm_fwd(at(12288 - 256), y, rstd, a, b, g, 4, 64, 1e-6, bf16, nullptr),
+      "residual and b overlap");
+  // rstd is written per row while the other rows still read a and b.
+  expect_invalid(
+      kiln_residual_rmsnorm_fwd(r, y, fat(8192 + 256), a, b, g, 4, 64, 1e-6, bf16, nullptr),
+      "rstd and a overlap");
+  expect_invalid(kiln_residual_rmsnorm_fwd(r, y, fat(12288), a, b, g, 4, 64, 1e-6, bf16, nullptr),
+                 "rstd and b overlap");
+  expect_invalid(
+      kiln_residual_rmsnorm_fwd(r, y, fat(4096 + 496), a, b, g, 4, 64, 1e-6, bf16, nullptr),
+      "rstd overlap");
 }

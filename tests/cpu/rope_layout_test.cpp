@@ -96,7 +96,9 @@ TEST_CASE("rope's 16-byte path is chosen only where every access is aligned", "[
   CHECK(rl::rope_vector_path(0, 2, 16, 8, 16 * 48 * 8, 48 * 8, 4));           // fp32: 4 is a vector
   CHECK_FALSE(rl::rope_vector_path(0, 2, 16, 64, 16 * 48 * 64, 48 * 64 + 4, 8));
   CHECK_FALSE(rl::rope_vector_path(0, 2, 16, 64, 16 * 48 * 64 + 4, 48 * 64, 8));
-  CHECK(rl::rope_vector_path(0, 1, 1, 64, 3, 5, 8));  // strides unused at B = T = 1
+  CHECK(rl::rope_vector_path(0, 1, 1, 64, 3, 5, 8));                  // strides unused at B = T = 1
+  CHECK_FALSE(rl::rope_vector_path(0, 4, 1, 64, 48 * 64 + 3, 5, 8));  // decoding: stride_b counts
+  CHECK(rl::rope_vector_path(0, 4, 1, 64, 48 * 64 + 8, 5, 8));        // stride_t does not
 }
 
 TEST_CASE("swiglu work items cover gate, up and out once each", "[swiglu][layout]") {

@@ -95,7 +95,7 @@ void check_rmsnorm(const rows::Shape& s, std::mt19937_64& rng) {
 
 // residual = a + b, y = RMSNorm(residual): residual compared bitwise with the host's fp32 sum
 // rounded to T, y and rstd by the tolerance rule against the reference on that residual.
-// in_place: the residual stream a is updated in place (residual = a).
+// alias: the residual stream updated in place, as residual = a or residual = b (both allowed).
 template <typename T>
 void check_residual_rmsnorm(const rows::Shape& s, std::mt19937_64& rng) {
   INFO(rows::describe(rows::dtype_name<T>(), s) << " residual");
@@ -118,29 +118,35 @@ void check_residual_rmsnorm(const rows::Shape& s, std::mt19937_64& rng) {
   DeviceBuffer<T> d_b(rows::to_device<T>(b)), d_g(rows::to_device<T>(gamma)), d_a(s.elems()),
       d_r(s.elems()), d_y(s.elems());
   DeviceBuffer<float> d_rstd(s.N);
-  auto run = [&](bool in_place) {
+  enum class Alias { none, into_a, into_b };
+  auto run = [&](Alias alias) {
     d_a.upload(rows::to_device<T>(a));
+    d_b.upload(rows::to_device<T>(b));
     d_r.poison();
     d_y.poison();
     d_rstd.poison();
-    T* res = in_place ? d_a.get() : d_r.get();
-    KILN_REQUIRE_OK(kiln_residual_rmsnorm_fwd(res, d_y.get(), d_rstd.get(), d_a.get(), d_b.get(),
-                                              d_g.get(), s.N, s.C, kEps, rows::kDtype<T>, nullptr));
-    return std::make_tuple(rows::from_device(in_place ? d_a.download() : d_r.download()),
-                           rows::from_device(d_y.download()), kt::to_double(d_rstd.download()));
+    DeviceBuffer<T>& res = alias == Alias::into_a ? d_a : alias == Alias::into_b ? d_b : d_r;
+    KILN_REQUIRE_OK(kiln_residual_rmsnorm_fwd(res.get(), d_y.get(), d_rstd.get(), d_a.get(),
+                                              d_b.get(), d_g.get(), s.N, s.C, kEps, rows::kDtype<T>,
+                                              nullptr));
+    return std::make_tuple(rows::from_device(res.download()), rows::from_device(d_y.download()),
+                           kt::to_double(d_rstd.download()));
   };
-  const auto [r, y, rstd] = run(false);
+  const auto [r, y, rstd] = run(Alias::none);
   CHECK(r == xd);
   check_rule("y", y_ref, y, kt::to_double(y_base), rows::atol_for<T>(y_ref));
   check_rule("rstd", rstd_ref, rstd, kt::to_double(rstd_base), rows::atol_fp32(rstd_ref));
-  const auto [r2, y2, rstd2] = run(false);
+  const auto [r2, y2, rstd2] = run(Alias::none);
   CHECK(kt::bitwise_equal(y, y2));
   CHECK(kt::bitwise_equal(rstd, rstd2));
   if (s.N <= 37) {
-    const auto [r3, y3, rstd3] = run(true);
-    CHECK(r3 == xd);
-    CHECK(kt::bitwise_equal(y, y3));
-    CHECK(kt::bitwise_equal(rstd, rstd3));
+    for (const Alias alias : {Alias::into_a, Alias::into_b}) {
+      INFO("residual = " << (alias == Alias::into_a ? "a" : "b"));
+      const auto [r3, y3, rstd3] = run(alias);
+      CHECK(r3 == xd);
+      CHECK(kt::bitwise_equal(y, y3));
+      CHECK(kt::bitwise_equal(rstd, rstd3));
+    }
   }
 }
 

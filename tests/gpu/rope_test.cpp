@@ -157,6 +157,16 @@ TEST_CASE("rope scalar path: odd half head dims, odd strides, misaligned x", "[r
   shifted.offset = 1;
   check_both<rows::bf16>(shifted, rng);
   check_both<float>(shifted, rng);
+  // Token stride a whole number of vectors, batch stride not: the batch stride alone must send
+  // the call to the scalar path (prefill, and decoding where T = 1 leaves only the batch stride).
+  Case batch_odd{3, 4, 4, 5, plain(64)};
+  batch_odd.pad_b = 1;
+  check_both<rows::bf16>(batch_odd, rng);
+  check_both<float>(batch_odd, rng);
+  Case decode_odd{4, 1, 3, 4, llama3(64, 32), 4096};
+  decode_odd.pad_b = 3;
+  check_both<rows::bf16>(decode_odd, rng);
+  check_both<float>(decode_odd, rng);
   check_both<rows::bf16>(Case{1, 3, 2, 2, plain(8)}, rng);  // bf16: HD / 2 = 4 is not a vector
   check_both<float>(Case{1, 3, 2, 2, plain(8)}, rng);       // fp32: it is
 }

@@ -18,7 +18,7 @@ extern "C" {
 
 /* y = RMSNorm(x), saving rstd for the backward.
  *   y      out  (N, C) dtype
- *   rstd   out  (N) fp32, or NULL when not needed
+ *   rstd   out  (N) fp32, or NULL when not needed; may not overlap x or y
  *   x      in   (N, C) dtype; y may be x (in place)
  *   gamma  in   (C) dtype
  *   eps    finite, > 0 */
@@ -32,7 +32,7 @@ KILN_API kiln_status_t kiln_rmsnorm_fwd(void* y, float* rstd, const void* x, con
  *   residual  out  (N, C) dtype; may be the same array as a or as b (the residual stream updated
  *                  in place), but no other overlap
  *   y         out  (N, C) dtype
- *   rstd      out  (N) fp32, or NULL when not needed
+ *   rstd      out  (N) fp32, or NULL when not needed; may not overlap residual, y, a or b
  *   a, b      in   (N, C) dtype
  *   gamma     in   (C) dtype;   eps  finite, > 0 */
 KILN_API kiln_status_t kiln_residual_rmsnorm_fwd(void* residual, void* y, float* rstd,
