@@ -12,6 +12,7 @@
 #include "kiln/safetensors.hpp"
 #include "kiln/trainer.hpp"
 #include "runtime/model_json.hpp"
+#include "tests/common/hf_tokenizer_json.hpp"
 #include "tests/fuzz/fuzz_common.hpp"
 
 namespace fs = std::filesystem;
@@ -96,6 +97,36 @@ int main(int argc, char** argv) {
     seed("fuzz_gpt2_encode", "utf8",
          "caf\xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x98\x80 \xFF\xFE");
     seed("fuzz_gpt2_encode", "special", "<|endoftext|>the<|endoftext|>");
+    // Hugging Face tokenizer.json files (Llama 3's, Qwen2's and SmolLM2's pre-tokenizers) with
+    // texts.
+    {
+      namespace t = kiln::test;
+      const std::string text = "The thing's 12345 caf\xC3\xA9 \xE6\x97\xA5 <|endoftext|>\n\n  \xFF";
+      t::HfSpec llama;
+      llama.merges = {{"t", "h"}, {"th", "e"}, {"a", "n"}, {"an", "d"}, {" ", "t"}};
+      llama.added = {{"<|endoftext|>", true}, {"<|begin_of_text|>", true}};
+      llama.ignore_merges = true;
+      llama.pre_tokenizer = {
+          {"type", "Sequence"},
+          {"pretokenizers", {t::split_step(t::kLlama3Regex), t::byte_level_step(false)}}};
+      seed("fuzz_hf_tokenizer", "llama3", kiln_fuzz::join({t::make_hf_json(llama).dump(), text}));
+      t::HfSpec qwen = llama;
+      qwen.ignore_merges = false;
+      qwen.array_merges = true;
+      qwen.pre_tokenizer = {
+          {"type", "Sequence"},
+          {"pretokenizers", {t::split_step(t::kQwen2Regex), t::byte_level_step(false)}}};
+      seed("fuzz_hf_tokenizer", "qwen2", kiln_fuzz::join({t::make_hf_json(qwen).dump(), text}));
+      t::HfSpec smol = llama;
+      smol.ignore_merges = false;
+      smol.added.clear();
+      smol.leading = {{"<|endoftext|>", true}};
+      smol.pre_tokenizer = {
+          {"type", "Sequence"},
+          {"pretokenizers",
+           {{{"type", "Digits"}, {"individual_digits", true}}, t::byte_level_step(true)}}};
+      seed("fuzz_hf_tokenizer", "smollm2", kiln_fuzz::join({t::make_hf_json(smol).dump(), text}));
+    }
     // Configs as checkpoint metadata holds them.
     for (auto kind : {kiln::ModelKind::decoder, kiln::ModelKind::encoder}) {
       const nlohmann::json j{{"model", kiln::impl::model_to_json(small(kind))},
