@@ -175,8 +175,11 @@ void HfTokenizer::Impl::add_to_trie(std::string_view content, std::int32_t id) {
   trie[static_cast<std::size_t>(node)].token = id;
 }
 
+// A function-try-block: nlohmann's own exceptions (a number too large for any C++ type, a key of
+// the wrong JSON type read by value()) become a data error naming the file, never an exception
+// the caller does not know (found by fuzz_hf_tokenizer).
 HfTokenizer::HfTokenizer(const std::filesystem::path& tokenizer_json,
-                         const HfTokenizerOptions& options)
+                         const HfTokenizerOptions& options) try
     : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   // Built by appending: GCC 12 warns (-Wrestrict, a false positive) on "'" + std::string&&.
@@ -190,7 +193,7 @@ HfTokenizer::HfTokenizer(const std::filesystem::path& tokenizer_json,
   json j;
   try {
     j = json::parse(read_file(tokenizer_json));
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     KILN_HF_DATA(false, w.file, " is not valid JSON (truncated or damaged): ", e.what());
   }
   KILN_HF_DATA(j.is_object(), w.file, " is not a tokenizer.json: expected an object");
@@ -399,6 +402,9 @@ HfTokenizer::HfTokenizer(const std::filesystem::path& tokenizer_json,
                    " has neither <|endoftext|> nor <|end_of_text|>: name the end-of-text token "
                    "with the eot option");
   }
+} catch (const nlohmann::json::exception& e) {
+  KILN_HF_DATA(false, "'", tokenizer_json.string(),
+               "' is not a tokenizer.json kiln can read: ", e.what());
 }
 
 }  // namespace kiln

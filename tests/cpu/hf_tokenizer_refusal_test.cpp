@@ -67,6 +67,10 @@ TEST_CASE("damaged or inconsistent tokenizer.json files are refused naming the k
   expect_refused(dir, good.substr(0, good.size() / 2), bad, {"not valid JSON"});
   expect_refused(dir, "", bad, {"not valid JSON"});
   expect_refused(dir, "[1, 2]", bad, {"expected an object"});
+  // A number no C++ type holds (nlohmann's out_of_range, not a parse_error: found by fuzzing).
+  expect_refused(dir, R"({"added_tokens": [7e777]})", bad, {"not valid JSON"});
+  // A key of the wrong JSON type where the loader reads it by value() (nlohmann's type_error).
+  expect_refused(dir, R"({"normalizer": {"type": 5}})", bad, {"kiln can read"});
   expect_refused(dir, edited([](json& j) { j.erase("model"); }), bad, {"model must be"});
   expect_refused(dir, edited([](json& j) { j["model"]["vocab"] = json::array(); }), bad,
                  {"model.vocab must be"});
