@@ -26,7 +26,6 @@
 // files carry their step in their name, so a new save never overwrites the files an older index
 // names; the older files are removed once the new index is in place.
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -41,196 +40,21 @@
 #include "kiln/io.hpp"
 #include "kiln/trainer.hpp"
 #include "kiln/version.h"
+#include "runtime/checkpoint_file.hpp"
 #include "runtime/json_strict.hpp"
 #include "runtime/model_json.hpp"
 #include "runtime/trainer_state.hpp"
-
-static_assert(std::endian::native == std::endian::little,
-              "kiln's checkpoint format is little-endian; a big-endian host needs byte swaps");
 
 namespace kiln {
 namespace {
 
 namespace fs = std::filesystem;
 
-constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'C', 'K', 'P', 'T'};
-constexpr uint32_t kVersion = 1;
-constexpr uint32_t kKindF32 = 1;
-constexpr uint32_t kKindBytes = 2;
-constexpr const char* kShardFormat = "kiln checkpoint shard";
-
-struct FileHeader {
-  char magic[8];
-  uint32_t version;
-  uint32_t section_count;
-  uint64_t table_offset;
-  uint64_t json_offset;
-  uint64_t json_bytes;
-  uint32_t json_crc;
-  uint32_t table_crc;
-  uint64_t file_bytes;
-  uint8_t reserved[8];
-};
-static_assert(sizeof(FileHeader) == 64);
-
-struct SectionEntry {
-  char name[40];
-  uint32_t kind;
-  uint32_t crc;
-  uint64_t offset;
-  uint64_t bytes;
-};
-static_assert(sizeof(SectionEntry) == 64);
-
-uint64_t align64(uint64_t x) {
-  return (x + 63) / 64 * 64;
-}
-
-[[noreturn]] void corrupt(const fs::path& path, const std::string& what) {
-  impl::throw_error(Status::data_error, "checkpoint '" + path.string() + "': " + what, nullptr,
-                    nullptr, 0);
-}
-
-struct Section {
-  std::string name;
-  uint32_t kind;
-  const std::byte* data;
-  uint64_t bytes;
-};
-
-// A file of the format, checked: header, table, metadata and every payload's checksum.
-struct CheckedFile {
-  MappedFile file;
-  nlohmann::json meta;
-  std::vector<Section> sections;
-
-  const fs::path& path() const { return file.path(); }
-  bool has(const std::string& name) const {
-    for (const Section& s : sections) {
-      if (s.name == name) return true;
-    }
-    return false;
-  }
-  const Section& section(const std::string& name) const {
-    for (const Section& s : sections) {
-      if (s.name == name) return s;
-    }
-    corrupt(path(), "has no section '" + name + "'");
-  }
-  // A f32 section of exactly `count` values.
-  const float* f32(const std::string& name, int64_t count) const {
-    const Section& s = section(name);
-    if (s.kind != kKindF32) corrupt(path(), "section '" + name + "' is not f32");
-    if (s.bytes != static_cast<uint64_t>(count) * 4) {
-      corrupt(path(), "section '" + name + "' holds " + std::to_string(s.bytes / 4) +
-                          " values where " + std::to_string(count) + " are expected");
-    }
-    return reinterpret_cast<const float*>(s.data);
-  }
-};
-
-CheckedFile open_checked(const fs::path& path) {
-  CheckedFile c{MappedFile(path), {}, {}};
-  const std::span<const std::byte> bytes = c.file.bytes();
-  if (bytes.size() < sizeof(FileHeader)) {
-    corrupt(path, "is " + std::to_string(bytes.size()) +
-                      " bytes long, too short for a checkpoint header (truncated?)");
-  }
-  FileHeader h;
-  std::memcpy(&h, bytes.data(), sizeof h);
-  if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0) {
-    corrupt(path, "is not a kiln checkpoint (bad magic)");
-  }
-  if (h.version != kVersion) {
-    corrupt(path, "has format version " + std::to_string(h.version) + "; this kiln reads version " +
-                      std::to_string(kVersion));
-  }
-  if (h.file_bytes != bytes.size()) {
-    corrupt(path, "is " + std::to_string(bytes.size()) + " bytes long where its header says " +
-                      std::to_string(h.file_bytes) + " (truncated or appended to)");
-  }
-  const uint64_t table_bytes = uint64_t{h.section_count} * sizeof(SectionEntry);
-  if (h.section_count > 1024 || h.table_offset > bytes.size() ||
-      table_bytes > bytes.size() - h.table_offset || h.json_offset > bytes.size() ||
-      h.json_bytes > bytes.size() - h.json_offset) {
-    corrupt(path, "has a header pointing outside the file");
-  }
-  if (crc32c(bytes.data() + h.table_offset, table_bytes) != h.table_crc) {
-    corrupt(path, "section table checksum mismatch (corrupt)");
-  }
-  if (crc32c(bytes.data() + h.json_offset, h.json_bytes) != h.json_crc) {
-    corrupt(path, "metadata checksum mismatch (corrupt)");
-  }
-  for (uint32_t i = 0; i < h.section_count; ++i) {
-    SectionEntry e;
-    std::memcpy(&e, bytes.data() + h.table_offset + i * sizeof(SectionEntry), sizeof e);
-    e.name[sizeof e.name - 1] = '\0';
-    if (e.offset > bytes.size() || e.bytes > bytes.size() - e.offset) {
-      corrupt(path, std::string("section '") + e.name + "' lies outside the file");
-    }
-    const std::byte* data = bytes.data() + e.offset;
-    if (crc32c(data, e.bytes) != e.crc) {
-      corrupt(path, std::string("section '") + e.name + "' checksum mismatch (corrupt)");
-    }
-    c.sections.push_back({e.name, e.kind, data, e.bytes});
-  }
-  try {
-    c.meta = nlohmann::json::parse(std::string_view(
-        reinterpret_cast<const char*>(bytes.data() + h.json_offset), h.json_bytes));
-  } catch (const std::exception& e) {
-    corrupt(path, std::string("metadata is not valid: ") + e.what());
-  }
-  return c;
-}
-
-// One section to write: `fetch` returns its bytes in host memory, valid until the next call.
-struct OutSection {
-  std::string name;
-  uint32_t kind;
-  uint64_t bytes;
-  std::function<const void*()> fetch;
-};
-
-void write_checked(const fs::path& path, const nlohmann::json& meta,
-                   const std::vector<OutSection>& outs) {
-  const std::string json = meta.dump(1);
-  const uint32_t count = static_cast<uint32_t>(outs.size());
-  FileHeader h{};
-  std::memcpy(h.magic, kMagic, sizeof kMagic);
-  h.version = kVersion;
-  h.section_count = count;
-  h.table_offset = sizeof(FileHeader);
-  h.json_offset = h.table_offset + count * sizeof(SectionEntry);
-  h.json_bytes = json.size();
-  h.json_crc = crc32c(json.data(), json.size());
-  std::vector<SectionEntry> table(count, SectionEntry{});
-  uint64_t offset = align64(h.json_offset + h.json_bytes);
-  for (uint32_t i = 0; i < count; ++i) {
-    std::strncpy(table[i].name, outs[i].name.c_str(), sizeof table[i].name - 1);
-    table[i].kind = outs[i].kind;
-    table[i].offset = offset;
-    table[i].bytes = outs[i].bytes;
-    offset = align64(offset + outs[i].bytes);
-  }
-  h.file_bytes =
-      count ? table[count - 1].offset + table[count - 1].bytes : h.json_offset + h.json_bytes;
-  const std::size_t table_bytes = table.size() * sizeof(SectionEntry);
-  write_file_atomically(path, [&](AtomicFileWriter& w) {
-    w.write(&h, sizeof h);
-    w.write(table.data(), table_bytes);
-    w.write(json);
-    const char zeros[64] = {};
-    for (uint32_t i = 0; i < count; ++i) {
-      w.write(zeros, table[i].offset - w.size());
-      const void* data = outs[i].fetch();
-      table[i].crc = crc32c(data, table[i].bytes);
-      w.write(data, table[i].bytes);
-    }
-    h.table_crc = crc32c(table.data(), table_bytes);
-    w.patch(h.table_offset, table.data(), table_bytes);
-    w.patch(0, &h, sizeof h);
-  });
-}
+using impl::CheckedFile;
+using impl::corrupt;
+using impl::kShardFormat;
+using impl::OutSection;
+using impl::Section;
 
 // A whole or index checkpoint, checked, with its metadata parsed.
 struct LoadedCheckpoint {
@@ -254,7 +78,7 @@ LoadedCheckpoint load(const fs::path& path) {
   // Temporaries of saves killed midway (they can be as large as the checkpoint) go at the next
   // save or load of the folder.
   remove_stale_temporaries(folder_of(path));
-  LoadedCheckpoint c{open_checked(path), {}, {}, 0};
+  LoadedCheckpoint c{impl::open_checked(path), {}, {}, 0};
   const nlohmann::json& j = c.file.meta;
   try {
     if (j.value("format", std::string()) == kShardFormat) {
@@ -350,7 +174,7 @@ class StateReader {
     if (it != open_.end()) return it->second;
     const auto& s = c_.shards[i];
     const fs::path path = c_.file.path().parent_path() / s.file;
-    CheckedFile f = open_checked(path);
+    CheckedFile f = impl::open_checked(path);
     try {
       const nlohmann::json& j = f.meta;
       if (j.at("format").get<std::string>() != kShardFormat) {
@@ -428,13 +252,14 @@ void Trainer::save_checkpoint(const std::filesystem::path& path,
   meta["train"] = impl::train_to_json(s.train);
   meta["step"] = s.step;
   meta["param_count"] = total;
-  const OutSection data_section{"data_state", kKindBytes, data_state.size(),
+  const OutSection data_section{"data_state", impl::kCheckpointKindBytes, data_state.size(),
                                 [&] { return static_cast<const void*>(data_state.data()); }};
 
   // One host buffer, reused for each tensor: the checkpoint of a large model streams through it.
   std::vector<float> host;
   auto tensor = [&](const char* name, const void* src, int64_t n) {
-    return OutSection{name, kKindF32, static_cast<uint64_t>(n) * 4, [&s, &host, src, n] {
+    return OutSection{name, impl::kCheckpointKindF32, static_cast<uint64_t>(n) * 4,
+                      [&s, &host, src, n] {
                         host.resize(static_cast<std::size_t>(n));
                         s.backend->download_f32(host.data(), src, s.types.master, n);
                         return static_cast<const void*>(host.data());
@@ -447,7 +272,7 @@ void Trainer::save_checkpoint(const std::filesystem::path& path,
     std::exception_ptr error;
     if (rank == 0) {
       try {
-        write_checked(
+        impl::write_checked(
             path, meta,
             {tensor("master", s.at(s.r.master), total), tensor("adam_m", s.at(s.r.adam_m), total),
              tensor("adam_v", s.at(s.r.adam_v), total), data_section});
@@ -481,9 +306,10 @@ void Trainer::save_checkpoint(const std::filesystem::path& path,
                                 {"begin", b},
                                 {"end", e},
                                 {"param_count", total}};
-      write_checked(path.parent_path() / keep[static_cast<std::size_t>(rank)], shard_meta,
-                    {tensor("master", master, e - b), tensor("adam_m", s.at(s.r.adam_m), e - b),
-                     tensor("adam_v", s.at(s.r.adam_v), e - b)});
+      impl::write_checked(
+          path.parent_path() / keep[static_cast<std::size_t>(rank)], shard_meta,
+          {tensor("master", master, e - b), tensor("adam_m", s.at(s.r.adam_m), e - b),
+           tensor("adam_v", s.at(s.r.adam_v), e - b)});
     } catch (...) {
       error = std::current_exception();
     }
@@ -492,7 +318,7 @@ void Trainer::save_checkpoint(const std::filesystem::path& path,
       try {
         meta["world_size"] = world;
         meta["shards"] = shards;
-        write_checked(path, meta, {data_section});
+        impl::write_checked(path, meta, {data_section});
       } catch (...) {
         error = std::current_exception();
       }

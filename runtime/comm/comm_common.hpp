@@ -43,6 +43,33 @@ void host_finish(void* acc, int64_t n, DType dtype, ReduceOp op, int world_size)
 double scalar_accumulate(double acc, double x, ReduceOp op);
 double scalar_finish(double acc, ReduceOp op, int world_size);
 
+// A communicator whose blocking and started reductions differ only in who waits for the result
+// (in-process, NCCL): the four reduction entry points over two.
+class SyncOrStartCommunicator : public Communicator {
+ public:
+  void all_reduce(void* data, int64_t count, DType dtype, ReduceOp op, void* stream) final {
+    issue_all_reduce(data, count, dtype, op, stream, true);
+  }
+  void start_all_reduce(void* data, int64_t count, DType dtype, ReduceOp op, void* stream) final {
+    issue_all_reduce(data, count, dtype, op, stream, false);
+  }
+  void reduce_scatter(void* data, std::span<const int64_t> bounds, DType dtype, ReduceOp op,
+                      void* stream) final {
+    issue_reduce_scatter(data, bounds, dtype, op, stream, true);
+  }
+  void start_reduce_scatter(void* data, std::span<const int64_t> bounds, DType dtype, ReduceOp op,
+                            void* stream) final {
+    issue_reduce_scatter(data, bounds, dtype, op, stream, false);
+  }
+
+ protected:
+  // `sync`: `stream` waits for the result; otherwise wait_started() makes it wait.
+  virtual void issue_all_reduce(void* data, int64_t count, DType dtype, ReduceOp op, void* stream,
+                                bool sync) = 0;
+  virtual void issue_reduce_scatter(void* data, std::span<const int64_t> bounds, DType dtype,
+                                    ReduceOp op, void* stream, bool sync) = 0;
+};
+
 inline std::size_t bytes_of(int64_t count, DType dtype) {
   return static_cast<std::size_t>(count) * dtype_size(dtype);
 }

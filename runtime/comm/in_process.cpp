@@ -19,6 +19,7 @@
 #include "kiln/limits.hpp"
 #include "runtime/comm/comm_common.hpp"
 #include "runtime/comm/in_process_cuda.hpp"
+#include "runtime/comm/in_process_data.hpp"
 
 namespace kiln {
 namespace impl {
@@ -26,17 +27,7 @@ namespace {
 
 constexpr const char* kWho = "in-process communicator";
 
-struct Slot {
-  CollectiveKind kind = CollectiveKind::barrier;
-  void* data = nullptr;
-  int64_t count = 0;
-  DType dtype = DType::f32;
-  ReduceOp op = ReduceOp::sum;
-  int root = 0;
-  std::vector<int64_t> bounds;
-  void* stream = nullptr;
-  double value = 0;
-};
+using Slot = InProcessSlot;
 
 class Group {
  public:
@@ -176,123 +167,10 @@ class Group {
     }
     if (device_) {
       device_->begin();
-      perform_device();
+      perform_device(*device_, slots_, world_);
       device_->end();
     } else {
-      perform_host();
-    }
-  }
-
-  // Rank-order reduction of elements [begin, begin + n) of every rank's buffer into the buffers
-  // of `outs`.
-  void reduce_host(int64_t begin, int64_t n, const std::vector<int>& outs) {
-    const Slot& a = slots_[0];
-    if (n <= 0 || outs.empty()) return;
-    const std::size_t bytes = bytes_of(n, a.dtype);
-    scratch_.resize(bytes);
-    std::memcpy(scratch_.data(), byte_ptr(slots_[0].data, begin, a.dtype), bytes);
-    for (int q = 1; q < world_; ++q) {
-      host_accumulate(scratch_.data(),
-                      byte_ptr(slots_[static_cast<std::size_t>(q)].data, begin, a.dtype), n,
-                      a.dtype, a.op);
-    }
-    host_finish(scratch_.data(), n, a.dtype, a.op, world_);
-    for (int q : outs)
-      std::memcpy(byte_ptr(slots_[static_cast<std::size_t>(q)].data, begin, a.dtype),
-                  scratch_.data(), bytes);
-  }
-
-  void perform_host() {
-    const Slot& a = slots_[0];
-    const std::size_t row = bytes_of(a.count, a.dtype);
-    switch (a.kind) {
-      case CollectiveKind::all_reduce: {
-        std::vector<int> all(static_cast<std::size_t>(world_));
-        for (int q = 0; q < world_; ++q)
-          all[static_cast<std::size_t>(q)] = q;
-        reduce_host(0, a.count, all);
-        return;
-      }
-      case CollectiveKind::reduce_scatter:
-        for (int q = 0; q < world_; ++q) {
-          const int64_t b0 = a.bounds[static_cast<std::size_t>(q)];
-          reduce_host(b0, a.bounds[static_cast<std::size_t>(q) + 1] - b0, {q});
-        }
-        return;
-      case CollectiveKind::all_gather:
-        for (int q = 0; q < world_; ++q) {
-          const char* block =
-              byte_ptr(slots_[static_cast<std::size_t>(q)].data, q * a.count, a.dtype);
-          for (int d = 0; d < world_; ++d) {
-            if (d != q && row) {
-              std::memcpy(byte_ptr(slots_[static_cast<std::size_t>(d)].data, q * a.count, a.dtype),
-                          block, row);
-            }
-          }
-        }
-        return;
-      case CollectiveKind::broadcast:
-        for (int d = 0; d < world_; ++d) {
-          if (d != a.root && row) {
-            std::memcpy(slots_[static_cast<std::size_t>(d)].data,
-                        slots_[static_cast<std::size_t>(a.root)].data, row);
-          }
-        }
-        return;
-      default:
-        return;
-    }
-  }
-
-  void perform_device() {
-    const Slot& a = slots_[0];
-    const std::size_t row = bytes_of(a.count, a.dtype);
-    auto inputs = [&](int64_t begin) {
-      std::vector<const void*> in(static_cast<std::size_t>(world_));
-      for (int q = 0; q < world_; ++q)
-        in[static_cast<std::size_t>(q)] =
-            byte_ptr(slots_[static_cast<std::size_t>(q)].data, begin, a.dtype);
-      return in;
-    };
-    switch (a.kind) {
-      case CollectiveKind::all_reduce: {
-        std::vector<void*> out(static_cast<std::size_t>(world_));
-        for (int q = 0; q < world_; ++q)
-          out[static_cast<std::size_t>(q)] = slots_[static_cast<std::size_t>(q)].data;
-        device_->reduce(inputs(0), out, a.count, a.dtype, a.op);
-        return;
-      }
-      case CollectiveKind::reduce_scatter:
-        for (int q = 0; q < world_; ++q) {
-          const int64_t b0 = a.bounds[static_cast<std::size_t>(q)];
-          device_->reduce(inputs(b0),
-                          {byte_ptr(slots_[static_cast<std::size_t>(q)].data, b0, a.dtype)},
-                          a.bounds[static_cast<std::size_t>(q) + 1] - b0, a.dtype, a.op);
-        }
-        return;
-      case CollectiveKind::all_gather:
-        for (int q = 0; q < world_; ++q) {
-          const char* block =
-              byte_ptr(slots_[static_cast<std::size_t>(q)].data, q * a.count, a.dtype);
-          for (int d = 0; d < world_; ++d) {
-            if (d != q) {
-              device_->copy(
-                  byte_ptr(slots_[static_cast<std::size_t>(d)].data, q * a.count, a.dtype), block,
-                  row);
-            }
-          }
-        }
-        return;
-      case CollectiveKind::broadcast:
-        for (int d = 0; d < world_; ++d) {
-          if (d != a.root) {
-            device_->copy(slots_[static_cast<std::size_t>(d)].data,
-                          slots_[static_cast<std::size_t>(a.root)].data, row);
-          }
-        }
-        return;
-      default:
-        return;
+      perform_host(slots_, world_, scratch_);
     }
   }
 
@@ -353,7 +231,7 @@ class Group {
   std::string failure_;
 };
 
-class InProcessCommunicator final : public Communicator {
+class InProcessCommunicator final : public SyncOrStartCommunicator {
  public:
   InProcessCommunicator(std::shared_ptr<Group> group, int rank)
       : group_(std::move(group)), rank_(rank) {}
@@ -365,43 +243,17 @@ class InProcessCommunicator final : public Communicator {
                group_->memory() == BackendKind::cuda ? "device" : "host", " memory)");
   }
 
-  void all_reduce(void* data, int64_t count, DType dtype, ReduceOp op, void* stream) override {
-    reduce(data, count, dtype, op, stream, true);
-  }
-  void start_all_reduce(void* data, int64_t count, DType dtype, ReduceOp op,
-                        void* stream) override {
-    reduce(data, count, dtype, op, stream, false);
-  }
-  void reduce_scatter(void* data, std::span<const int64_t> bounds, DType dtype, ReduceOp op,
-                      void* stream) override {
-    scatter(data, bounds, dtype, op, stream, true);
-  }
-  void start_reduce_scatter(void* data, std::span<const int64_t> bounds, DType dtype, ReduceOp op,
-                            void* stream) override {
-    scatter(data, bounds, dtype, op, stream, false);
-  }
   void wait_started(void* stream) override { group_->wait_started(stream); }
 
   void all_gather(void* data, int64_t count, DType dtype, void* stream) override {
     check_count(kWho, "all_gather", count);
-    Slot s;
-    s.kind = CollectiveKind::all_gather;
-    s.data = data;
-    s.count = count;
-    s.dtype = dtype;
-    s.stream = stream;
-    group_->run(rank_, std::move(s), true);
+    group_->run(rank_, slot(CollectiveKind::all_gather, data, count, dtype, stream), true);
   }
   void broadcast(void* data, int64_t count, DType dtype, int root, void* stream) override {
     check_count(kWho, "broadcast", count);
     check_root(kWho, root, world_size());
-    Slot s;
-    s.kind = CollectiveKind::broadcast;
-    s.data = data;
-    s.count = count;
-    s.dtype = dtype;
+    Slot s = slot(CollectiveKind::broadcast, data, count, dtype, stream);
     s.root = root;
-    s.stream = stream;
     group_->run(rank_, std::move(s), true);
   }
   void barrier() override {
@@ -420,30 +272,33 @@ class InProcessCommunicator final : public Communicator {
   void abort(const std::string& reason) override { group_->abort(rank_, reason); }
 
  private:
-  void reduce(void* data, int64_t count, DType dtype, ReduceOp op, void* stream, bool sync) {
-    check_count(kWho, "all_reduce", count);
-    check_reduce_dtype(kWho, dtype, false);
+  // A collective's slot: its kind, buffer and stream.
+  static Slot slot(CollectiveKind kind, void* data, int64_t count, DType dtype, void* stream) {
     Slot s;
-    s.kind = CollectiveKind::all_reduce;
+    s.kind = kind;
     s.data = data;
     s.count = count;
     s.dtype = dtype;
-    s.op = op;
     s.stream = stream;
+    return s;
+  }
+
+  void issue_all_reduce(void* data, int64_t count, DType dtype, ReduceOp op, void* stream,
+                        bool sync) override {
+    check_count(kWho, "all_reduce", count);
+    check_reduce_dtype(kWho, dtype, false);
+    Slot s = slot(CollectiveKind::all_reduce, data, count, dtype, stream);
+    s.op = op;
     group_->run(rank_, std::move(s), sync);
   }
-  void scatter(void* data, std::span<const int64_t> bounds, DType dtype, ReduceOp op, void* stream,
-               bool sync) {
+  void issue_reduce_scatter(void* data, std::span<const int64_t> bounds, DType dtype, ReduceOp op,
+                            void* stream, bool sync) override {
     check_bounds(kWho, bounds, world_size());
     check_reduce_dtype(kWho, dtype, false);
-    Slot s;
-    s.kind = CollectiveKind::reduce_scatter;
-    s.data = data;
-    s.count = bounds.back() - bounds.front();
+    Slot s =
+        slot(CollectiveKind::reduce_scatter, data, bounds.back() - bounds.front(), dtype, stream);
     s.bounds.assign(bounds.begin(), bounds.end());
-    s.dtype = dtype;
     s.op = op;
-    s.stream = stream;
     group_->run(rank_, std::move(s), sync);
   }
 
@@ -465,126 +320,6 @@ std::vector<std::unique_ptr<Communicator>> make_in_process_communicators(
   for (int r = 0; r < world_size; ++r)
     out.push_back(std::make_unique<impl::InProcessCommunicator>(group, r));
   return out;
-}
-
-namespace {
-
-// What the rank threads of run_in_process share. Owned jointly by the caller and every thread, so
-// that a thread left running after run_in_process returned (see below) touches nothing freed.
-struct RankThreads {
-  std::vector<std::unique_ptr<Communicator>> comms;
-  std::function<void(Communicator&)> body;
-  std::mutex mutex;
-  std::condition_variable cv;
-  std::vector<std::exception_ptr> errors;  // by rank
-  std::vector<bool> done;
-  int running = 0;
-  int failed = 0;
-};
-
-void rank_main(const std::shared_ptr<RankThreads>& s, int r) {
-  Communicator& c = *s->comms[static_cast<std::size_t>(r)];
-  std::exception_ptr error;
-  try {
-    s->body(c);
-  } catch (const std::exception& e) {
-    error = std::current_exception();
-    c.abort(e.what());
-  } catch (...) {
-    error = std::current_exception();
-    c.abort("an exception that is not a std::exception");
-  }
-  std::lock_guard<std::mutex> lock(s->mutex);
-  s->errors[static_cast<std::size_t>(r)] = error;
-  s->done[static_cast<std::size_t>(r)] = true;
-  --s->running;
-  if (error) ++s->failed;
-  s->cv.notify_all();
-}
-
-// An error that only repeats another rank's (RemoteError) yields to the rank's own.
-std::exception_ptr pick_error(const std::vector<std::exception_ptr>& errors) {
-  std::exception_ptr remote;
-  for (const std::exception_ptr& e : errors) {
-    if (!e) continue;
-    try {
-      std::rethrow_exception(e);
-    } catch (const RemoteError&) {
-      if (!remote) remote = e;
-    } catch (...) {
-      return e;
-    }
-  }
-  return remote;
-}
-
-}  // namespace
-
-void run_in_process(int world_size, BackendKind memory, const CommOptions& options,
-                    const std::function<void(Communicator&)>& body) {
-  check_thread_count(world_size, "run_in_process: world_size");
-  auto s = std::make_shared<RankThreads>();
-  s->comms = make_in_process_communicators(world_size, memory, options);
-  s->body = body;
-  s->errors.resize(static_cast<std::size_t>(world_size));
-  s->done.assign(static_cast<std::size_t>(world_size), false);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world_size; ++r) {
-    try {
-      {
-        std::lock_guard<std::mutex> lock(s->mutex);
-        ++s->running;
-      }
-      threads.emplace_back([s, r] { rank_main(s, r); });
-    } catch (const std::exception& e) {
-      // The ranks started fail at their first collective instead of waiting for this one.
-      std::lock_guard<std::mutex> lock(s->mutex);
-      --s->running;
-      s->errors[static_cast<std::size_t>(r)] = std::make_exception_ptr(
-          Error(Status::internal_error,
-                impl::cat("run_in_process: cannot start rank ", r, "'s thread: ", e.what())));
-      ++s->failed;
-      s->comms[static_cast<std::size_t>(r)]->abort("its thread could not be started");
-      break;
-    }
-  }
-  // Every rank ends, or one fails: the others then fail at their next collective (the group is
-  // aborted) and end within a deadline; a rank that does not (blocked outside any collective, where
-  // nothing can reach it) is left running, detached, and named in the error.
-  std::unique_lock<std::mutex> lock(s->mutex);
-  s->cv.wait(lock, [&] { return s->running == 0 || s->failed > 0; });
-  if (s->running > 0) {
-    s->cv.wait_for(lock, options.timeout, [&] { return s->running == 0; });
-  }
-  std::string stuck;
-  for (std::size_t r = 0; r < threads.size(); ++r) {
-    if (s->done[r]) {
-      threads[r].join();
-    } else {
-      stuck += impl::cat(stuck.empty() ? "" : ", ", r);
-      threads[r].detach();
-    }
-  }
-  const std::exception_ptr error = pick_error(s->errors);
-  lock.unlock();
-  if (stuck.empty()) {
-    if (error) std::rethrow_exception(error);
-    return;
-  }
-  std::string what = "an exception that is not a std::exception";
-  Status status = Status::internal_error;
-  try {
-    std::rethrow_exception(error);
-  } catch (const Error& e) {
-    what = e.message();
-    status = e.status();
-  } catch (const std::exception& e) {
-    what = e.what();
-  } catch (...) {
-  }
-  throw Error(status, impl::cat(what, " (rank(s) ", stuck, " did not end within ",
-                                impl::format_seconds(options.timeout),
-                                " after the failure and were left running)"));
 }
 
 }  // namespace kiln

@@ -58,7 +58,7 @@ cudaStream_t cs(void* s) {
   return static_cast<cudaStream_t>(s);
 }
 
-class NcclCommunicator final : public Communicator {
+class NcclCommunicator final : public SyncOrStartCommunicator {
  public:
   NcclCommunicator(const ncclUniqueId& id, int rank, int world, int device,
                    const CommOptions& options)
@@ -98,22 +98,6 @@ class NcclCommunicator final : public Communicator {
   int world_size() const override { return world_; }
   std::string description() const override {
     return cat("nccl (rank ", rank_, " of ", world_, ", device ", device_, ")");
-  }
-
-  void all_reduce(void* data, int64_t count, DType dtype, ReduceOp op, void* stream) override {
-    issue_all_reduce(data, count, dtype, op, stream, true);
-  }
-  void start_all_reduce(void* data, int64_t count, DType dtype, ReduceOp op,
-                        void* stream) override {
-    issue_all_reduce(data, count, dtype, op, stream, false);
-  }
-  void reduce_scatter(void* data, std::span<const int64_t> bounds, DType dtype, ReduceOp op,
-                      void* stream) override {
-    issue_reduce_scatter(data, bounds, dtype, op, stream, true);
-  }
-  void start_reduce_scatter(void* data, std::span<const int64_t> bounds, DType dtype, ReduceOp op,
-                            void* stream) override {
-    issue_reduce_scatter(data, bounds, dtype, op, stream, false);
   }
 
   void all_gather(void* data, int64_t count, DType dtype, void* stream) override {
@@ -179,7 +163,7 @@ class NcclCommunicator final : public Communicator {
   };
 
   void issue_all_reduce(void* data, int64_t count, DType dtype, ReduceOp op, void* stream,
-                        bool sync) {
+                        bool sync) override {
     check_count(kWho, "all_reduce", count);
     check_reduce_dtype(kWho, dtype, true);
     issue(CollectiveKind::all_reduce, bytes_of(count, dtype), stream, sync, [&] {
@@ -189,7 +173,7 @@ class NcclCommunicator final : public Communicator {
   }
 
   void issue_reduce_scatter(void* data, std::span<const int64_t> bounds, DType dtype, ReduceOp op,
-                            void* stream, bool sync) {
+                            void* stream, bool sync) override {
     check_bounds(kWho, bounds, world_);
     check_reduce_dtype(kWho, dtype, true);
     const int64_t count = bounds[1] - bounds[0];
