@@ -75,28 +75,16 @@ class CpuBackend final : public Backend {
     if (bytes) std::memset(p, 0, bytes);
   }
   void upload_f32(void* dst, DType dtype, const float* src, int64_t n) override {
-    check_dtype(dtype, "upload_f32");
-    T* d = static_cast<T*>(dst);
-    for (int64_t i = 0; i < n; ++i)
-      d[i] = static_cast<T>(src[i]);
+    upload_as(dst, dtype, src, n, "upload_f32");
   }
   void download_f32(float* dst, const void* src, DType dtype, int64_t n) override {
-    check_dtype(dtype, "download_f32");
-    const T* s = static_cast<const T*>(src);
-    for (int64_t i = 0; i < n; ++i)
-      dst[i] = static_cast<float>(s[i]);
+    download_as(dst, src, dtype, n, "download_f32");
   }
   void upload_f64(void* dst, DType dtype, const double* src, int64_t n) override {
-    check_dtype(dtype, "upload_f64");
-    T* d = static_cast<T*>(dst);
-    for (int64_t i = 0; i < n; ++i)
-      d[i] = static_cast<T>(src[i]);
+    upload_as(dst, dtype, src, n, "upload_f64");
   }
   void download_f64(double* dst, const void* src, DType dtype, int64_t n) override {
-    check_dtype(dtype, "download_f64");
-    const T* s = static_cast<const T*>(src);
-    for (int64_t i = 0; i < n; ++i)
-      dst[i] = static_cast<double>(s[i]);
+    download_as(dst, src, dtype, n, "download_f64");
   }
   void convert(void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t n) override {
     check_dtype(dst_dtype, "convert");
@@ -382,6 +370,21 @@ class CpuBackend final : public Backend {
   void check_dtype(DType dtype, const char* op) const {
     KILN_CHECK_ARG(dtype == dtype_of<T>(), "cpu backend: ", op, " got ", dtype_name(dtype),
                    " for a buffer of this ", dtype_name(dtype_of<T>()), " backend");
+  }
+  // Host values of type S to and from a buffer of this backend's type.
+  template <typename S>
+  void upload_as(void* dst, DType dtype, const S* src, int64_t n, const char* op) const {
+    check_dtype(dtype, op);
+    T* d = static_cast<T*>(dst);
+    for (int64_t i = 0; i < n; ++i)
+      d[i] = static_cast<T>(src[i]);
+  }
+  template <typename D>
+  void download_as(D* dst, const void* src, DType dtype, int64_t n, const char* op) const {
+    check_dtype(dtype, op);
+    const T* s = static_cast<const T*>(src);
+    for (int64_t i = 0; i < n; ++i)
+      dst[i] = static_cast<D>(s[i]);
   }
   // The GEMM's packing scratch for reduction length k, from the bound workspace.
   T* pack(int64_t k) {

@@ -6,6 +6,7 @@
 
 #include "kernels/common/check.hpp"
 #include "kiln/trainer.hpp"
+#include "runtime/layer_ops.hpp"
 #include "runtime/rng.hpp"
 #include "runtime/training_plan.hpp"
 
@@ -177,16 +178,9 @@ std::vector<float> Generator::State::run(std::span<const int32_t> tokens) {
     be.linear_fwd(at(r.proj_out), nullptr, at(r.atty), param(ParamKind::attproj_w, l),
                   param(ParamKind::attproj_b, l), n, C, C);
     residual_norm(at(r.res), at(r.x), at(r.proj_out), ParamKind::ln2_w, ParamKind::ln2_b, l);
-    if (m.mlp == MlpKind::swiglu) {
-      be.linear_fwd(at(r.fch), nullptr, at(r.ln), param(ParamKind::fc_w, l),
-                    param(ParamKind::fc_b, l), n, C, F);
-      be.swiglu_fwd(at(r.fch_gelu), at(r.fch), n, Hm);
-    } else {
-      be.linear_fwd(at(r.fch_gelu), at(r.fch), at(r.ln), param(ParamKind::fc_w, l),
-                    param(ParamKind::fc_b, l), n, C, F);
-    }
-    be.linear_fwd(at(r.proj_out), nullptr, at(r.fch_gelu), param(ParamKind::fcproj_w, l),
-                  param(ParamKind::fcproj_b, l), n, Hm, C);
+    impl::mlp_fwd(be, m.mlp, at(r.proj_out), at(r.fch), at(r.fch_gelu), at(r.ln),
+                  param(ParamKind::fc_w, l), param(ParamKind::fc_b, l),
+                  param(ParamKind::fcproj_w, l), param(ParamKind::fcproj_b, l), n, C, F, Hm);
     const bool last = l + 1 == L;
     residual_norm(at(r.x), at(r.res), at(r.proj_out), last ? ParamKind::lnf_w : ParamKind::ln1_w,
                   last ? ParamKind::lnf_b : ParamKind::ln1_b, last ? -1 : l + 1);

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "kernels/common/check.hpp"
+#include "runtime/layer_ops.hpp"
 #include "runtime/trainer_state.hpp"
 
 namespace kiln::impl {
@@ -68,7 +69,6 @@ void TrainerState::forward() {
   const int64_t B = train.batch, T = train.seq_len, C = m.n_embd, NH = m.n_head;
   const int64_t NKV = m.kv_heads(), HD = m.head_dim(), BT = B * T, L = m.n_layer;
   const int64_t W = m.qkv_width(), F = m.mlp_width(), Hm = m.mlp_hidden();
-  const bool swiglu = m.mlp == MlpKind::swiglu;
   const auto* tokens = static_cast<const int32_t*>(at(r.inputs));
 
   // param(wpe) is null with rotary positions: the embedding is the token's alone.
@@ -89,16 +89,9 @@ void TrainerState::forward() {
                   param(ParamKind::attproj_b, l), BT, C, C);
     residual_norm_fwd(at(a.res2), at(a.ln2), a.ln2_mean, a.ln2_rstd, x, at(r.proj_out),
                       ParamKind::ln2_w, ParamKind::ln2_b, l);
-    if (swiglu) {
-      be.linear_fwd(at(a.fch), nullptr, at(a.ln2), param(ParamKind::fc_w, l),
-                    param(ParamKind::fc_b, l), BT, C, F);
-      be.swiglu_fwd(at(a.fch_gelu), at(a.fch), BT, Hm);
-    } else {
-      be.linear_fwd(at(a.fch_gelu), at(a.fch), at(a.ln2), param(ParamKind::fc_w, l),
-                    param(ParamKind::fc_b, l), BT, C, F);
-    }
-    be.linear_fwd(at(r.proj_out), nullptr, at(a.fch_gelu), param(ParamKind::fcproj_w, l),
-                  param(ParamKind::fcproj_b, l), BT, Hm, C);
+    mlp_fwd(be, m.mlp, at(r.proj_out), at(a.fch), at(a.fch_gelu), at(a.ln2),
+            param(ParamKind::fc_w, l), param(ParamKind::fc_b, l), param(ParamKind::fcproj_w, l),
+            param(ParamKind::fcproj_b, l), BT, C, F, Hm);
     // The residual add of the MLP fused with the next norm (the next layer's ln1, or ln_f).
     if (l + 1 < L) {
       const LayerRegions& n = r.layers[static_cast<std::size_t>(l + 1)];
