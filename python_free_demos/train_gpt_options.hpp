@@ -1,8 +1,10 @@
-// train_gpt's command line: its options, their checks, and the combinations it refuses.
+// train_gpt's command line: its options, their checks, the combinations it refuses, and the
+// runtime's configurations they make.
 #pragma once
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -235,6 +237,60 @@ inline void add_options(CLI::App& app, Options& o) {
                    "with --resume (the model comes from the checkpoint)");
     }
   });
+}
+
+// The model options (checked by CLI11) as the runtime's overrides of the preset.
+inline kiln::ModelOverrides model_overrides(const Options& o) {
+  kiln::ModelOverrides m;
+  m.vocab_size = o.vocab;
+  m.n_layer = o.layers;
+  m.n_head = o.heads;
+  m.n_embd = o.channels;
+  m.max_seq_len = o.max_seq_len;
+  m.encoder = o.encoder;
+  m.n_kv_head = o.kv_heads;
+  m.intermediate_size = o.intermediate;
+  if (!o.norm.empty()) m.norm = kiln::parse_norm_kind(o.norm);
+  if (!o.positions.empty()) m.positions = kiln::parse_position_kind(o.positions);
+  if (!o.mlp.empty()) m.mlp = kiln::parse_mlp_kind(o.mlp);
+  if (!o.bias.empty()) m.bias = kiln::parse_bias_kind(o.bias);
+  if (!o.head.empty()) m.tied_embeddings = o.head == "tied";
+  m.rope_theta = o.rope_theta;
+  if (!o.rope_scaling.empty()) m.rope_scaling = kiln::parse_rope_scaling(o.rope_scaling);
+  m.rope_factor = o.rope_factor;
+  m.rope_low_freq_factor = o.rope_low;
+  m.rope_high_freq_factor = o.rope_high;
+  m.rope_original_max_position = o.rope_original;
+  return m;
+}
+
+// The training options as the runtime's TrainConfig, checked against the model.
+inline kiln::TrainConfig train_config(const Options& o, const kiln::ModelConfig& model) {
+  kiln::TrainConfig tc;
+  tc.batch = o.batch;
+  tc.seq_len = o.seq_len;
+  tc.grad_accum = o.grad_accum;
+  tc.seed = o.seed;
+  tc.mask_fraction = o.mask_fraction;
+  tc.cuda_graph = o.cuda_graph;
+  tc.deterministic = !o.nondeterministic;
+  tc.on_nonfinite =
+      o.on_nonfinite == "stop" ? kiln::NonFinitePolicy::stop : kiln::NonFinitePolicy::skip;
+  tc.recompute.gelu = o.recompute == "gelu" || o.recompute == "all";
+  tc.recompute.layernorm = o.recompute == "layernorm" || o.recompute == "all";
+  tc.optimizer.lr = o.lr;
+  tc.optimizer.min_lr = o.lr * o.min_lr_ratio;
+  tc.optimizer.warmup_steps = o.warmup >= 0 ? o.warmup : std::max<int64_t>(1, o.steps / 20);
+  tc.optimizer.decay_steps = o.steps;
+  tc.optimizer.schedule = kiln::parse_lr_schedule(o.schedule);
+  tc.optimizer.beta1 = o.beta1;
+  tc.optimizer.beta2 = o.beta2;
+  tc.optimizer.weight_decay = o.weight_decay;
+  tc.optimizer.grad_clip = o.grad_clip;
+  tc.zero1 = o.zero1;
+  tc.bucket_bytes = static_cast<int64_t>(o.bucket_mb * (1 << 20));
+  tc.validate(model);
+  return tc;
 }
 
 }  // namespace train_gpt
