@@ -4,33 +4,16 @@
 // Host synchronization: download() and synchronize() only. Whether a step is skipped (non-finite
 // loss or gradient norm) is decided on the device by the stats kernel and read there by AdamW, so
 // the host queues a whole step, optimizer included, without waiting for the GPU.
-#include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
-#include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "kernels/common/check.hpp"
-#include "kiln/attention.h"
-#include "kiln/backend.hpp"
-#include "kiln/classifier.h"
-#include "kiln/device.hpp"
-#include "kiln/embedding.h"
-#include "kiln/gelu.h"
-#include "kiln/gemm.h"
-#include "kiln/layernorm.h"
-#include "kiln/optimizer.h"
-#include "kiln/rmsnorm.h"
-#include "kiln/rope.h"
-#include "kiln/swiglu.h"
-#include "runtime/cuda/runtime_kernels.hpp"
-#include "runtime/rope_config.hpp"
-
 #include "runtime/backend_cuda.hpp"
+#include "runtime/cuda/runtime_kernels.hpp"
 
 namespace kiln::impl {
 namespace {

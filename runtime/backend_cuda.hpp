@@ -135,6 +135,8 @@ class CudaBackend final : public Backend {
   };
 
   static OptLayout optimizer_layout(const ParamLayout& layout);
+  // The layout, after checking that `u` has every buffer and a large enough workspace.
+  static OptLayout checked_layout(const OptimizerUpdate& u, const char* op);
 
   kiln_attention_desc_t packed_desc(int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t HD,
                                     bool causal) const;

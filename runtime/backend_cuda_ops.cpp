@@ -1,32 +1,22 @@
 // The cuda backend's ops: each a call of a kernel's C++ API on the compute stream, with the
 // shared scratch the workspace query sized.
-#include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
-#include <cmath>
-#include <cstring>
-#include <memory>
-#include <string>
-#include <vector>
 
 #include "kernels/common/check.hpp"
 #include "kiln/attention.h"
-#include "kiln/backend.hpp"
 #include "kiln/classifier.h"
-#include "kiln/device.hpp"
 #include "kiln/embedding.h"
 #include "kiln/gelu.h"
 #include "kiln/gemm.h"
 #include "kiln/layernorm.h"
-#include "kiln/optimizer.h"
 #include "kiln/rmsnorm.h"
 #include "kiln/rope.h"
 #include "kiln/swiglu.h"
+#include "runtime/backend_cuda.hpp"
 #include "runtime/cuda/runtime_kernels.hpp"
 #include "runtime/rope_config.hpp"
-
-#include "runtime/backend_cuda.hpp"
 
 namespace kiln::impl {
 namespace {

@@ -2,43 +2,30 @@
 // stay on the device, AdamW reads them there (no host round trip); the device tables of the tensors
 // are built once per set of buffers.
 #include <cuda_bf16.h>
-#include <cuda_runtime_api.h>
 
 #include <algorithm>
-#include <cmath>
-#include <cstring>
-#include <memory>
-#include <string>
 #include <vector>
 
 #include "kernels/common/check.hpp"
-#include "kiln/attention.h"
-#include "kiln/backend.hpp"
-#include "kiln/classifier.h"
-#include "kiln/device.hpp"
-#include "kiln/embedding.h"
-#include "kiln/gelu.h"
-#include "kiln/gemm.h"
-#include "kiln/layernorm.h"
 #include "kiln/optimizer.h"
-#include "kiln/rmsnorm.h"
-#include "kiln/rope.h"
-#include "kiln/swiglu.h"
-#include "runtime/cuda/runtime_kernels.hpp"
-#include "runtime/rope_config.hpp"
-
 #include "runtime/backend_cuda.hpp"
+#include "runtime/cuda/runtime_kernels.hpp"
 
 namespace kiln::impl {
 
-void CudaBackend::optimizer_update(const OptimizerUpdate& u) {
+CudaBackend::OptLayout CudaBackend::checked_layout(const OptimizerUpdate& u, const char* op) {
   KILN_CHECK_ARG(u.layout && u.master && u.compute && u.grads && u.m && u.v && u.stats,
-                 "cuda backend: optimizer_update is missing a buffer");
+                 "cuda backend: ", op, " is missing a buffer");
   const OptLayout l = optimizer_layout(*u.layout);
-  KILN_CHECK_ARG(u.workspace != nullptr && u.workspace_bytes >= l.total,
-                 "cuda backend: optimizer_update needs ", l.total,
+  KILN_CHECK_ARG(u.workspace != nullptr && u.workspace_bytes >= l.total, "cuda backend: ", op,
+                 " needs ", l.total,
                  " bytes of optimizer workspace (optimizer_workspace_bytes), got ",
                  u.workspace_bytes);
+  return l;
+}
+
+void CudaBackend::optimizer_update(const OptimizerUpdate& u) {
+  const OptLayout l = checked_layout(u, "optimizer_update");
   char* ws = static_cast<char*>(u.workspace);
   prepare_tables(u, l);
   float* norm_out = reinterpret_cast<float*>(ws + l.norm_out);
@@ -63,13 +50,7 @@ void CudaBackend::optimizer_update(const OptimizerUpdate& u) {
 }
 
 void CudaBackend::grad_sum_squares(const OptimizerUpdate& u) {
-  KILN_CHECK_ARG(u.layout && u.master && u.compute && u.grads && u.m && u.v && u.stats,
-                 "cuda backend: grad_sum_squares is missing a buffer");
-  const OptLayout l = optimizer_layout(*u.layout);
-  KILN_CHECK_ARG(u.workspace != nullptr && u.workspace_bytes >= l.total,
-                 "cuda backend: grad_sum_squares needs ", l.total,
-                 " bytes of optimizer workspace (optimizer_workspace_bytes), got ",
-                 u.workspace_bytes);
+  const OptLayout l = checked_layout(u, "grad_sum_squares");
   prepare_tables(u, l);
   shard_norm(u, l, 0.0f);
   launch_sum_squares_from_norm(
