@@ -2,8 +2,8 @@
 #include "kiln/layernorm.h"
 
 #include "kernels/common/capi.hpp"
+#include "kernels/common/row_args.hpp"
 #include "kernels/layernorm/layernorm.hpp"
-#include "kernels/layernorm/row_args.hpp"
 
 namespace kiln::impl {
 namespace {

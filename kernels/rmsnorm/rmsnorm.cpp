@@ -2,8 +2,8 @@
 #include "kiln/rmsnorm.h"
 
 #include "kernels/common/capi.hpp"
+#include "kernels/common/row_args.hpp"
 #include "kernels/layernorm/layernorm.hpp"
-#include "kernels/layernorm/row_args.hpp"
 #include "kernels/rmsnorm/rmsnorm.hpp"
 
 extern "C" {

@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "kernels/common/capi.hpp"
-#include "kernels/layernorm/row_args.hpp"
+#include "kernels/common/row_args.hpp"
 #include "kernels/softmax/softmax.hpp"
 
 namespace kiln::impl {
