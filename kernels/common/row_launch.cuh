@@ -59,8 +59,8 @@ void launch_rows(const Params& p, Pick pick, Generic generic, int generic_thread
       auto kernel = pick(lanes, packs);
       if constexpr (kLanes > 0) {
         const std::int64_t rows = dev::kRowWarpThreads / kLanes;
-        kernel<<<static_cast<unsigned>((p.N + rows - 1) / rows), dev::kRowWarpThreads, 0,
-                 stream>>>(p);
+        const auto blocks = static_cast<unsigned>((p.N + rows - 1) / rows);
+        kernel<<<blocks, dev::kRowWarpThreads, 0, stream>>>(p);
       } else {
         kernel<<<static_cast<unsigned>(p.N), dev::row_block_threads(vec, kPacks), 0, stream>>>(p);
       }
