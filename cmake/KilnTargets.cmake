@@ -54,13 +54,17 @@ endfunction()
 # The portable sources of kernels/ and runtime/ compile once into these object libraries; the
 # shared library kiln::kiln and the static kiln_static (tests and benchmarks reach internal headers
 # through it) are both made of their objects.
-#   kiln_refs  the CPU references (kernels/*/*_ref.cpp): the specification of every op, and by
-#              design the implementation of the runtime's cpu backend (runtime/backend_cpu.cpp)
-#   kiln_obj   everything else: the kernels, their launchers and C ABI, the runtime
+#   kiln_errors  the error contract (errors/): kiln::Error, the checks, the C ABI guard; created
+#                in errors/CMakeLists.txt, used by everything below
+#   kiln_refs    the CPU references (kernels/*/*_ref.cpp): the specification of every op, and by
+#                design the implementation of the runtime's cpu backend (runtime/backend_cpu.cpp)
+#   kiln_obj     everything else: the kernels, their launchers and C ABI, the runtime
 kiln_object_library(kiln_refs)
 kiln_object_library(kiln_obj)
+target_link_libraries(kiln_refs PRIVATE kiln_errors)
 target_link_libraries(kiln_obj
-  PRIVATE CUDA::cublasLt CUDNN::cudnn NCCL::nccl nlohmann_json::nlohmann_json Threads::Threads)
+  PRIVATE kiln_errors CUDA::cublasLt CUDNN::cudnn NCCL::nccl nlohmann_json::nlohmann_json
+          Threads::Threads)
 
 # kiln_hopper_library(<sources>): the Hopper-only kernels (files named *_sm90.cu) compile into
 # kiln_sm90 for sm_90a alone, since wgmma and setmaxnreg exist only there.
@@ -73,7 +77,7 @@ function(kiln_hopper_library)
   # Only cudart: the TMA descriptor encoder comes from the driver through
   # cudaGetDriverEntryPointByVersion, so nothing links libcuda and programs still start where there
   # is no driver.
-  target_link_libraries(kiln_sm90 PRIVATE CUDA::cudart)
+  target_link_libraries(kiln_sm90 PRIVATE kiln_errors CUDA::cudart)
   target_compile_definitions(kiln_sm90 PRIVATE KILN_BUILDING_LIBRARY KILN_HAS_SM90A=1)
   kiln_warnings(kiln_sm90)
   kiln_cuda_flags(kiln_sm90)

@@ -17,9 +17,9 @@
 #include <thread>
 #include <vector>
 
+#include "errors/check.hpp"
 #include "kernels/attention/attention_ref.hpp"
 #include "kernels/classifier/classifier_ref.hpp"
-#include "kernels/common/check.hpp"
 #include "kernels/embedding/embedding_ref.hpp"
 #include "kernels/gelu/gelu_ref.hpp"
 #include "kernels/norm/layernorm_ref.hpp"

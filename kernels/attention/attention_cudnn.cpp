@@ -18,10 +18,10 @@
 #include <utility>
 #include <vector>
 
+#include "errors/check.hpp"
 #include "kernels/attention/attention.hpp"
 #include "kernels/attention/attention_cudnn_backend.hpp"
 #include "kernels/attention/attention_cudnn_graph.hpp"
-#include "kernels/common/check.hpp"
 #include "kernels/common/device.hpp"
 
 namespace kiln::impl {

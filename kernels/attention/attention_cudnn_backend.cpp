@@ -4,8 +4,8 @@
 #include <algorithm>
 #include <array>
 
-#include "kernels/common/check.hpp"
-#include "kernels/common/check_libs.hpp"
+#include "errors/check.hpp"
+#include "errors/check_libs.hpp"
 
 namespace kiln::impl::cudnn_attn {
 

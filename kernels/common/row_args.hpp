@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/core.h"
 
 namespace kiln::impl::args {

@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kernels/common/rows.cuh"
 
 namespace kiln::dev {

@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <limits>
 
-#include "kernels/common/capi.hpp"
-#include "kernels/common/check.hpp"
+#include "errors/capi.hpp"
+#include "errors/check.hpp"
 #include "kernels/embedding/embedding.hpp"
 
 namespace kiln::impl {

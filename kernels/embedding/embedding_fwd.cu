@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kernels/common/device.hpp"
 #include "kernels/common/vec.cuh"
 #include "kernels/embedding/embedding.hpp"

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kernels/common/gelu_math.cuh"
 #include "kernels/common/rows.cuh"
 #include "kernels/common/vec.cuh"

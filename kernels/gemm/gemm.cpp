@@ -3,8 +3,8 @@
 #include <memory>
 #include <mutex>
 
-#include "kernels/common/capi.hpp"
-#include "kernels/common/check.hpp"
+#include "errors/capi.hpp"
+#include "errors/check.hpp"
 #include "kernels/gemm/gemm.hpp"
 #include "kernels/gemm/gemm_dispatch.hpp"
 #include "kernels/gemm/gemm_winners.hpp"

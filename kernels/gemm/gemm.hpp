@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <string>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/gemm.h"
 
 namespace kiln::impl {

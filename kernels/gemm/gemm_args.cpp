@@ -6,7 +6,7 @@
 #include <limits>
 #include <string>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kernels/gemm/gemm.hpp"
 
 namespace kiln::impl {

@@ -6,7 +6,7 @@
 #include <memory>
 #include <vector>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kernels/common/device.hpp"
 
 namespace kiln::impl {

@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 
 namespace kiln::impl {
 namespace {

@@ -5,7 +5,7 @@
 
 #include <utility>
 
-#include "kernels/common/capi.hpp"
+#include "errors/capi.hpp"
 #include "kernels/common/row_args.hpp"
 #include "kernels/norm/norm.hpp"
 

@@ -13,7 +13,7 @@
 #include <mutex>
 #include <tuple>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kernels/common/device.hpp"
 #include "kernels/common/row_launch.cuh"
 #include "kernels/common/rows.cuh"

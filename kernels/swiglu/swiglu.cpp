@@ -3,7 +3,7 @@
 
 #include <limits>
 
-#include "kernels/common/capi.hpp"
+#include "errors/capi.hpp"
 #include "kernels/common/row_args.hpp"
 #include "kernels/swiglu/swiglu.hpp"
 
