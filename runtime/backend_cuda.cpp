@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "runtime/backend_cuda.hpp"
 #include "runtime/cuda/runtime_kernels.hpp"
 

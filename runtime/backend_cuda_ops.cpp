@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/attention.h"
 #include "kiln/classifier.h"
 #include "kiln/embedding.h"

@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/optimizer.h"
 #include "runtime/backend_cuda.hpp"
 #include "runtime/cuda/runtime_kernels.hpp"

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <string_view>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 
 static_assert(std::endian::native == std::endian::little,
               "kiln's checkpoint format is little-endian; a big-endian host needs byte swaps");

@@ -14,7 +14,7 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "runtime/io/io_internal.hpp"
 
 namespace kiln {
