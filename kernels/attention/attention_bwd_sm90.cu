@@ -57,8 +57,8 @@ struct Smem {
   alignas(16) float dq[2][kDqPart];  // per consumer warpgroup: its dQ part, accumulator order
   float lse2[kStages][kM];           // LSE * log2(e); +inf: the row's P is 0
   float dsum[kStages][kM];           // D
-  std::uint64_t kv_full;
-  std::uint64_t full[kStages], empty[kStages];
+  std::uint64_t kv_full;             // K and V, loaded once
+  dev::TmaPipeline<kStages> pipe;  // Q, dO, LSE, D of a block
 };
 // H100's opt-in maximum of dynamic shared memory a block, with the 1024-byte alignment slack.
 static_assert(sizeof(Smem<64>) + 1024 <= 227 * 1024, "shared memory, HD 64");
@@ -120,10 +120,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (tid == 0) {
     dev::mbarrier_init(&sm.kv_full, 1);
-    for (int s = 0; s < kStages; ++s) {
-      dev::mbarrier_init(&sm.full[s], 1 + 32);  // the TMA thread's expect_tx + the LSE/D warp
-      dev::mbarrier_init(&sm.empty[s], 8);      // lane 0 of each consumer warp
-    }
+    // full: the TMA thread's expect_tx + the LSE/D warp; empty: lane 0 of each consumer warp.
+    sm.pipe.init(1 + 32, 8);
     dev::fence_barrier_init();
   }
   __syncthreads();
@@ -142,26 +140,25 @@ __global__ void __launch_bounds__(kThreads, 1)
         dev::tma_load_4d(sm.k + cb * kN * 128, &map_k, &sm.kv_full, cb * 64, n0, hk, b);
         dev::tma_load_4d(sm.v + cb * kN * 128, &map_v, &sm.kv_full, cb * 64, n0, hk, b);
       }
-      Ring<kStages> ring;
-      for (int step = 0; step < st.total; ++step, ring.next()) {
+      dev::PipeState<kStages> ring;
+      for (int step = 0; step < st.total; ++step, ring.advance()) {
         const int h = hk * p.group + step / st.per_head;
         const int q0 = (st.m_begin + step % st.per_head) * kM;
-        dev::mbarrier_wait(&sm.empty[ring.stage], ring.phase ^ 1, "attention_bwd_sm90 empty");
-        dev::mbarrier_arrive_expect_tx(&sm.full[ring.stage], 2 * Smem<HD>::kQBytes);
+        sm.pipe.producer_acquire(ring, "attention_bwd_sm90 empty");
+        sm.pipe.producer_expect_tx(ring, 2 * Smem<HD>::kQBytes);
+        std::uint64_t* full = sm.pipe.full_barrier(ring);
         for (int cb = 0; cb < kBlocks; ++cb) {
-          dev::tma_load_4d(sm.q[ring.stage] + cb * kM * 128, &map_q, &sm.full[ring.stage], cb * 64,
-                           q0, h, b);
-          dev::tma_load_4d(sm.dout[ring.stage] + cb * kM * 128, &map_do, &sm.full[ring.stage],
-                           cb * 64, q0, h, b);
+          dev::tma_load_4d(sm.q[ring.stage] + cb * kM * 128, &map_q, full, cb * 64, q0, h, b);
+          dev::tma_load_4d(sm.dout[ring.stage] + cb * kM * 128, &map_do, full, cb * 64, q0, h, b);
         }
       }
     } else if (warp == 1) {
-      Ring<kStages> ring;
-      for (int step = 0; step < st.total; ++step, ring.next()) {
+      dev::PipeState<kStages> ring;
+      for (int step = 0; step < st.total; ++step, ring.advance()) {
         const int h = hk * p.group + step / st.per_head;
         const int q0 = (st.m_begin + step % st.per_head) * kM;
         const int64_t row0 = (static_cast<int64_t>(b) * p.NHq + h) * p.Tq;
-        dev::mbarrier_wait(&sm.empty[ring.stage], ring.phase ^ 1, "attention_bwd_sm90 empty");
+        sm.pipe.producer_acquire(ring, "attention_bwd_sm90 empty");
         for (int i = lane; i < kM; i += 32) {
           const int q = q0 + i;
           float l2 = INFINITY, d = 0.f;
@@ -174,7 +171,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           sm.dsum[ring.stage][i] = d;
         }
         // Every lane releases its own stores (no reliance on __syncwarp's ordering).
-        dev::mbarrier_arrive(&sm.full[ring.stage]);
+        sm.pipe.producer_commit(ring);
       }
     }
     return;
@@ -202,8 +199,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   dev::mbarrier_wait(&sm.kv_full, 0, "attention_bwd_sm90 kv_full");
-  Ring<kStages> ring;
-  for (int step = 0; step < st.total; ++step, ring.next()) {
+  dev::PipeState<kStages> ring;
+  for (int step = 0; step < st.total; ++step, ring.advance()) {
     const int h = hk * p.group + step / st.per_head;
     const int m_block = st.m_begin + step % st.per_head;
     const int q0 = m_block * kM;
@@ -212,7 +209,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const unsigned char* sdo = sm.dout[stage];
     const float* lse2 = sm.lse2[stage];
     const float* dsum = sm.dsum[stage];
-    dev::mbarrier_wait(&sm.full[stage], ring.phase, "attention_bwd_sm90 full");
+    sm.pipe.consumer_wait(ring, "attention_bwd_sm90 full");
 
     // Descriptors of k-step 0, recomputed every block (opaque) rather than kept in registers.
     const std::uint64_t d_k = opaque(desc_kmajor(k_rows, kN, 0));
@@ -314,7 +311,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     dev::wgmma_fence_operand(dk);
     fence_regs(pa);
     fence_regs(dsa);
-    if (lane == 0) dev::mbarrier_arrive(&sm.empty[stage]);  // Q, dO, LSE, D are read
+    if (lane == 0) sm.pipe.consumer_release(stage);  // Q, dO, LSE, D are read
 
     if constexpr (kAtomicDq) {
       // dQ part = dS K over the CTA's 128 keys: dS as the M-major A operand (the dS^T tile),

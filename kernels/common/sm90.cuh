@@ -2,7 +2,8 @@
 // shared-memory descriptors, register reallocation, named barriers. Include only from files built
 // for sm_90a (*_sm90.cu). Host-side TMA descriptor encoding is in kernels/common/tma.hpp.
 //
-// How the pieces fit (a warp-specialized pipeline of S stages, as kernels/gemm/gemm_sm90.cu):
+// How the pieces fit (a warp-specialized pipeline of S stages, as kernels/gemm/gemm_sm90.cuh; the
+// ring itself is TmaPipeline in kernels/common/sm90_pipeline.cuh):
 //
 //   producer (one thread)                         consumers (whole warpgroups)
 //   wait(empty[s], phase ^ 1)                     wait(full[s], phase)
