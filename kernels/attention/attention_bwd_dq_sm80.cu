@@ -129,18 +129,13 @@ __global__ void __launch_bounds__(kDqThreads, 2) attention_bwd_dq_kernel(const K
     dsum[hr] = 0.f;
     if (row < p.Tq) {
       const int64_t i = (static_cast<int64_t>(b) * p.NHq + h) * p.Tq + row;
-      const float l = p.lse[i];
-      lse2[hr] = l == -INFINITY ? INFINITY : l * kLog2e;
+      lse2[hr] = dev::lse_log2(p.lse[i]);
       dsum[hr] = p.dsum[i];
     }
   }
 
   float dq[kDT][4];
-#pragma unroll
-  for (int dt = 0; dt < kDT; ++dt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      dq[dt][e] = 0.f;
+  dev::zero_frags(dq);
   const LaneOffsets<HD> lq = lanes_a<HD>(lane, warp_row);  // Q, dO rows as A
   const LaneOffsets<HD> lkn = lanes_bn<HD>(lane);          // K, V as n-major B (S, dP)
   const LaneOffsets<HD> lkk = lanes_bk<HD>(lane);          // K as k-major B (dQ)
@@ -160,13 +155,8 @@ __global__ void __launch_bounds__(kDqThreads, 2) attention_bwd_dq_kernel(const K
     const std::uint32_t ck = k_addr + stage * kStageBytes, cv = v_addr + stage * kStageBytes;
 
     float s[kNT][4], dp[kNT][4];
-#pragma unroll
-    for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[nt][e] = 0.f;
-        dp[nt][e] = 0.f;
-      }
+    dev::zero_frags(s);
+    dev::zero_frags(dp);
 #pragma unroll 1
     for (int k64 = 0; k64 < HD / 64; ++k64) {
       const std::uint32_t span = k64 * 128;

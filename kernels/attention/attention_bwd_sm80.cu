@@ -29,11 +29,7 @@ template <int HD, int kNT>
 __device__ __forceinline__ void product_t(float (&acc)[kNT][4], std::uint32_t a_addr,
                                           std::uint32_t b_addr, const LaneOffsets<HD>& la,
                                           const LaneOffsets<HD>& lb) {
-#pragma unroll
-  for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      acc[nt][e] = 0.f;
+  dev::zero_frags(acc);
 #pragma unroll 1
   for (int k64 = 0; k64 < HD / 64; ++k64) {
     const std::uint32_t span = k64 * 128;
@@ -110,13 +106,8 @@ __global__ void __launch_bounds__(kBwdThreads, 2) attention_bwd_dkdv_kernel(cons
   dev::cp_async_commit();
 
   float dk[kDT][4], dv[kDT][4];
-#pragma unroll
-  for (int dt = 0; dt < kDT; ++dt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      dk[dt][e] = 0.f;
-      dv[dt][e] = 0.f;
-    }
+  dev::zero_frags(dk);
+  dev::zero_frags(dv);
   const int warp_key = warp * 16;
   const LaneOffsets<HD> lkv = lanes_a<HD>(lane, warp_key);  // K, V rows as the A operand
   const LaneOffsets<HD> lqn = lanes_bn<HD>(lane);           // Q, dO as n-major B (S^T, dP^T)
@@ -149,8 +140,7 @@ __global__ void __launch_bounds__(kBwdThreads, 2) attention_bwd_dkdv_kernel(cons
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int ql = nt * 8 + (lane & 3) * 2 + (e & 1);
-        const float lse = sL[stage * kBr + ql];
-        const float lse2 = lse == -INFINITY ? INFINITY : lse * kLog2e;
+        const float lse2 = dev::lse_log2(sL[stage * kBr + ql]);
         float pv = exp2_approx(fmaf(pt[nt][e], p.scale_log2, -lse2));
         if (need_mask) {
           const int key = n0 + warp_key + (lane >> 2) + (e >> 1) * 8, qrow = q0 + ql;
@@ -214,11 +204,7 @@ __global__ void __launch_bounds__(kBwdThreads, 2) attention_bwd_dkdv_kernel(cons
       __syncthreads();  // dS^T complete
       // dQ rows warp*16.. of this query block: dS (queries x keys) K (keys x HD).
       float dq[kDT][4];
-#pragma unroll
-      for (int dt = 0; dt < kDT; ++dt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          dq[dt][e] = 0.f;
+      dev::zero_frags(dq);
 #pragma unroll
       for (int kk = 0; kk < kBc / 16; ++kk) {
         std::uint32_t a[4];

@@ -163,8 +163,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           const int q = q0 + i;
           float l2 = INFINITY, d = 0.f;
           if (q < p.Tq) {
-            const float l = p.lse[row0 + q];
-            l2 = l == -INFINITY ? INFINITY : l * kLog2e;
+            l2 = dev::lse_log2(p.lse[row0 + q]);
             d = p.dsum[row0 + q];
           }
           sm.lse2[ring.stage][i] = l2;
@@ -192,11 +191,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr int kS = kM / 2;  // S^T, dP^T registers: 64 x kM over 128 threads
   constexpr int kD = HD / 2;  // dK, dV registers
   float dk[kD], dv[kD];
-#pragma unroll
-  for (int i = 0; i < kD; ++i) {
-    dk[i] = 0.f;
-    dv[i] = 0.f;
-  }
+  dev::zero_frags(dk);
+  dev::zero_frags(dv);
 
   dev::mbarrier_wait(&sm.kv_full, 0, "attention_bwd_sm90 kv_full");
   dev::PipeState<kStages> ring;

@@ -165,10 +165,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     const unsigned char* q_tile = sm.q + cw * 64 * 128;                 // this warpgroup's rows
 
     float o[kO];
-#pragma unroll
-    for (int i = 0; i < kO; ++i)
-      o[i] = 0.f;
-    float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+    dev::zero_frags(o);
+    dev::OnlineSoftmax rows;  // this thread's two rows
     std::uint32_t pa[kN / 16][4];
 
     // S = Q K^T into s for the block at `stage` (issued, not waited).
@@ -190,39 +188,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     };
     // Masks block n's S, updates the running max and sum, leaves P (fp32) in s and returns the
     // factor the previous O must be scaled by.
+    // (kernels/common/online_softmax.cuh: wgmma's accumulator has mma.sync's register pattern.)
     const auto softmax = [&](int n, float(&corr)[2]) {
       const int n0 = n * kN;
-      if (n0 + kN > p.Tk || (p.causal && n0 + kN - 1 > m0 + cw * 64 + diag)) {
-#pragma unroll
-        for (int j = 0; j < kN / 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int row = row_base + (e >> 1) * 8;
-            const int col = n0 + j * 8 + (lane & 3) * 2 + (e & 1);
-            if (col >= p.Tk || (p.causal && col > row + diag)) s[4 * j + e] = -INFINITY;
-          }
-      }
-#pragma unroll
-      for (int hr = 0; hr < 2; ++hr) {
-        float mx = row_max[hr];
-#pragma unroll
-        for (int j = 0; j < kN / 8; ++j)
-          mx = fmaxf(mx, fmaxf(s[4 * j + 2 * hr], s[4 * j + 2 * hr + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(dev::kFullMask, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(dev::kFullMask, mx, 2));
-        const float offset = mx == -INFINITY ? 0.f : mx * p.scale_log2;
-        corr[hr] = exp2_approx(row_max[hr] * p.scale_log2 - offset);
-        row_max[hr] = mx;
-        float sum = 0.f;
-#pragma unroll
-        for (int j = 0; j < kN / 8; ++j)
-#pragma unroll
-          for (int e = 2 * hr; e < 2 * hr + 2; ++e) {
-            s[4 * j + e] = exp2_approx(fmaf(s[4 * j + e], p.scale_log2, -offset));
-            sum += s[4 * j + e];
-          }
-        row_sum[hr] = row_sum[hr] * corr[hr] + sum;
-      }
+      if (n0 + kN > p.Tk || (p.causal && n0 + kN - 1 > m0 + cw * 64 + diag))
+        dev::mask_scores(s, row_base, n0, lane, p.Tk, p.causal, diag);
+      rows.update(s, p.scale_log2, corr);
     };
     const auto pack_p = [&] {
 #pragma unroll
@@ -231,16 +202,6 @@ __global__ void __launch_bounds__(kThreads, 1)
         pa[kk][1] = dev::pack_bf16x2(s[8 * kk + 2], s[8 * kk + 3]);
         pa[kk][2] = dev::pack_bf16x2(s[8 * kk + 4], s[8 * kk + 5]);
         pa[kk][3] = dev::pack_bf16x2(s[8 * kk + 6], s[8 * kk + 7]);
-      }
-    };
-
-    const auto rescale_o = [&](const float(&corr)[2]) {
-#pragma unroll
-      for (int j = 0; j < HD / 8; ++j) {
-        o[4 * j + 0] *= corr[0];
-        o[4 * j + 1] *= corr[0];
-        o[4 * j + 2] *= corr[1];
-        o[4 * j + 3] *= corr[1];
       }
     };
 
@@ -277,7 +238,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         dev::wgmma_wait<0>();  // P V done: pa and V[cur] are free
         dev::wgmma_fence_operand(o);
         if (lane == 0) sm.v_pipe.consumer_release(cur.stage);
-        rescale_o(corr);
+        dev::OnlineSoftmax::rescale(o, corr);
         pack_p();
       }
       // Last block's P V.
@@ -297,10 +258,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     float* lse = p.lse + (static_cast<int64_t>(tile.b) * p.NHq + tile.h) * p.Tq;
 #pragma unroll
     for (int hr = 0; hr < 2; ++hr) {
-      float sum = row_sum[hr];
-      sum += __shfl_xor_sync(dev::kFullMask, sum, 1);
-      sum += __shfl_xor_sync(dev::kFullMask, sum, 2);
-      const float inv = sum > 0.f ? 1.f / sum : 0.f;
+      const float sum = rows.total(hr);
+      const float inv = dev::OnlineSoftmax::inverse(sum);
       const int row = row_base + hr * 8;
       if (row < p.Tq) {
         bf16* go = p.o + tile.b * p.so.b + row * p.so.t + tile.h * p.so.h + (lane & 3) * 2;
@@ -308,8 +267,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int j = 0; j < HD / 8; ++j)
           *reinterpret_cast<std::uint32_t*>(go + j * 8) =
               dev::pack_bf16x2(o[4 * j + 2 * hr] * inv, o[4 * j + 2 * hr + 1] * inv);
-        if ((lane & 3) == 0)
-          lse[row] = sum > 0.f ? (row_max[hr] * p.scale_log2 + __log2f(sum)) * kLn2 : -INFINITY;
+        if ((lane & 3) == 0) lse[row] = rows.lse(hr, sum, p.scale_log2);
       }
     }
   }
