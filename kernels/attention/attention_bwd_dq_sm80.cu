@@ -5,6 +5,7 @@
 //    each warp 16 rows; K and V blocks stream through shared memory (double-buffered cp.async)
 //    and each block recomputes S, P, dP and dS to add dS K into fp32 registers, in a fixed order.
 //    No atomics: the price is recomputing S and dP (two of the backward's five products).
+#include "kernels/attention/attention_dispatch.hpp"
 #include "kernels/attention/attention_sm80.cuh"
 #include "kernels/common/check.hpp"
 
@@ -259,10 +260,7 @@ constexpr int kRowThreads = 256;
 }  // namespace
 
 void launch_bwd_dq(const KernelParams& p, int HD, int B, cudaStream_t stream) {
-  if (HD == 64)
-    launch_dq<64>(p, B, stream);
-  else
-    launch_dq<128>(p, B, stream);
+  dispatch_head_dim(HD, [&]<int kHd>() { launch_dq<kHd>(p, B, stream); });
 }
 
 }  // namespace kiln::attn
@@ -278,10 +276,9 @@ void attention_bwd_preprocess(const AttnBwdArgs& a, float* dsum, float* dq_accum
   const int64_t threads = rows * (a.s.HD / 8);
   const unsigned blocks =
       static_cast<unsigned>((threads + attn::kRowThreads - 1) / attn::kRowThreads);
-  if (a.s.HD == 64)
-    attn::attention_bwd_preprocess_kernel<64><<<blocks, attn::kRowThreads, 0, stream>>>(p, rows);
-  else
-    attn::attention_bwd_preprocess_kernel<128><<<blocks, attn::kRowThreads, 0, stream>>>(p, rows);
+  attn::dispatch_head_dim(a.s.HD, [&]<int HD>() {
+    attn::attention_bwd_preprocess_kernel<HD><<<blocks, attn::kRowThreads, 0, stream>>>(p, rows);
+  });
   KILN_LAUNCH_CHECK(stream);
 }
 
@@ -292,10 +289,9 @@ void attention_bwd_convert_dq(const AttnBwdArgs& a, const float* dq_accum, cudaS
   const int64_t threads = rows * (a.s.HD / 8);
   const unsigned blocks =
       static_cast<unsigned>((threads + attn::kRowThreads - 1) / attn::kRowThreads);
-  if (a.s.HD == 64)
-    attn::attention_bwd_convert_dq_kernel<64><<<blocks, attn::kRowThreads, 0, stream>>>(p, rows);
-  else
-    attn::attention_bwd_convert_dq_kernel<128><<<blocks, attn::kRowThreads, 0, stream>>>(p, rows);
+  attn::dispatch_head_dim(a.s.HD, [&]<int HD>() {
+    attn::attention_bwd_convert_dq_kernel<HD><<<blocks, attn::kRowThreads, 0, stream>>>(p, rows);
+  });
   KILN_LAUNCH_CHECK(stream);
 }
 

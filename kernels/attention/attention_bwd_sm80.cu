@@ -7,6 +7,7 @@
 //   dQ += dS K (fp32 atomics, non-deterministic mode only; dS goes through shared memory)
 // Looping over the query heads of a GQA group inside the CTA sums their dK/dV contributions in a
 // fixed order, so dK and dV are deterministic and need no workspace.
+#include "kernels/attention/attention_dispatch.hpp"
 #include "kernels/attention/attention_sm80.cuh"
 #include "kernels/common/check.hpp"
 
@@ -283,19 +284,15 @@ void launch_dkdv(const KernelParams& p, int NHkv, int B, cudaStream_t stream) {
 namespace kiln::impl {
 
 std::size_t attention_bwd_sm80_workspace(const AttnShape& s) {
-  const std::size_t rows = static_cast<std::size_t>(s.B) * s.NHq * s.Tq;
-  std::size_t bytes = attn_align(rows * sizeof(float));                    // D
-  if (!s.deterministic) bytes += attn_align(rows * s.HD * sizeof(float));  // dQ accumulator
-  return bytes;
+  // The dQ accumulator: (B, NHq, Tq, HD) fp32.
+  return attn_bwd_workspace_bytes(s, static_cast<std::size_t>(s.B) * s.NHq * s.Tq * s.HD * 4);
 }
 
 void attention_bwd_sm80(const AttnBwdArgs& a, void* workspace, cudaStream_t stream) {
   const AttnShape& s = a.s;
-  const std::size_t rows = static_cast<std::size_t>(s.B) * s.NHq * s.Tq;
-  float* dsum = static_cast<float*>(workspace);
-  float* dq_accum = s.deterministic ? nullptr
-                                    : reinterpret_cast<float*>(static_cast<char*>(workspace) +
-                                                               attn_align(rows * sizeof(float)));
+  const AttnBwdWorkspace w = attn_bwd_workspace(s, workspace);
+  float* const dsum = w.dsum;
+  float* const dq_accum = w.dq_accum;
   // Tq == 0: no query, so dK = dV = 0 (the dK/dV pass writes them) and dQ is empty.
   if (s.Tq > 0) attention_bwd_preprocess(a, dsum, dq_accum, stream);
 
@@ -310,18 +307,17 @@ void attention_bwd_sm80(const AttnBwdArgs& a, void* workspace, cudaStream_t stre
   p.dq = a.dq;
   p.dk = a.dk;
   p.dv = a.dv;
-  if (s.deterministic) {
-    if (s.HD == 64)
-      attn::launch_dkdv<64, false>(p, s.NHkv, s.B, stream);
+  attn::dispatch_head_dim(s.HD, [&]<int HD>() {
+    if (s.deterministic)
+      attn::launch_dkdv<HD, false>(p, s.NHkv, s.B, stream);
     else
-      attn::launch_dkdv<128, false>(p, s.NHkv, s.B, stream);
-    if (s.Tq > 0) attn::launch_bwd_dq(p, s.HD, s.B, stream);
-  } else {
-    if (s.HD == 64)
-      attn::launch_dkdv<64, true>(p, s.NHkv, s.B, stream);
+      attn::launch_dkdv<HD, true>(p, s.NHkv, s.B, stream);
+  });
+  if (s.Tq > 0) {
+    if (s.deterministic)
+      attn::launch_bwd_dq(p, s.HD, s.B, stream);
     else
-      attn::launch_dkdv<128, true>(p, s.NHkv, s.B, stream);
-    if (s.Tq > 0) attention_bwd_convert_dq(a, dq_accum, stream);
+      attention_bwd_convert_dq(a, dq_accum, stream);
   }
 }
 

@@ -18,8 +18,9 @@
 // The loop runs over every (query head of the GQA group, query block), so dK and dV sum the group
 // in a fixed order, with no atomics. Causal: query blocks that see none of the CTA's keys are
 // skipped. Then: dK (scaled), dV straight from registers; dQ = scale * accumulator by a small
-// kernel that undoes the accumulator order.
+// kernel that undoes the accumulator order (attention_bwd_dq_sm90.cu).
 #include "kernels/attention/attention.hpp"
+#include "kernels/attention/attention_dispatch.hpp"
 #include "kernels/attention/attention_sm80.cuh"
 #include "kernels/attention/attention_sm90.cuh"
 #include "kernels/common/check.hpp"
@@ -35,11 +36,14 @@ constexpr int kN = sm90::kBwdN;  // keys per CTA: 2 warpgroups x 64
 constexpr int kStages = 2;       // Q / dO ring depth
 constexpr int kDqPart = sm90::kDqPart;
 
-// Queries per block: 64 at HD 128 (S^T, dP^T of 64 x 64 per warpgroup beside 64 x 128 dK and
-// dV), 128 at HD 64 (S^T, dP^T of 64 x 128 beside 64 x 64 dK and dV): both fit 232 registers.
+// Queries per block: attention_dispatch.hpp's tile choice (S^T, dP^T beside dK, dV within 232
+// registers).
 template <int HD>
 constexpr int block_m() {
-  return sm90::bwd_block_m(HD);
+  constexpr int kM = sm90::bwd_block_m(HD);
+  static_assert(kM > 0, "no sm_90a backward tile for this head dim (attention_dispatch.hpp)");
+  static_assert(kM * HD == 2 * kDqPart, "a block's dQ is one 64 x 64 part a consumer warpgroup");
+  return kM;
 }
 
 template <int HD>
@@ -58,7 +62,7 @@ struct Smem {
   float lse2[kStages][kM];           // LSE * log2(e); +inf: the row's P is 0
   float dsum[kStages][kM];           // D
   std::uint64_t kv_full;             // K and V, loaded once
-  dev::TmaPipeline<kStages> pipe;  // Q, dO, LSE, D of a block
+  dev::TmaPipeline<kStages> pipe;    // Q, dO, LSE, D of a block
 };
 // H100's opt-in maximum of dynamic shared memory a block, with the 1024-byte alignment slack.
 static_assert(sizeof(Smem<64>) + 1024 <= 227 * 1024, "shared memory, HD 64");
@@ -91,16 +95,6 @@ __device__ __forceinline__ Steps steps_of(const BwdParams& p, int n0) {
   s.per_head = p.m_blocks - s.m_begin;
   s.total = s.per_head * p.group;
   return s;
-}
-
-// Pins packed operand registers like wgmma_fence_operand does accumulators.
-template <int kRegs>
-__device__ __forceinline__ void fence_regs(std::uint32_t (&r)[kRegs][4]) {
-#pragma unroll
-  for (int i = 0; i < kRegs; ++i)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      asm volatile("" : "+r"(r[i][e])::"memory");
 }
 
 template <int HD, bool kAtomicDq>
@@ -305,8 +299,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     dev::wgmma_wait<0>();  // dV, dK done: P^T, dS^T registers free before the dQ product
     dev::wgmma_fence_operand(dv);
     dev::wgmma_fence_operand(dk);
-    fence_regs(pa);
-    fence_regs(dsa);
+    dev::wgmma_fence_operand(pa);
+    dev::wgmma_fence_operand(dsa);
     if (lane == 0) sm.pipe.consumer_release(stage);  // Q, dO, LSE, D are read
 
     if constexpr (kAtomicDq) {
@@ -363,39 +357,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
-// dQ (bf16, caller's strides) = scale * the accumulator, whose (b, h, m_block) tile holds two
-// 64 x 64 parts in wgmma accumulator order (sm90::dq_part_find). One thread per 8 columns of a
-// row.
-template <int HD>
-__global__ void attention_bwd_convert_dq_sm90_kernel(const float* accum, bf16* dq,
-                                                     impl::AttnStrides sq, int Tq, int NHq,
-                                                     int m_blocks, float scale, int64_t rows) {
-  constexpr int kM = block_m<HD>();
-  constexpr int kChunks = HD / 8;
-  const int64_t gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t row = gid / kChunks;
-  if (row >= rows) return;
-  const int c = static_cast<int>(gid % kChunks);
-  // row runs over (B, Tq, NHq), the memory order of dQ.
-  const int h = static_cast<int>(row % NHq);
-  const int64_t bt = row / NHq;
-  const int q = static_cast<int>(bt % Tq);
-  const int64_t b = bt / Tq;
-  const int m_block = q / kM, r = q % kM;
-  const int col = c * 8;
-  const float* part =
-      accum + (((b * NHq + h) * m_blocks + m_block) * 2 + sm90::dq_part_of(HD, r, col)) * kDqPart;
-  dev::Pack<bf16> out;
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {  // columns col + 2k, + 1: one register pair (8-byte aligned)
-    const float2 x =
-        *reinterpret_cast<const float2*>(part + sm90::dq_part_find(r % 64, (col + 2 * k) % 64));
-    out.v[2 * k] = dev::from_float<bf16>(x.x * scale);
-    out.v[2 * k + 1] = dev::from_float<bf16>(x.y * scale);
-  }
-  dev::store_pack(dq + b * sq.b + static_cast<int64_t>(q) * sq.t + h * sq.h + col, out);
-}
-
 template <int HD, bool kAtomicDq>
 void launch(const impl::AttnBwdArgs& a, const float* dsum, float* dq_accum, cudaStream_t stream) {
   constexpr int kM = block_m<HD>();
@@ -430,20 +391,6 @@ void launch(const impl::AttnBwdArgs& a, const float* dsum, float* dq_accum, cuda
 }
 
 template <int HD>
-void convert_dq(const impl::AttnBwdArgs& a, const float* dq_accum, cudaStream_t stream) {
-  constexpr int kM = block_m<HD>();
-  constexpr int kThreadsPerBlock = 256;
-  const impl::AttnShape& s = a.s;
-  const int64_t rows = static_cast<int64_t>(s.B) * s.Tq * s.NHq;
-  const int64_t threads = rows * (HD / 8);
-  const unsigned blocks =
-      static_cast<unsigned>((threads + kThreadsPerBlock - 1) / kThreadsPerBlock);
-  attention_bwd_convert_dq_sm90_kernel<HD><<<blocks, kThreadsPerBlock, 0, stream>>>(
-      dq_accum, a.dq, s.q, s.Tq, s.NHq, (s.Tq + kM - 1) / kM, s.scale, rows);
-  KILN_LAUNCH_CHECK(stream);
-}
-
-template <int HD>
 void backward(const impl::AttnBwdArgs& a, float* dsum, float* dq_accum, cudaStream_t stream) {
   const impl::AttnShape& s = a.s;
   if (s.deterministic) {
@@ -462,7 +409,7 @@ void backward(const impl::AttnBwdArgs& a, float* dsum, float* dq_accum, cudaStre
   }
   KILN_CUDA_CHECK(cudaMemsetAsync(dq_accum, 0, impl::attention_bwd_sm90_dq_accum_bytes(s), stream));
   launch<HD, true>(a, dsum, dq_accum, stream);
-  convert_dq<HD>(a, dq_accum, stream);
+  impl::attention_bwd_sm90_convert_dq(a, dq_accum, stream);
 }
 
 }  // namespace
@@ -470,17 +417,8 @@ void backward(const impl::AttnBwdArgs& a, float* dsum, float* dq_accum, cudaStre
 
 namespace kiln::impl {
 
-std::size_t attention_bwd_sm90_dq_accum_bytes(const AttnShape& s) {
-  const int kM = s.HD == 64 ? attn::block_m<64>() : attn::block_m<128>();
-  const std::size_t m_blocks = static_cast<std::size_t>((s.Tq + kM - 1) / kM);
-  return static_cast<std::size_t>(s.B) * s.NHq * m_blocks * kM * s.HD * sizeof(float);
-}
-
 std::size_t attention_bwd_sm90_workspace(const AttnShape& s) {
-  const std::size_t rows = static_cast<std::size_t>(s.B) * s.NHq * s.Tq;
-  std::size_t bytes = attn_align(rows * sizeof(float));                             // D
-  if (!s.deterministic) bytes += attn_align(attention_bwd_sm90_dq_accum_bytes(s));  // dQ
-  return bytes;
+  return attn_bwd_workspace_bytes(s, attention_bwd_sm90_dq_accum_bytes(s));
 }
 
 void attention_bwd_sm90(const AttnBwdArgs& a, void* workspace, cudaStream_t stream) {
@@ -490,16 +428,11 @@ void attention_bwd_sm90(const AttnBwdArgs& a, void* workspace, cudaStream_t stre
     attention_zero_rows(a.dv, s.v, s.B, s.Tk, s.NHkv, s.HD, stream);
     return;
   }
-  const std::size_t rows = static_cast<std::size_t>(s.B) * s.NHq * s.Tq;
-  float* dsum = static_cast<float*>(workspace);
-  float* dq_accum = s.deterministic ? nullptr
-                                    : reinterpret_cast<float*>(static_cast<char*>(workspace) +
-                                                               attn_align(rows * sizeof(float)));
+  const AttnBwdWorkspace w = attn_bwd_workspace(s, workspace);
+  float* const dsum = w.dsum;
+  float* const dq_accum = w.dq_accum;
   attention_bwd_preprocess(a, dsum, nullptr, stream);
-  if (s.HD == 64)
-    attn::backward<64>(a, dsum, dq_accum, stream);
-  else
-    attn::backward<128>(a, dsum, dq_accum, stream);
+  attn::dispatch_head_dim(s.HD, [&]<int HD>() { attn::backward<HD>(a, dsum, dq_accum, stream); });
 }
 
 }  // namespace kiln::impl

@@ -7,6 +7,7 @@
 // softmax run; K[n-1] loads while O += P V[n] runs. Key blocks are visited from the last to the
 // first, so the blocks that need masking (the ragged end of the keys, the causal diagonal) come
 // first and the rest run unmasked; causal blocks entirely above the diagonal are never visited.
+#include "kernels/attention/attention_dispatch.hpp"
 #include "kernels/attention/attention_sm80.cuh"
 #include "kernels/common/check.hpp"
 
@@ -16,10 +17,12 @@ namespace {
 constexpr int kFwdThreads = 128;
 constexpr int kFwdBr = 128;  // query rows per CTA: 4 warps x 32
 
-// Key block: 64 for HD 128 (S 64 + O 128 fp32 registers per thread), 128 for HD 64 (S 128 + O 64).
+// Key block: attention_dispatch.hpp's tile choice.
 template <int HD>
 constexpr int fwd_bc() {
-  return HD == 128 ? 64 : 128;
+  constexpr int kBc = sm80_fwd_keys(HD);
+  static_assert(kBc > 0, "no sm_80 forward tile for this head dim (attention_dispatch.hpp)");
+  return kBc;
 }
 
 template <int HD>
@@ -213,10 +216,7 @@ void launch_fwd(const impl::AttnFwdArgs& a, cudaStream_t stream) {
 namespace kiln::impl {
 
 void attention_fwd_sm80(const AttnFwdArgs& a, cudaStream_t stream) {
-  if (a.s.HD == 64)
-    attn::launch_fwd<64>(a, stream);
-  else
-    attn::launch_fwd<128>(a, stream);
+  attn::dispatch_head_dim(a.s.HD, [&]<int HD>() { attn::launch_fwd<HD>(a, stream); });
 }
 
 }  // namespace kiln::impl

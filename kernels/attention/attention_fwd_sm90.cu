@@ -15,6 +15,7 @@
 // Key blocks are visited from the last to the first (masked blocks first); causal blocks above
 // the diagonal are never loaded. O is written straight from registers; LSE in fp32.
 #include "kernels/attention/attention.hpp"
+#include "kernels/attention/attention_dispatch.hpp"
 #include "kernels/attention/attention_sm80.cuh"
 #include "kernels/attention/attention_sm90.cuh"
 #include "kernels/common/check.hpp"
@@ -309,10 +310,7 @@ void launch(const impl::AttnFwdArgs& a, cudaStream_t stream) {
 namespace kiln::impl {
 
 void attention_fwd_sm90(const AttnFwdArgs& a, cudaStream_t stream) {
-  if (a.s.HD == 64)
-    attn::launch<64>(a, stream);
-  else
-    attn::launch<128>(a, stream);
+  attn::dispatch_head_dim(a.s.HD, [&]<int HD>() { attn::launch<HD>(a, stream); });
 }
 
 }  // namespace kiln::impl

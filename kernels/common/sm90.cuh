@@ -258,6 +258,16 @@ __device__ __forceinline__ void wgmma_fence_operand(float (&d)[kRegs]) {
   for (int i = 0; i < kRegs; ++i)
     asm volatile("" : "+f"(d[i])::"memory");
 }
+// The same for packed bf16 A operands held in registers (wgmma's register-A form), which an
+// in-flight wgmma reads until its wait_group.
+template <int kSteps>
+__device__ __forceinline__ void wgmma_fence_operand(std::uint32_t (&a)[kSteps][4]) {
+#pragma unroll
+  for (int i = 0; i < kSteps; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      asm volatile("" : "+r"(a[i][e])::"memory");
+}
 
 // Shared-memory matrix descriptor for a tile in the 128-byte swizzle layout, the layout TMA
 // writes with CU_TENSOR_MAP_SWIZZLE_128B: rows of 128 bytes (64 bf16), in which the 16-byte chunk
