@@ -296,17 +296,7 @@ void attention_bwd_sm80(const AttnBwdArgs& a, void* workspace, cudaStream_t stre
   // Tq == 0: no query, so dK = dV = 0 (the dK/dV pass writes them) and dQ is empty.
   if (s.Tq > 0) attention_bwd_preprocess(a, dsum, dq_accum, stream);
 
-  attn::KernelParams p = attn::make_params(s);
-  p.q = a.q;
-  p.k = a.k;
-  p.v = a.v;
-  p.dout = a.dout;
-  p.lse = a.lse;
-  p.dsum = dsum;
-  p.dq_accum = dq_accum;
-  p.dq = a.dq;
-  p.dk = a.dk;
-  p.dv = a.dv;
+  const attn::KernelParams p = attn::make_bwd_params(a, dsum, dq_accum);
   attn::dispatch_head_dim(s.HD, [&]<int HD>() {
     if (s.deterministic)
       attn::launch_dkdv<HD, false>(p, s.NHkv, s.B, stream);

@@ -396,15 +396,7 @@ void backward(const impl::AttnBwdArgs& a, float* dsum, float* dq_accum, cudaStre
   if (s.deterministic) {
     launch<HD, false>(a, dsum, nullptr, stream);
     // dQ by the sm_80 pass over the keys: a fixed order, no atomics.
-    KernelParams p = make_params(s);
-    p.q = a.q;
-    p.k = a.k;
-    p.v = a.v;
-    p.dout = a.dout;
-    p.lse = a.lse;
-    p.dsum = dsum;
-    p.dq = a.dq;
-    launch_bwd_dq(p, HD, s.B, stream);
+    launch_bwd_dq(make_bwd_params(a, dsum, nullptr), HD, s.B, stream);
     return;
   }
   KILN_CUDA_CHECK(cudaMemsetAsync(dq_accum, 0, impl::attention_bwd_sm90_dq_accum_bytes(s), stream));

@@ -132,4 +132,21 @@ inline KernelParams make_params(const impl::AttnShape& s) {
   return p;
 }
 
+// The backward's parameters: its tensors, D (`dsum`) and, in atomic mode, the dQ accumulator.
+inline KernelParams make_bwd_params(const impl::AttnBwdArgs& a, const float* dsum,
+                                    float* dq_accum) {
+  KernelParams p = make_params(a.s);
+  p.q = a.q;
+  p.k = a.k;
+  p.v = a.v;
+  p.dout = a.dout;
+  p.lse = a.lse;
+  p.dsum = dsum;
+  p.dq_accum = dq_accum;
+  p.dq = a.dq;
+  p.dk = a.dk;
+  p.dv = a.dv;
+  return p;
+}
+
 }  // namespace kiln::attn
