@@ -10,9 +10,9 @@
 #include <cmath>
 #include <utility>
 
+#include "errors/capi.hpp"
+#include "errors/check.hpp"
 #include "kernels/attention/attention_dispatch.hpp"
-#include "kernels/common/capi.hpp"
-#include "kernels/common/check.hpp"
 #include "kernels/common/device.hpp"
 
 namespace kiln::impl {

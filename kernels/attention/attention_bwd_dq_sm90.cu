@@ -2,10 +2,10 @@
 // it into dQ. The dK/dV kernel (attention_bwd_sm90.cu) adds each block's two 64 x 64 dQ parts to it
 // in wgmma accumulator order by bulk fp32 reductions; this pass undoes that order
 // (attention_sm90_layout.hpp, dq_part_*), scales and writes bf16 in the caller's strides.
+#include "errors/check.hpp"
 #include "kernels/attention/attention.hpp"
 #include "kernels/attention/attention_dispatch.hpp"
 #include "kernels/attention/attention_sm90_layout.hpp"
-#include "kernels/common/check.hpp"
 #include "kernels/common/vec.cuh"
 
 namespace kiln::attn {

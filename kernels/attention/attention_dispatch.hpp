@@ -12,7 +12,7 @@
 
 #include <string>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 
 #if defined(__CUDACC__)
 #define KILN_ATTN_TILE __host__ __device__ __forceinline__ constexpr
