@@ -12,6 +12,7 @@
 
 #include "errors/capi.hpp"
 #include "errors/check.hpp"
+#include "kernels/attention/attention_dispatch.hpp"
 #include "kernels/common/device.hpp"
 
 namespace kiln::impl {
@@ -134,13 +135,14 @@ bool hopper_built() {
 // cuDNN has an engine for the call (its plan is built here once and cached).
 kiln_attention_impl_t resolve(const kiln_attention_desc_t* d, const AttnShape& s, bool backward,
                               const char* op) {
-  const bool ours = attn_kernel_head_dim(s.HD);
+  const bool ours = attn::served_head_dim(s.HD);
   if (d->impl == KILN_ATTENTION_IMPL_SM90)
     KILN_CHECK(hopper_built(), Status::not_supported, op,
                ": this build carries no sm_90a kernels (configure with KILN_SM90A=ON)");
   if (d->impl == KILN_ATTENTION_IMPL_SM80 || d->impl == KILN_ATTENTION_IMPL_SM90)
     KILN_CHECK(ours, Status::not_supported, op, ": head_dim ", s.HD,
-               " is not served by kiln's kernels, which take 64 and 128 (AUTO sends it to cuDNN)");
+               " is not served by kiln's kernels, which take ", attn::head_dims_text(),
+               " (AUTO sends it to cuDNN)");
   const DeviceFacts& f = current_device_facts();
   KILN_CHECK(f.compute_major >= 8, Status::not_supported, op,
              ": attention needs compute capability >= 8.0 (device has ", f.compute_major, ".",

@@ -58,11 +58,29 @@ constexpr std::size_t attn_align(std::size_t bytes) {
   return (bytes + 255) / 256 * 256;
 }
 
-// --- sm_80 kernels (mma.sync; any device of compute capability >= 8.0) ---------------------------
-// Head dims served by the sm_80 and sm_90 kernels.
-constexpr bool attn_kernel_head_dim(int hd) {
-  return hd == 64 || hd == 128;
+// The backward's workspace, for the sm_80 and sm_90a kernels alike: D (B, NHq, Tq) fp32, then,
+// unless deterministic, the fp32 dQ accumulator of `dq_accum_bytes` (its layout is the kernel's).
+struct AttnBwdWorkspace {
+  float* dsum;
+  float* dq_accum;  // null when deterministic
+};
+inline std::size_t attn_bwd_dsum_bytes(const AttnShape& s) {
+  return attn_align(static_cast<std::size_t>(s.B) * s.NHq * s.Tq * sizeof(float));
 }
+inline std::size_t attn_bwd_workspace_bytes(const AttnShape& s, std::size_t dq_accum_bytes) {
+  return attn_bwd_dsum_bytes(s) + (s.deterministic ? 0 : attn_align(dq_accum_bytes));
+}
+inline AttnBwdWorkspace attn_bwd_workspace(const AttnShape& s, void* workspace) {
+  AttnBwdWorkspace w;
+  w.dsum = static_cast<float*>(workspace);
+  w.dq_accum =
+      s.deterministic
+          ? nullptr
+          : reinterpret_cast<float*>(static_cast<char*>(workspace) + attn_bwd_dsum_bytes(s));
+  return w;
+}
+
+// --- sm_80 kernels (mma.sync; any device of compute capability >= 8.0) ---------------------------
 void attention_fwd_sm80(const AttnFwdArgs& a, cudaStream_t stream);
 std::size_t attention_bwd_sm80_workspace(const AttnShape& s);
 void attention_bwd_sm80(const AttnBwdArgs& a, void* workspace, cudaStream_t stream);
@@ -80,6 +98,9 @@ void attention_fwd_sm90(const AttnFwdArgs& a, cudaStream_t stream);
 // accumulator (or, deterministic, the sm_80 dQ pass), then dQ from the accumulator.
 std::size_t attention_bwd_sm90_workspace(const AttnShape& s);
 std::size_t attention_bwd_sm90_dq_accum_bytes(const AttnShape& s);
+// dQ (bf16, strides s.q) = scale * the accumulator, from its wgmma accumulator order.
+void attention_bwd_sm90_convert_dq(const AttnBwdArgs& a, const float* dq_accum,
+                                   cudaStream_t stream);
 void attention_bwd_sm90(const AttnBwdArgs& a, void* workspace, cudaStream_t stream);
 
 // --- cuDNN fused flash attention (attention_cudnn.cpp) ------------------------------------------

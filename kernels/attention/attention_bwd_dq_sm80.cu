@@ -6,6 +6,7 @@
 //    and each block recomputes S, P, dP and dS to add dS K into fp32 registers, in a fixed order.
 //    No atomics: the price is recomputing S and dP (two of the backward's five products).
 #include "errors/check.hpp"
+#include "kernels/attention/attention_dispatch.hpp"
 #include "kernels/attention/attention_sm80.cuh"
 
 namespace kiln::attn {
@@ -129,18 +130,13 @@ __global__ void __launch_bounds__(kDqThreads, 2) attention_bwd_dq_kernel(const K
     dsum[hr] = 0.f;
     if (row < p.Tq) {
       const int64_t i = (static_cast<int64_t>(b) * p.NHq + h) * p.Tq + row;
-      const float l = p.lse[i];
-      lse2[hr] = l == -INFINITY ? INFINITY : l * kLog2e;
+      lse2[hr] = dev::lse_log2(p.lse[i]);
       dsum[hr] = p.dsum[i];
     }
   }
 
   float dq[kDT][4];
-#pragma unroll
-  for (int dt = 0; dt < kDT; ++dt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      dq[dt][e] = 0.f;
+  dev::zero_frags(dq);
   const LaneOffsets<HD> lq = lanes_a<HD>(lane, warp_row);  // Q, dO rows as A
   const LaneOffsets<HD> lkn = lanes_bn<HD>(lane);          // K, V as n-major B (S, dP)
   const LaneOffsets<HD> lkk = lanes_bk<HD>(lane);          // K as k-major B (dQ)
@@ -160,13 +156,8 @@ __global__ void __launch_bounds__(kDqThreads, 2) attention_bwd_dq_kernel(const K
     const std::uint32_t ck = k_addr + stage * kStageBytes, cv = v_addr + stage * kStageBytes;
 
     float s[kNT][4], dp[kNT][4];
-#pragma unroll
-    for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[nt][e] = 0.f;
-        dp[nt][e] = 0.f;
-      }
+    dev::zero_frags(s);
+    dev::zero_frags(dp);
 #pragma unroll 1
     for (int k64 = 0; k64 < HD / 64; ++k64) {
       const std::uint32_t span = k64 * 128;
@@ -269,10 +260,7 @@ constexpr int kRowThreads = 256;
 }  // namespace
 
 void launch_bwd_dq(const KernelParams& p, int HD, int B, cudaStream_t stream) {
-  if (HD == 64)
-    launch_dq<64>(p, B, stream);
-  else
-    launch_dq<128>(p, B, stream);
+  dispatch_head_dim(HD, [&]<int kHd>() { launch_dq<kHd>(p, B, stream); });
 }
 
 }  // namespace kiln::attn
@@ -288,10 +276,9 @@ void attention_bwd_preprocess(const AttnBwdArgs& a, float* dsum, float* dq_accum
   const int64_t threads = rows * (a.s.HD / 8);
   const unsigned blocks =
       static_cast<unsigned>((threads + attn::kRowThreads - 1) / attn::kRowThreads);
-  if (a.s.HD == 64)
-    attn::attention_bwd_preprocess_kernel<64><<<blocks, attn::kRowThreads, 0, stream>>>(p, rows);
-  else
-    attn::attention_bwd_preprocess_kernel<128><<<blocks, attn::kRowThreads, 0, stream>>>(p, rows);
+  attn::dispatch_head_dim(a.s.HD, [&]<int HD>() {
+    attn::attention_bwd_preprocess_kernel<HD><<<blocks, attn::kRowThreads, 0, stream>>>(p, rows);
+  });
   KILN_LAUNCH_CHECK(stream);
 }
 
@@ -302,10 +289,9 @@ void attention_bwd_convert_dq(const AttnBwdArgs& a, const float* dq_accum, cudaS
   const int64_t threads = rows * (a.s.HD / 8);
   const unsigned blocks =
       static_cast<unsigned>((threads + attn::kRowThreads - 1) / attn::kRowThreads);
-  if (a.s.HD == 64)
-    attn::attention_bwd_convert_dq_kernel<64><<<blocks, attn::kRowThreads, 0, stream>>>(p, rows);
-  else
-    attn::attention_bwd_convert_dq_kernel<128><<<blocks, attn::kRowThreads, 0, stream>>>(p, rows);
+  attn::dispatch_head_dim(a.s.HD, [&]<int HD>() {
+    attn::attention_bwd_convert_dq_kernel<HD><<<blocks, attn::kRowThreads, 0, stream>>>(p, rows);
+  });
   KILN_LAUNCH_CHECK(stream);
 }
 

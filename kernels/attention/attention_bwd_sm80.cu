@@ -8,6 +8,7 @@
 // Looping over the query heads of a GQA group inside the CTA sums their dK/dV contributions in a
 // fixed order, so dK and dV are deterministic and need no workspace.
 #include "errors/check.hpp"
+#include "kernels/attention/attention_dispatch.hpp"
 #include "kernels/attention/attention_sm80.cuh"
 
 namespace kiln::attn {
@@ -29,11 +30,7 @@ template <int HD, int kNT>
 __device__ __forceinline__ void product_t(float (&acc)[kNT][4], std::uint32_t a_addr,
                                           std::uint32_t b_addr, const LaneOffsets<HD>& la,
                                           const LaneOffsets<HD>& lb) {
-#pragma unroll
-  for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      acc[nt][e] = 0.f;
+  dev::zero_frags(acc);
 #pragma unroll 1
   for (int k64 = 0; k64 < HD / 64; ++k64) {
     const std::uint32_t span = k64 * 128;
@@ -110,13 +107,8 @@ __global__ void __launch_bounds__(kBwdThreads, 2) attention_bwd_dkdv_kernel(cons
   dev::cp_async_commit();
 
   float dk[kDT][4], dv[kDT][4];
-#pragma unroll
-  for (int dt = 0; dt < kDT; ++dt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      dk[dt][e] = 0.f;
-      dv[dt][e] = 0.f;
-    }
+  dev::zero_frags(dk);
+  dev::zero_frags(dv);
   const int warp_key = warp * 16;
   const LaneOffsets<HD> lkv = lanes_a<HD>(lane, warp_key);  // K, V rows as the A operand
   const LaneOffsets<HD> lqn = lanes_bn<HD>(lane);           // Q, dO as n-major B (S^T, dP^T)
@@ -149,8 +141,7 @@ __global__ void __launch_bounds__(kBwdThreads, 2) attention_bwd_dkdv_kernel(cons
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int ql = nt * 8 + (lane & 3) * 2 + (e & 1);
-        const float lse = sL[stage * kBr + ql];
-        const float lse2 = lse == -INFINITY ? INFINITY : lse * kLog2e;
+        const float lse2 = dev::lse_log2(sL[stage * kBr + ql]);
         float pv = exp2_approx(fmaf(pt[nt][e], p.scale_log2, -lse2));
         if (need_mask) {
           const int key = n0 + warp_key + (lane >> 2) + (e >> 1) * 8, qrow = q0 + ql;
@@ -214,11 +205,7 @@ __global__ void __launch_bounds__(kBwdThreads, 2) attention_bwd_dkdv_kernel(cons
       __syncthreads();  // dS^T complete
       // dQ rows warp*16.. of this query block: dS (queries x keys) K (keys x HD).
       float dq[kDT][4];
-#pragma unroll
-      for (int dt = 0; dt < kDT; ++dt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          dq[dt][e] = 0.f;
+      dev::zero_frags(dq);
 #pragma unroll
       for (int kk = 0; kk < kBc / 16; ++kk) {
         std::uint32_t a[4];
@@ -297,45 +284,30 @@ void launch_dkdv(const KernelParams& p, int NHkv, int B, cudaStream_t stream) {
 namespace kiln::impl {
 
 std::size_t attention_bwd_sm80_workspace(const AttnShape& s) {
-  const std::size_t rows = static_cast<std::size_t>(s.B) * s.NHq * s.Tq;
-  std::size_t bytes = attn_align(rows * sizeof(float));                    // D
-  if (!s.deterministic) bytes += attn_align(rows * s.HD * sizeof(float));  // dQ accumulator
-  return bytes;
+  // The dQ accumulator: (B, NHq, Tq, HD) fp32.
+  return attn_bwd_workspace_bytes(s, static_cast<std::size_t>(s.B) * s.NHq * s.Tq * s.HD * 4);
 }
 
 void attention_bwd_sm80(const AttnBwdArgs& a, void* workspace, cudaStream_t stream) {
   const AttnShape& s = a.s;
-  const std::size_t rows = static_cast<std::size_t>(s.B) * s.NHq * s.Tq;
-  float* dsum = static_cast<float*>(workspace);
-  float* dq_accum = s.deterministic ? nullptr
-                                    : reinterpret_cast<float*>(static_cast<char*>(workspace) +
-                                                               attn_align(rows * sizeof(float)));
+  const AttnBwdWorkspace w = attn_bwd_workspace(s, workspace);
+  float* const dsum = w.dsum;
+  float* const dq_accum = w.dq_accum;
   // Tq == 0: no query, so dK = dV = 0 (the dK/dV pass writes them) and dQ is empty.
   if (s.Tq > 0) attention_bwd_preprocess(a, dsum, dq_accum, stream);
 
-  attn::KernelParams p = attn::make_params(s);
-  p.q = a.q;
-  p.k = a.k;
-  p.v = a.v;
-  p.dout = a.dout;
-  p.lse = a.lse;
-  p.dsum = dsum;
-  p.dq_accum = dq_accum;
-  p.dq = a.dq;
-  p.dk = a.dk;
-  p.dv = a.dv;
-  if (s.deterministic) {
-    if (s.HD == 64)
-      attn::launch_dkdv<64, false>(p, s.NHkv, s.B, stream);
+  const attn::KernelParams p = attn::make_bwd_params(a, dsum, dq_accum);
+  attn::dispatch_head_dim(s.HD, [&]<int HD>() {
+    if (s.deterministic)
+      attn::launch_dkdv<HD, false>(p, s.NHkv, s.B, stream);
     else
-      attn::launch_dkdv<128, false>(p, s.NHkv, s.B, stream);
-    if (s.Tq > 0) attn::launch_bwd_dq(p, s.HD, s.B, stream);
-  } else {
-    if (s.HD == 64)
-      attn::launch_dkdv<64, true>(p, s.NHkv, s.B, stream);
+      attn::launch_dkdv<HD, true>(p, s.NHkv, s.B, stream);
+  });
+  if (s.Tq > 0) {
+    if (s.deterministic)
+      attn::launch_bwd_dq(p, s.HD, s.B, stream);
     else
-      attn::launch_dkdv<128, true>(p, s.NHkv, s.B, stream);
-    if (s.Tq > 0) attention_bwd_convert_dq(a, dq_accum, stream);
+      attention_bwd_convert_dq(a, dq_accum, stream);
   }
 }
 

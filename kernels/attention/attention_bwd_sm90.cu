@@ -18,9 +18,10 @@
 // The loop runs over every (query head of the GQA group, query block), so dK and dV sum the group
 // in a fixed order, with no atomics. Causal: query blocks that see none of the CTA's keys are
 // skipped. Then: dK (scaled), dV straight from registers; dQ = scale * accumulator by a small
-// kernel that undoes the accumulator order.
+// kernel that undoes the accumulator order (attention_bwd_dq_sm90.cu).
 #include "errors/check.hpp"
 #include "kernels/attention/attention.hpp"
+#include "kernels/attention/attention_dispatch.hpp"
 #include "kernels/attention/attention_sm80.cuh"
 #include "kernels/attention/attention_sm90.cuh"
 #include "kernels/common/sm90.cuh"
@@ -35,11 +36,14 @@ constexpr int kN = sm90::kBwdN;  // keys per CTA: 2 warpgroups x 64
 constexpr int kStages = 2;       // Q / dO ring depth
 constexpr int kDqPart = sm90::kDqPart;
 
-// Queries per block: 64 at HD 128 (S^T, dP^T of 64 x 64 per warpgroup beside 64 x 128 dK and
-// dV), 128 at HD 64 (S^T, dP^T of 64 x 128 beside 64 x 64 dK and dV): both fit 232 registers.
+// Queries per block: attention_dispatch.hpp's tile choice (S^T, dP^T beside dK, dV within 232
+// registers).
 template <int HD>
 constexpr int block_m() {
-  return sm90::bwd_block_m(HD);
+  constexpr int kM = sm90::bwd_block_m(HD);
+  static_assert(kM > 0, "no sm_90a backward tile for this head dim (attention_dispatch.hpp)");
+  static_assert(kM * HD == 2 * kDqPart, "a block's dQ is one 64 x 64 part a consumer warpgroup");
+  return kM;
 }
 
 template <int HD>
@@ -57,8 +61,8 @@ struct Smem {
   alignas(16) float dq[2][kDqPart];  // per consumer warpgroup: its dQ part, accumulator order
   float lse2[kStages][kM];           // LSE * log2(e); +inf: the row's P is 0
   float dsum[kStages][kM];           // D
-  std::uint64_t kv_full;
-  std::uint64_t full[kStages], empty[kStages];
+  std::uint64_t kv_full;             // K and V, loaded once
+  dev::TmaPipeline<kStages> pipe;    // Q, dO, LSE, D of a block
 };
 // H100's opt-in maximum of dynamic shared memory a block, with the 1024-byte alignment slack.
 static_assert(sizeof(Smem<64>) + 1024 <= 227 * 1024, "shared memory, HD 64");
@@ -93,16 +97,6 @@ __device__ __forceinline__ Steps steps_of(const BwdParams& p, int n0) {
   return s;
 }
 
-// Pins packed operand registers like wgmma_fence_operand does accumulators.
-template <int kRegs>
-__device__ __forceinline__ void fence_regs(std::uint32_t (&r)[kRegs][4]) {
-#pragma unroll
-  for (int i = 0; i < kRegs; ++i)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      asm volatile("" : "+r"(r[i][e])::"memory");
-}
-
 template <int HD, bool kAtomicDq>
 __global__ void __launch_bounds__(kThreads, 1)
     attention_bwd_sm90_kernel(const __grid_constant__ CUtensorMap map_q,
@@ -120,10 +114,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (tid == 0) {
     dev::mbarrier_init(&sm.kv_full, 1);
-    for (int s = 0; s < kStages; ++s) {
-      dev::mbarrier_init(&sm.full[s], 1 + 32);  // the TMA thread's expect_tx + the LSE/D warp
-      dev::mbarrier_init(&sm.empty[s], 8);      // lane 0 of each consumer warp
-    }
+    // full: the TMA thread's expect_tx + the LSE/D warp; empty: lane 0 of each consumer warp.
+    sm.pipe.init(1 + 32, 8);
     dev::fence_barrier_init();
   }
   __syncthreads();
@@ -142,39 +134,37 @@ __global__ void __launch_bounds__(kThreads, 1)
         dev::tma_load_4d(sm.k + cb * kN * 128, &map_k, &sm.kv_full, cb * 64, n0, hk, b);
         dev::tma_load_4d(sm.v + cb * kN * 128, &map_v, &sm.kv_full, cb * 64, n0, hk, b);
       }
-      Ring<kStages> ring;
-      for (int step = 0; step < st.total; ++step, ring.next()) {
+      dev::PipeState<kStages> ring;
+      for (int step = 0; step < st.total; ++step, ring.advance()) {
         const int h = hk * p.group + step / st.per_head;
         const int q0 = (st.m_begin + step % st.per_head) * kM;
-        dev::mbarrier_wait(&sm.empty[ring.stage], ring.phase ^ 1, "attention_bwd_sm90 empty");
-        dev::mbarrier_arrive_expect_tx(&sm.full[ring.stage], 2 * Smem<HD>::kQBytes);
+        sm.pipe.producer_acquire(ring, "attention_bwd_sm90 empty");
+        sm.pipe.producer_expect_tx(ring, 2 * Smem<HD>::kQBytes);
+        std::uint64_t* full = sm.pipe.full_barrier(ring);
         for (int cb = 0; cb < kBlocks; ++cb) {
-          dev::tma_load_4d(sm.q[ring.stage] + cb * kM * 128, &map_q, &sm.full[ring.stage], cb * 64,
-                           q0, h, b);
-          dev::tma_load_4d(sm.dout[ring.stage] + cb * kM * 128, &map_do, &sm.full[ring.stage],
-                           cb * 64, q0, h, b);
+          dev::tma_load_4d(sm.q[ring.stage] + cb * kM * 128, &map_q, full, cb * 64, q0, h, b);
+          dev::tma_load_4d(sm.dout[ring.stage] + cb * kM * 128, &map_do, full, cb * 64, q0, h, b);
         }
       }
     } else if (warp == 1) {
-      Ring<kStages> ring;
-      for (int step = 0; step < st.total; ++step, ring.next()) {
+      dev::PipeState<kStages> ring;
+      for (int step = 0; step < st.total; ++step, ring.advance()) {
         const int h = hk * p.group + step / st.per_head;
         const int q0 = (st.m_begin + step % st.per_head) * kM;
         const int64_t row0 = (static_cast<int64_t>(b) * p.NHq + h) * p.Tq;
-        dev::mbarrier_wait(&sm.empty[ring.stage], ring.phase ^ 1, "attention_bwd_sm90 empty");
+        sm.pipe.producer_acquire(ring, "attention_bwd_sm90 empty");
         for (int i = lane; i < kM; i += 32) {
           const int q = q0 + i;
           float l2 = INFINITY, d = 0.f;
           if (q < p.Tq) {
-            const float l = p.lse[row0 + q];
-            l2 = l == -INFINITY ? INFINITY : l * kLog2e;
+            l2 = dev::lse_log2(p.lse[row0 + q]);
             d = p.dsum[row0 + q];
           }
           sm.lse2[ring.stage][i] = l2;
           sm.dsum[ring.stage][i] = d;
         }
         // Every lane releases its own stores (no reliance on __syncwarp's ordering).
-        dev::mbarrier_arrive(&sm.full[ring.stage]);
+        sm.pipe.producer_commit(ring);
       }
     }
     return;
@@ -195,15 +185,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr int kS = kM / 2;  // S^T, dP^T registers: 64 x kM over 128 threads
   constexpr int kD = HD / 2;  // dK, dV registers
   float dk[kD], dv[kD];
-#pragma unroll
-  for (int i = 0; i < kD; ++i) {
-    dk[i] = 0.f;
-    dv[i] = 0.f;
-  }
+  dev::zero_frags(dk);
+  dev::zero_frags(dv);
 
   dev::mbarrier_wait(&sm.kv_full, 0, "attention_bwd_sm90 kv_full");
-  Ring<kStages> ring;
-  for (int step = 0; step < st.total; ++step, ring.next()) {
+  dev::PipeState<kStages> ring;
+  for (int step = 0; step < st.total; ++step, ring.advance()) {
     const int h = hk * p.group + step / st.per_head;
     const int m_block = st.m_begin + step % st.per_head;
     const int q0 = m_block * kM;
@@ -212,7 +199,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const unsigned char* sdo = sm.dout[stage];
     const float* lse2 = sm.lse2[stage];
     const float* dsum = sm.dsum[stage];
-    dev::mbarrier_wait(&sm.full[stage], ring.phase, "attention_bwd_sm90 full");
+    sm.pipe.consumer_wait(ring, "attention_bwd_sm90 full");
 
     // Descriptors of k-step 0, recomputed every block (opaque) rather than kept in registers.
     const std::uint64_t d_k = opaque(desc_kmajor(k_rows, kN, 0));
@@ -312,9 +299,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     dev::wgmma_wait<0>();  // dV, dK done: P^T, dS^T registers free before the dQ product
     dev::wgmma_fence_operand(dv);
     dev::wgmma_fence_operand(dk);
-    fence_regs(pa);
-    fence_regs(dsa);
-    if (lane == 0) dev::mbarrier_arrive(&sm.empty[stage]);  // Q, dO, LSE, D are read
+    dev::wgmma_fence_operand(pa);
+    dev::wgmma_fence_operand(dsa);
+    if (lane == 0) sm.pipe.consumer_release(stage);  // Q, dO, LSE, D are read
 
     if constexpr (kAtomicDq) {
       // dQ part = dS K over the CTA's 128 keys: dS as the M-major A operand (the dS^T tile),
@@ -370,39 +357,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
-// dQ (bf16, caller's strides) = scale * the accumulator, whose (b, h, m_block) tile holds two
-// 64 x 64 parts in wgmma accumulator order (sm90::dq_part_find). One thread per 8 columns of a
-// row.
-template <int HD>
-__global__ void attention_bwd_convert_dq_sm90_kernel(const float* accum, bf16* dq,
-                                                     impl::AttnStrides sq, int Tq, int NHq,
-                                                     int m_blocks, float scale, int64_t rows) {
-  constexpr int kM = block_m<HD>();
-  constexpr int kChunks = HD / 8;
-  const int64_t gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t row = gid / kChunks;
-  if (row >= rows) return;
-  const int c = static_cast<int>(gid % kChunks);
-  // row runs over (B, Tq, NHq), the memory order of dQ.
-  const int h = static_cast<int>(row % NHq);
-  const int64_t bt = row / NHq;
-  const int q = static_cast<int>(bt % Tq);
-  const int64_t b = bt / Tq;
-  const int m_block = q / kM, r = q % kM;
-  const int col = c * 8;
-  const float* part =
-      accum + (((b * NHq + h) * m_blocks + m_block) * 2 + sm90::dq_part_of(HD, r, col)) * kDqPart;
-  dev::Pack<bf16> out;
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {  // columns col + 2k, + 1: one register pair (8-byte aligned)
-    const float2 x =
-        *reinterpret_cast<const float2*>(part + sm90::dq_part_find(r % 64, (col + 2 * k) % 64));
-    out.v[2 * k] = dev::from_float<bf16>(x.x * scale);
-    out.v[2 * k + 1] = dev::from_float<bf16>(x.y * scale);
-  }
-  dev::store_pack(dq + b * sq.b + static_cast<int64_t>(q) * sq.t + h * sq.h + col, out);
-}
-
 template <int HD, bool kAtomicDq>
 void launch(const impl::AttnBwdArgs& a, const float* dsum, float* dq_accum, cudaStream_t stream) {
   constexpr int kM = block_m<HD>();
@@ -437,39 +391,17 @@ void launch(const impl::AttnBwdArgs& a, const float* dsum, float* dq_accum, cuda
 }
 
 template <int HD>
-void convert_dq(const impl::AttnBwdArgs& a, const float* dq_accum, cudaStream_t stream) {
-  constexpr int kM = block_m<HD>();
-  constexpr int kThreadsPerBlock = 256;
-  const impl::AttnShape& s = a.s;
-  const int64_t rows = static_cast<int64_t>(s.B) * s.Tq * s.NHq;
-  const int64_t threads = rows * (HD / 8);
-  const unsigned blocks =
-      static_cast<unsigned>((threads + kThreadsPerBlock - 1) / kThreadsPerBlock);
-  attention_bwd_convert_dq_sm90_kernel<HD><<<blocks, kThreadsPerBlock, 0, stream>>>(
-      dq_accum, a.dq, s.q, s.Tq, s.NHq, (s.Tq + kM - 1) / kM, s.scale, rows);
-  KILN_LAUNCH_CHECK(stream);
-}
-
-template <int HD>
 void backward(const impl::AttnBwdArgs& a, float* dsum, float* dq_accum, cudaStream_t stream) {
   const impl::AttnShape& s = a.s;
   if (s.deterministic) {
     launch<HD, false>(a, dsum, nullptr, stream);
     // dQ by the sm_80 pass over the keys: a fixed order, no atomics.
-    KernelParams p = make_params(s);
-    p.q = a.q;
-    p.k = a.k;
-    p.v = a.v;
-    p.dout = a.dout;
-    p.lse = a.lse;
-    p.dsum = dsum;
-    p.dq = a.dq;
-    launch_bwd_dq(p, HD, s.B, stream);
+    launch_bwd_dq(make_bwd_params(a, dsum, nullptr), HD, s.B, stream);
     return;
   }
   KILN_CUDA_CHECK(cudaMemsetAsync(dq_accum, 0, impl::attention_bwd_sm90_dq_accum_bytes(s), stream));
   launch<HD, true>(a, dsum, dq_accum, stream);
-  convert_dq<HD>(a, dq_accum, stream);
+  impl::attention_bwd_sm90_convert_dq(a, dq_accum, stream);
 }
 
 }  // namespace
@@ -477,17 +409,8 @@ void backward(const impl::AttnBwdArgs& a, float* dsum, float* dq_accum, cudaStre
 
 namespace kiln::impl {
 
-std::size_t attention_bwd_sm90_dq_accum_bytes(const AttnShape& s) {
-  const int kM = s.HD == 64 ? attn::block_m<64>() : attn::block_m<128>();
-  const std::size_t m_blocks = static_cast<std::size_t>((s.Tq + kM - 1) / kM);
-  return static_cast<std::size_t>(s.B) * s.NHq * m_blocks * kM * s.HD * sizeof(float);
-}
-
 std::size_t attention_bwd_sm90_workspace(const AttnShape& s) {
-  const std::size_t rows = static_cast<std::size_t>(s.B) * s.NHq * s.Tq;
-  std::size_t bytes = attn_align(rows * sizeof(float));                             // D
-  if (!s.deterministic) bytes += attn_align(attention_bwd_sm90_dq_accum_bytes(s));  // dQ
-  return bytes;
+  return attn_bwd_workspace_bytes(s, attention_bwd_sm90_dq_accum_bytes(s));
 }
 
 void attention_bwd_sm90(const AttnBwdArgs& a, void* workspace, cudaStream_t stream) {
@@ -497,16 +420,11 @@ void attention_bwd_sm90(const AttnBwdArgs& a, void* workspace, cudaStream_t stre
     attention_zero_rows(a.dv, s.v, s.B, s.Tk, s.NHkv, s.HD, stream);
     return;
   }
-  const std::size_t rows = static_cast<std::size_t>(s.B) * s.NHq * s.Tq;
-  float* dsum = static_cast<float*>(workspace);
-  float* dq_accum = s.deterministic ? nullptr
-                                    : reinterpret_cast<float*>(static_cast<char*>(workspace) +
-                                                               attn_align(rows * sizeof(float)));
+  const AttnBwdWorkspace w = attn_bwd_workspace(s, workspace);
+  float* const dsum = w.dsum;
+  float* const dq_accum = w.dq_accum;
   attention_bwd_preprocess(a, dsum, nullptr, stream);
-  if (s.HD == 64)
-    attn::backward<64>(a, dsum, dq_accum, stream);
-  else
-    attn::backward<128>(a, dsum, dq_accum, stream);
+  attn::dispatch_head_dim(s.HD, [&]<int HD>() { attn::backward<HD>(a, dsum, dq_accum, stream); });
 }
 
 }  // namespace kiln::impl

@@ -8,6 +8,7 @@
 // first, so the blocks that need masking (the ragged end of the keys, the causal diagonal) come
 // first and the rest run unmasked; causal blocks entirely above the diagonal are never visited.
 #include "errors/check.hpp"
+#include "kernels/attention/attention_dispatch.hpp"
 #include "kernels/attention/attention_sm80.cuh"
 
 namespace kiln::attn {
@@ -16,10 +17,12 @@ namespace {
 constexpr int kFwdThreads = 128;
 constexpr int kFwdBr = 128;  // query rows per CTA: 4 warps x 32
 
-// Key block: 64 for HD 128 (S 64 + O 128 fp32 registers per thread), 128 for HD 64 (S 128 + O 64).
+// Key block: attention_dispatch.hpp's tile choice.
 template <int HD>
 constexpr int fwd_bc() {
-  return HD == 128 ? 64 : 128;
+  constexpr int kBc = sm80_fwd_keys(HD);
+  static_assert(kBc > 0, "no sm_80 forward tile for this head dim (attention_dispatch.hpp)");
+  return kBc;
 }
 
 template <int HD>
@@ -65,20 +68,10 @@ __global__ void __launch_bounds__(kFwdThreads, 2) attention_fwd_kernel(const Ker
   dev::cp_async_commit();
 
   float o[kMT][kDT][4];
-  float row_max[kMT][2], row_sum[kMT][2];
 #pragma unroll
-  for (int mt = 0; mt < kMT; ++mt) {
-#pragma unroll
-    for (int dt = 0; dt < kDT; ++dt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        o[mt][dt][e] = 0.f;
-#pragma unroll
-    for (int hr = 0; hr < 2; ++hr) {
-      row_max[mt][hr] = -INFINITY;
-      row_sum[mt][hr] = 0.f;
-    }
-  }
+  for (int mt = 0; mt < kMT; ++mt)
+    dev::zero_frags(o[mt]);
+  dev::OnlineSoftmax softmax[kMT];
   const int warp_row = warp * kMT * 16;  // first row of this warp in the tile
   const LaneOffsets<HD> lq = lanes_a<HD>(lane, warp_row), lk = lanes_bn<HD>(lane),
                         lv = lanes_bk<HD>(lane);
@@ -93,13 +86,9 @@ __global__ void __launch_bounds__(kFwdThreads, 2) attention_fwd_kernel(const Ker
     float s[kMT][kNT][4];
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          s[mt][nt][e] = 0.f;
-          // The k loop is unrolled by 4 (one 64-column span of the swizzle pattern) only, so the
-          // compiler does not hoist every fragment load of the whole product into registers.
+      dev::zero_frags(s[mt]);
+      // The k loop is unrolled by 4 (one 64-column span of the swizzle pattern) only, so the
+      // compiler does not hoist every fragment load of the whole product into registers.
 #pragma unroll 1
     for (int k64 = 0; k64 < HD / 64; ++k64) {
       const std::uint32_t span = k64 * 128;  // bytes: 64 columns
@@ -123,49 +112,20 @@ __global__ void __launch_bounds__(kFwdThreads, 2) attention_fwd_kernel(const Ker
       }
     }
 
-    // Mask the keys past Tk and, causal, the keys after each row's last visible one.
+    // Mask the keys past Tk and, causal, the keys after each row's last visible one; then the
+    // online softmax (kernels/common/online_softmax.cuh).
     if (n0 + kBc > p.Tk || (p.causal && n0 + kBc - 1 > m0 + diag)) {
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int row = m0 + warp_row + mt * 16 + (lane >> 2) + (e >> 1) * 8;
-            const int col = n0 + nt * 8 + (lane & 3) * 2 + (e & 1);
-            if (col >= p.Tk || (p.causal && col > row + diag)) s[mt][nt][e] = -INFINITY;
-          }
+        dev::mask_scores(s[mt], m0 + warp_row + mt * 16 + (lane >> 2), n0, lane, p.Tk, p.causal,
+                         diag);
     }
-
-    // Online softmax. A row whose keys are all masked so far has max -inf: it is offset by 0
-    // instead, so exp2 gives 0 rather than NaN.
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
       for (int hr = 0; hr < 2; ++hr) {
-        float mx = row_max[mt][hr];
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt)
-          mx = fmaxf(mx, fmaxf(s[mt][nt][2 * hr], s[mt][nt][2 * hr + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(dev::kFullMask, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(dev::kFullMask, mx, 2));
-        const float offset = mx == -INFINITY ? 0.f : mx * p.scale_log2;
-        const float correction = exp2_approx(row_max[mt][hr] * p.scale_log2 - offset);
-        row_max[mt][hr] = mx;
-        float sum = 0.f;
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-          for (int e = 2 * hr; e < 2 * hr + 2; ++e) {
-            s[mt][nt][e] = exp2_approx(fmaf(s[mt][nt][e], p.scale_log2, -offset));
-            sum += s[mt][nt][e];
-          }
-        row_sum[mt][hr] = row_sum[mt][hr] * correction + sum;  // per-thread partial
-#pragma unroll
-        for (int dt = 0; dt < kDT; ++dt) {
-          o[mt][dt][2 * hr] *= correction;
-          o[mt][dt][2 * hr + 1] *= correction;
-        }
+        const float corr = softmax[mt].update_row(s[mt], hr, p.scale_log2);
+        dev::OnlineSoftmax::rescale_row(o[mt], hr, corr);
       }
 
     // P in bf16, already in A-operand order: half the registers of S while V arrives.
@@ -210,18 +170,15 @@ __global__ void __launch_bounds__(kFwdThreads, 2) attention_fwd_kernel(const Ker
   for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
     for (int hr = 0; hr < 2; ++hr) {
-      float sum = row_sum[mt][hr];
-      sum += __shfl_xor_sync(dev::kFullMask, sum, 1);
-      sum += __shfl_xor_sync(dev::kFullMask, sum, 2);
-      const float inv = sum > 0.f ? 1.f / sum : 0.f;
+      const float sum = softmax[mt].total(hr);
+      const float inv = dev::OnlineSoftmax::inverse(sum);
       const int local = warp_row + mt * 16 + (lane >> 2) + hr * 8;
 #pragma unroll
       for (int dt = 0; dt < kDT; ++dt)
         *reinterpret_cast<std::uint32_t*>(sQ + swz<HD>(local, dt * 8 + (lane & 3) * 2)) =
             dev::pack_bf16x2(o[mt][dt][2 * hr] * inv, o[mt][dt][2 * hr + 1] * inv);
       const int row = m0 + local;
-      if ((lane & 3) == 0 && row < p.Tq)
-        lse[row] = sum > 0.f ? (row_max[mt][hr] * p.scale_log2 + __log2f(sum)) * kLn2 : -INFINITY;
+      if ((lane & 3) == 0 && row < p.Tq) lse[row] = softmax[mt].lse(hr, sum, p.scale_log2);
     }
   __syncwarp();
   // Each lane stores one 16-byte chunk of every (32 / chunks-per-row)-th row (2 or 4 rows apart:
@@ -259,10 +216,7 @@ void launch_fwd(const impl::AttnFwdArgs& a, cudaStream_t stream) {
 namespace kiln::impl {
 
 void attention_fwd_sm80(const AttnFwdArgs& a, cudaStream_t stream) {
-  if (a.s.HD == 64)
-    attn::launch_fwd<64>(a, stream);
-  else
-    attn::launch_fwd<128>(a, stream);
+  attn::dispatch_head_dim(a.s.HD, [&]<int HD>() { attn::launch_fwd<HD>(a, stream); });
 }
 
 }  // namespace kiln::impl

@@ -16,6 +16,7 @@
 // the diagonal are never loaded. O is written straight from registers; LSE in fp32.
 #include "errors/check.hpp"
 #include "kernels/attention/attention.hpp"
+#include "kernels/attention/attention_dispatch.hpp"
 #include "kernels/attention/attention_sm80.cuh"
 #include "kernels/attention/attention_sm90.cuh"
 #include "kernels/common/device.hpp"
@@ -38,8 +39,8 @@ struct Smem {
   alignas(1024) unsigned char q[kQBytes];
   alignas(1024) unsigned char k[kStages][kKVBytes];
   alignas(1024) unsigned char v[kStages][kKVBytes];
-  std::uint64_t q_full, q_empty;
-  std::uint64_t k_full[kStages], k_empty[kStages], v_full[kStages], v_empty[kStages];
+  dev::TmaPipeline<1> q_pipe;  // Q: one buffer, refilled per tile
+  dev::TmaPipeline<kStages> k_pipe, v_pipe;
 };
 
 struct Sm90Params {
@@ -84,12 +85,8 @@ __device__ __forceinline__ int key_blocks(const Sm90Params& p, int m0) {
   return n;
 }
 
-using Ring = attn::Ring<kStages>;
-
-template <int HD>
-__device__ __forceinline__ void consumer_arrive(std::uint64_t* bar, int lane) {
-  if (lane == 0) dev::mbarrier_arrive(bar);
-}
+using Ring = dev::PipeState<kStages>;  // K and V advance together
+using QState = dev::PipeState<1>;
 
 template <int HD>
 __global__ void __launch_bounds__(kThreads, 1)
@@ -104,14 +101,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int tid = threadIdx.x, wg = tid / 128, lane = tid % 32;
 
   if (tid == 0) {
-    dev::mbarrier_init(&sm.q_full, 1);
-    dev::mbarrier_init(&sm.q_empty, 8);  // lane 0 of each consumer warp
-    for (int s = 0; s < kStages; ++s) {
-      dev::mbarrier_init(&sm.k_full[s], 1);
-      dev::mbarrier_init(&sm.v_full[s], 1);
-      dev::mbarrier_init(&sm.k_empty[s], 8);
-      dev::mbarrier_init(&sm.v_empty[s], 8);
-    }
+    // full: the TMA thread's expect_tx; empty: lane 0 of each consumer warp.
+    sm.q_pipe.init(1, 8);
+    sm.k_pipe.init(1, 8);
+    sm.v_pipe.init(1, 8);
     dev::fence_barrier_init();
   }
   __syncthreads();
@@ -124,27 +117,27 @@ __global__ void __launch_bounds__(kThreads, 1)
     dev::tma_prefetch_descriptor(&map_k);
     dev::tma_prefetch_descriptor(&map_v);
     Ring ring;
-    std::uint32_t q_phase = 0;
-    for (int t = blockIdx.x; t < p.tiles; t += gridDim.x) {
+    QState qs;
+    for (int t = blockIdx.x; t < p.tiles; t += gridDim.x, qs.advance()) {
       const Tile tile = tile_at(p, t);
       const int m0 = tile.m_block * kM, hk = tile.h / p.group;
       const int n_blocks = key_blocks(p, m0);
-      dev::mbarrier_wait(&sm.q_empty, q_phase ^ 1,
-                         "attention_fwd_sm90 q_empty");  // the previous tile's Q is no longer read
-      dev::mbarrier_arrive_expect_tx(&sm.q_full, Smem<HD>::kQBytes);
+      // The previous tile's Q is no longer read.
+      sm.q_pipe.producer_acquire(qs, "attention_fwd_sm90 q_empty");
+      sm.q_pipe.producer_expect_tx(qs, Smem<HD>::kQBytes);
       for (int cb = 0; cb < kBlocks; ++cb)
-        dev::tma_load_4d(sm.q + cb * kM * 128, &map_q, &sm.q_full, cb * 64, m0, tile.h, tile.b);
-      q_phase ^= 1;
-      for (int n = n_blocks - 1; n >= 0; --n, ring.next()) {
-        dev::mbarrier_wait(&sm.k_empty[ring.stage], ring.phase ^ 1, "attention_fwd_sm90 k_empty");
-        dev::mbarrier_arrive_expect_tx(&sm.k_full[ring.stage], Smem<HD>::kKVBytes);
+        dev::tma_load_4d(sm.q + cb * kM * 128, &map_q, sm.q_pipe.full_barrier(qs), cb * 64, m0,
+                         tile.h, tile.b);
+      for (int n = n_blocks - 1; n >= 0; --n, ring.advance()) {
+        sm.k_pipe.producer_acquire(ring, "attention_fwd_sm90 k_empty");
+        sm.k_pipe.producer_expect_tx(ring, Smem<HD>::kKVBytes);
         for (int cb = 0; cb < kBlocks; ++cb)
-          dev::tma_load_4d(sm.k[ring.stage] + cb * kN * 128, &map_k, &sm.k_full[ring.stage],
+          dev::tma_load_4d(sm.k[ring.stage] + cb * kN * 128, &map_k, sm.k_pipe.full_barrier(ring),
                            cb * 64, n * kN, hk, tile.b);
-        dev::mbarrier_wait(&sm.v_empty[ring.stage], ring.phase ^ 1, "attention_fwd_sm90 v_empty");
-        dev::mbarrier_arrive_expect_tx(&sm.v_full[ring.stage], Smem<HD>::kKVBytes);
+        sm.v_pipe.producer_acquire(ring, "attention_fwd_sm90 v_empty");
+        sm.v_pipe.producer_expect_tx(ring, Smem<HD>::kKVBytes);
         for (int cb = 0; cb < kBlocks; ++cb)
-          dev::tma_load_4d(sm.v[ring.stage] + cb * kN * 128, &map_v, &sm.v_full[ring.stage],
+          dev::tma_load_4d(sm.v[ring.stage] + cb * kN * 128, &map_v, sm.v_pipe.full_barrier(ring),
                            cb * 64, n * kN, hk, tile.b);
       }
     }
@@ -162,7 +155,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (cw == 1) dev::named_barrier_arrive(1, 256);
 
   Ring ring;
-  std::uint32_t q_phase = 0;
+  QState qs;
   constexpr int kS = kN / 2;  // S accumulator registers: 64 x kN over 128 threads
   constexpr int kO = HD / 2;  // O accumulator registers
   for (int t = blockIdx.x; t < p.tiles; t += gridDim.x) {
@@ -173,10 +166,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     const unsigned char* q_tile = sm.q + cw * 64 * 128;                 // this warpgroup's rows
 
     float o[kO];
-#pragma unroll
-    for (int i = 0; i < kO; ++i)
-      o[i] = 0.f;
-    float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+    dev::zero_frags(o);
+    dev::OnlineSoftmax rows;  // this thread's two rows
     std::uint32_t pa[kN / 16][4];
 
     // S = Q K^T into s for the block at `stage` (issued, not waited).
@@ -198,39 +189,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     };
     // Masks block n's S, updates the running max and sum, leaves P (fp32) in s and returns the
     // factor the previous O must be scaled by.
+    // (kernels/common/online_softmax.cuh: wgmma's accumulator has mma.sync's register pattern.)
     const auto softmax = [&](int n, float(&corr)[2]) {
       const int n0 = n * kN;
-      if (n0 + kN > p.Tk || (p.causal && n0 + kN - 1 > m0 + cw * 64 + diag)) {
-#pragma unroll
-        for (int j = 0; j < kN / 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int row = row_base + (e >> 1) * 8;
-            const int col = n0 + j * 8 + (lane & 3) * 2 + (e & 1);
-            if (col >= p.Tk || (p.causal && col > row + diag)) s[4 * j + e] = -INFINITY;
-          }
-      }
-#pragma unroll
-      for (int hr = 0; hr < 2; ++hr) {
-        float mx = row_max[hr];
-#pragma unroll
-        for (int j = 0; j < kN / 8; ++j)
-          mx = fmaxf(mx, fmaxf(s[4 * j + 2 * hr], s[4 * j + 2 * hr + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(dev::kFullMask, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(dev::kFullMask, mx, 2));
-        const float offset = mx == -INFINITY ? 0.f : mx * p.scale_log2;
-        corr[hr] = exp2_approx(row_max[hr] * p.scale_log2 - offset);
-        row_max[hr] = mx;
-        float sum = 0.f;
-#pragma unroll
-        for (int j = 0; j < kN / 8; ++j)
-#pragma unroll
-          for (int e = 2 * hr; e < 2 * hr + 2; ++e) {
-            s[4 * j + e] = exp2_approx(fmaf(s[4 * j + e], p.scale_log2, -offset));
-            sum += s[4 * j + e];
-          }
-        row_sum[hr] = row_sum[hr] * corr[hr] + sum;
-      }
+      if (n0 + kN > p.Tk || (p.causal && n0 + kN - 1 > m0 + cw * 64 + diag))
+        dev::mask_scores(s, row_base, n0, lane, p.Tk, p.causal, diag);
+      rows.update(s, p.scale_log2, corr);
     };
     const auto pack_p = [&] {
 #pragma unroll
@@ -241,74 +205,62 @@ __global__ void __launch_bounds__(kThreads, 1)
         pa[kk][3] = dev::pack_bf16x2(s[8 * kk + 6], s[8 * kk + 7]);
       }
     };
-    const auto rescale_o = [&](const float(&corr)[2]) {
-#pragma unroll
-      for (int j = 0; j < HD / 8; ++j) {
-        o[4 * j + 0] *= corr[0];
-        o[4 * j + 1] *= corr[0];
-        o[4 * j + 2] *= corr[1];
-        o[4 * j + 3] *= corr[1];
-      }
-    };
 
-    dev::mbarrier_wait(&sm.q_full, q_phase, "attention_fwd_sm90 q_full");
-    q_phase ^= 1;
+    sm.q_pipe.consumer_wait(qs, "attention_fwd_sm90 q_full");
+    qs.advance();
     if (n_blocks > 0) {
       // First block: S alone.
       int n = n_blocks - 1;
-      dev::mbarrier_wait(&sm.k_full[ring.stage], ring.phase, "attention_fwd_sm90 k_full");
+      sm.k_pipe.consumer_wait(ring, "attention_fwd_sm90 k_full");
       dev::named_barrier_sync(my_turn, 256);
       issue_s(ring.stage);
       dev::named_barrier_arrive(their_turn, 256);
       dev::wgmma_wait<0>();
       dev::wgmma_fence_operand(s);
-      consumer_arrive<HD>(&sm.k_empty[ring.stage], lane);
+      if (lane == 0) sm.k_pipe.consumer_release(ring.stage);
       float corr[2];
       softmax(n, corr);
       pack_p();
       // Steady state: S of block n-1 and P V of block n in flight together.
       for (; n > 0; --n) {
-        const int cur = ring.stage;
-        const std::uint32_t cur_phase = ring.phase;
-        ring.next();
-        dev::mbarrier_wait(&sm.k_full[ring.stage], ring.phase, "attention_fwd_sm90 k_full");
-        dev::mbarrier_wait(&sm.v_full[cur], cur_phase, "attention_fwd_sm90 v_full");
+        const Ring cur = ring;
+        ring.advance();
+        sm.k_pipe.consumer_wait(ring, "attention_fwd_sm90 k_full");
+        sm.v_pipe.consumer_wait(cur, "attention_fwd_sm90 v_full");
         dev::named_barrier_sync(my_turn, 256);
         issue_s(ring.stage);
         dev::wgmma_fence_operand(o);
-        issue_pv(cur);
+        issue_pv(cur.stage);
         dev::named_barrier_arrive(their_turn, 256);
         dev::wgmma_wait<1>();  // S done (P V may still run)
         dev::wgmma_fence_operand(s);
-        consumer_arrive<HD>(&sm.k_empty[ring.stage], lane);
+        if (lane == 0) sm.k_pipe.consumer_release(ring.stage);
         softmax(n - 1, corr);
         dev::wgmma_wait<0>();  // P V done: pa and V[cur] are free
         dev::wgmma_fence_operand(o);
-        consumer_arrive<HD>(&sm.v_empty[cur], lane);
-        rescale_o(corr);
+        if (lane == 0) sm.v_pipe.consumer_release(cur.stage);
+        dev::OnlineSoftmax::rescale(o, corr);
         pack_p();
       }
       // Last block's P V.
-      dev::mbarrier_wait(&sm.v_full[ring.stage], ring.phase, "attention_fwd_sm90 v_full");
+      sm.v_pipe.consumer_wait(ring, "attention_fwd_sm90 v_full");
       dev::named_barrier_sync(my_turn, 256);
       dev::wgmma_fence_operand(o);
       issue_pv(ring.stage);
       dev::named_barrier_arrive(their_turn, 256);
       dev::wgmma_wait<0>();
       dev::wgmma_fence_operand(o);
-      consumer_arrive<HD>(&sm.v_empty[ring.stage], lane);
-      ring.next();
+      if (lane == 0) sm.v_pipe.consumer_release(ring.stage);
+      ring.advance();
     }
-    consumer_arrive<HD>(&sm.q_empty, lane);  // every S of this tile is done
+    if (lane == 0) sm.q_pipe.consumer_release(0);  // every S of this tile is done
 
     // Epilogue: normalise, write O (bf16) and LSE straight from registers.
     float* lse = p.lse + (static_cast<int64_t>(tile.b) * p.NHq + tile.h) * p.Tq;
 #pragma unroll
     for (int hr = 0; hr < 2; ++hr) {
-      float sum = row_sum[hr];
-      sum += __shfl_xor_sync(dev::kFullMask, sum, 1);
-      sum += __shfl_xor_sync(dev::kFullMask, sum, 2);
-      const float inv = sum > 0.f ? 1.f / sum : 0.f;
+      const float sum = rows.total(hr);
+      const float inv = dev::OnlineSoftmax::inverse(sum);
       const int row = row_base + hr * 8;
       if (row < p.Tq) {
         bf16* go = p.o + tile.b * p.so.b + row * p.so.t + tile.h * p.so.h + (lane & 3) * 2;
@@ -316,8 +268,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int j = 0; j < HD / 8; ++j)
           *reinterpret_cast<std::uint32_t*>(go + j * 8) =
               dev::pack_bf16x2(o[4 * j + 2 * hr] * inv, o[4 * j + 2 * hr + 1] * inv);
-        if ((lane & 3) == 0)
-          lse[row] = sum > 0.f ? (row_max[hr] * p.scale_log2 + __log2f(sum)) * kLn2 : -INFINITY;
+        if ((lane & 3) == 0) lse[row] = rows.lse(hr, sum, p.scale_log2);
       }
     }
   }
@@ -359,10 +310,7 @@ void launch(const impl::AttnFwdArgs& a, cudaStream_t stream) {
 namespace kiln::impl {
 
 void attention_fwd_sm90(const AttnFwdArgs& a, cudaStream_t stream) {
-  if (a.s.HD == 64)
-    attn::launch<64>(a, stream);
-  else
-    attn::launch<128>(a, stream);
+  attn::dispatch_head_dim(a.s.HD, [&]<int HD>() { attn::launch<HD>(a, stream); });
 }
 
 }  // namespace kiln::impl

@@ -15,6 +15,7 @@
 
 #include "kernels/attention/attention.hpp"
 #include "kernels/attention/attention_layout.hpp"
+#include "kernels/common/online_softmax.cuh"
 #include "kernels/common/reduce.cuh"
 #include "kernels/common/sm80.cuh"
 #include "kernels/common/vec.cuh"
@@ -23,8 +24,9 @@ namespace kiln::attn {
 
 using bf16 = __nv_bfloat16;
 
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
+using dev::exp2_approx;  // the exp2 domain of the softmax (kernels/common/online_softmax.cuh)
+using dev::kLn2;
+using dev::kLog2e;
 
 // 16-byte cp.async to a shared-window address; zero-fills (reads nothing) when !valid.
 __device__ __forceinline__ void cp_async_16(std::uint32_t smem, const void* gmem, bool valid) {
@@ -60,13 +62,6 @@ __device__ __forceinline__ void cp_async_4(void* smem, const void* gmem, bool va
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dev::smem_addr(smem)),
                "l"(gmem), "r"(valid ? 4 : 0)
                : "memory");
-}
-
-// 2^x with the MUFU unit (relative error ~2^-22; exp2(-inf) = 0).
-__device__ __forceinline__ float exp2_approx(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
 }
 
 // Two adjacent 16x8 accumulator tiles (columns 0-7 in c0, 8-15 in c1) as the bf16 A operand of
@@ -134,6 +129,23 @@ inline KernelParams make_params(const impl::AttnShape& s) {
   p.scale = s.scale;
   p.scale_log2 = s.scale_log2;
   p.causal = s.causal;
+  return p;
+}
+
+// The backward's parameters: its tensors, D (`dsum`) and, in atomic mode, the dQ accumulator.
+inline KernelParams make_bwd_params(const impl::AttnBwdArgs& a, const float* dsum,
+                                    float* dq_accum) {
+  KernelParams p = make_params(a.s);
+  p.q = a.q;
+  p.k = a.k;
+  p.v = a.v;
+  p.dout = a.dout;
+  p.lse = a.lse;
+  p.dsum = dsum;
+  p.dq_accum = dq_accum;
+  p.dq = a.dq;
+  p.dk = a.dk;
+  p.dv = a.dv;
   return p;
 }
 

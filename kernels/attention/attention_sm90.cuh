@@ -1,6 +1,7 @@
 // Pieces shared by the sm_90a attention kernels (attention_fwd_sm90.cu, attention_bwd_sm90.cu):
-// the TMA views of the strided (B, T, NH, HD) tensors, the wgmma descriptors of their tiles, and
-// the position in an mbarrier ring. Include only from files built for sm_90a.
+// the TMA views of the strided (B, T, NH, HD) tensors and the wgmma descriptors of their tiles
+// (their mbarrier rings are kernels/common/sm90_pipeline.cuh). Include only from files built for
+// sm_90a.
 //
 // Tile layout: a tile of R rows x HD bf16 columns lives in shared memory as HD / 64 column blocks,
 // each R rows of 128 bytes in TMA's 128-byte swizzle (8-row, 1024-byte atoms), block c at byte
@@ -12,23 +13,10 @@
 #include "kernels/attention/attention.hpp"
 #include "kernels/attention/attention_sm90_layout.hpp"
 #include "kernels/common/sm90.cuh"
+#include "kernels/common/sm90_pipeline.cuh"
 #include "kernels/common/tma.hpp"
 
 namespace kiln::attn {
-
-// A ring position: stage and the parity of its current phase, advanced identically by the
-// producer and the consumers.
-template <int kStages>
-struct Ring {
-  int stage = 0;
-  std::uint32_t phase = 0;
-  __device__ __forceinline__ void next() {
-    if (++stage == kStages) {
-      stage = 0;
-      phase ^= 1;
-    }
-  }
-};
 
 // wgmma descriptor of a tile of `rows` rows used K-major (a row is one M / N index, the K index
 // runs along it) at k-step kk; offsets and byte strides in attention_sm90_layout.hpp.

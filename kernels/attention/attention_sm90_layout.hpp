@@ -11,6 +11,8 @@
 
 #include <cstdint>
 
+#include "kernels/attention/attention_dispatch.hpp"
+
 #if defined(__CUDACC__)
 #define KILN_ATTN90_HD __host__ __device__ __forceinline__ constexpr
 #else
@@ -70,9 +72,14 @@ KILN_ATTN90_HD int a_frag_k(int t, int r, int h) {
 constexpr int kBwdN = 128;        // keys per CTA: 2 consumer warpgroups x 64
 constexpr int kDqPart = 64 * 64;  // floats of one warpgroup's dQ part
 
-// Queries per block: 64 at HD 128, 128 at HD 64 (S^T, dP^T, dK, dV then fit 232 registers).
+// Queries per block: the tile choice of attention_dispatch.hpp (0 for a head dim without one).
 KILN_ATTN90_HD int bwd_block_m(int hd) {
-  return hd == 64 ? 128 : 64;
+  return sm90_bwd_queries(hd);
+}
+// A block's dQ (queries x hd) is two 64 x 64 parts, one per consumer warpgroup: side by side
+// along the queries (128 queries, HD 64) or along the head dim (64 queries, HD 128).
+KILN_ATTN90_HD bool dq_parts_along_queries(int hd) {
+  return bwd_block_m(hd) == 128;
 }
 
 // dS^T tile (keys x queries of one block, kBwdN rows, 64-query column blocks): byte offset of the
@@ -84,12 +91,12 @@ KILN_ATTN90_HD std::uint32_t ds_offset(int key, int query) {
 }
 
 // The dQ part of consumer warpgroup cw: 64 queries x 64 columns of HD, at query block qb and
-// column block hb (HD 128: the two warpgroups split the columns; HD 64: the queries).
+// column block hb.
 KILN_ATTN90_HD int dq_part_qb(int hd, int cw) {
-  return hd == 64 ? cw : 0;
+  return dq_parts_along_queries(hd) ? cw : 0;
 }
 KILN_ATTN90_HD int dq_part_hb(int hd, int cw) {
-  return hd == 64 ? 0 : cw;
+  return dq_parts_along_queries(hd) ? 0 : cw;
 }
 
 // A part in shared memory and in the accumulator, in accumulator order: thread t's registers
@@ -107,7 +114,7 @@ KILN_ATTN90_HD int dq_part_find(int row, int col) {
 // Query q (< the block's queries) and column col of a query block: which part, and the element
 // of that part.
 KILN_ATTN90_HD int dq_part_of(int hd, int q, int col) {
-  return hd == 64 ? q / 64 : col / 64;
+  return dq_parts_along_queries(hd) ? q / 64 : col / 64;
 }
 
 }  // namespace kiln::attn::sm90

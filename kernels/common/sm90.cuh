@@ -2,7 +2,8 @@
 // shared-memory descriptors, register reallocation, named barriers. Include only from files built
 // for sm_90a (*_sm90.cu). Host-side TMA descriptor encoding is in kernels/common/tma.hpp.
 //
-// How the pieces fit (a warp-specialized pipeline of S stages, as kernels/gemm/gemm_sm90.cu):
+// How the pieces fit (a warp-specialized pipeline of S stages, as kernels/gemm/gemm_sm90.cuh; the
+// ring itself is TmaPipeline in kernels/common/sm90_pipeline.cuh):
 //
 //   producer (one thread)                         consumers (whole warpgroups)
 //   wait(empty[s], phase ^ 1)                     wait(full[s], phase)
@@ -256,6 +257,16 @@ __device__ __forceinline__ void wgmma_fence_operand(float (&d)[kRegs]) {
 #pragma unroll
   for (int i = 0; i < kRegs; ++i)
     asm volatile("" : "+f"(d[i])::"memory");
+}
+// The same for packed bf16 A operands held in registers (wgmma's register-A form), which an
+// in-flight wgmma reads until its wait_group.
+template <int kSteps>
+__device__ __forceinline__ void wgmma_fence_operand(std::uint32_t (&a)[kSteps][4]) {
+#pragma unroll
+  for (int i = 0; i < kSteps; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      asm volatile("" : "+r"(a[i][e])::"memory");
 }
 
 // Shared-memory matrix descriptor for a tile in the 128-byte swizzle layout, the layout TMA

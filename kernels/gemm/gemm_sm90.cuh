@@ -21,7 +21,7 @@
 // TMA fills rows and columns past the matrix with zeros, so partial tiles need no other care; the
 // TMA store of the epilogue skips them.
 //
-// Pipeline (mbarriers, see sm90.cuh): full[s] completes when the stage's TMA bytes landed
+// Pipeline (TmaPipeline, sm90_pipeline.cuh): full[s] completes when the stage's TMA bytes landed
 // (1 arrival with expect_tx); empty[s] when all 8 consumer warps finished the wgmmas reading it.
 // A consumer keeps one k-block's wgmma group in flight (wgmma_wait<1>) and releases the stage of
 // the previous k-block.
@@ -43,6 +43,7 @@
 
 #include "errors/check.hpp"
 #include "kernels/common/sm90.cuh"
+#include "kernels/common/sm90_pipeline.cuh"
 #include "kernels/common/tma.hpp"
 #include "kernels/gemm/gemm_epilogue.cuh"
 #include "kernels/gemm/gemm_sm90_layout.hpp"
@@ -59,10 +60,12 @@ struct Config {
   static constexpr int kABytes = kBM * kBK * 2;
   static constexpr int kBBytes = kBN * kBK * 2;
   static constexpr int kStageBytes = kABytes + kBBytes;
-  // stages | 2 consumers x (D chunk, pre_gelu chunk) | full[], empty[] barriers
+  // stages | 2 consumers x (D chunk, pre_gelu chunk) | the pipeline's full[], empty[] barriers
   static constexpr int kEpiOffset = kStages * kStageBytes;
   static constexpr int kBarrierOffset = kEpiOffset + 2 * 2 * kEpiBufBytes;
-  static constexpr int kSmemBytes = kBarrierOffset + 2 * kStages * 8 + 1024;  // + alignment slack
+  static constexpr int kSmemBytes =
+      kBarrierOffset + static_cast<int>(sizeof(TmaPipeline<kStages>)) + 1024;  // + alignment slack
+  static_assert(sizeof(TmaPipeline<kStages>) == 2 * kStages * 8, "two barriers a stage");
   static_assert(kSmemBytes <= 232448, "over the 227 KiB a block may use");
   // The producer announces kStageBytes to full[s] (expect_tx) and TMA completes exactly the boxes'
   // bytes (out-of-bounds fill included): any mismatch would hang the consumers' wait.
@@ -152,17 +155,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ char smem_raw[];
   char* smem = reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) &
                                        ~std::uintptr_t{1023});
-  std::uint64_t* full = reinterpret_cast<std::uint64_t*>(smem + Cfg::kBarrierOffset);
-  std::uint64_t* empty = full + kStages;
+  TmaPipeline<kStages>& pipe = *reinterpret_cast<TmaPipeline<kStages>*>(smem + Cfg::kBarrierOffset);
 
   const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
   const int num_tiles = order.tiles_m * order.tiles_n;
 
   if (threadIdx.x == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      mbarrier_init(&full[s], 1);
-      mbarrier_init(&empty[s], 8);  // the 8 consumer warps
-    }
+    pipe.init(1, 8);  // full: the TMA thread's expect_tx; empty: the 8 consumer warps
     fence_barrier_init();
   }
   __syncthreads();
@@ -173,40 +172,30 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (t != 0) return;
     tma_prefetch_descriptor(&map_a);
     tma_prefetch_descriptor(&map_b);
-    int stage = 0;
-    std::uint32_t phase = 0;
+    PipeState<kStages> st;
     for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
       int tm, tn;
       order.coords(tile, tm, tn);
-      for (int kb = 0; kb < k_blocks; ++kb) {
-        mbarrier_wait(&empty[stage], phase ^ 1, "gemm_sm90 empty");
-        char* sa = smem + stage * Cfg::kStageBytes;
+      for (int kb = 0; kb < k_blocks; ++kb, st.advance()) {
+        pipe.producer_acquire(st, "gemm_sm90 empty");
+        char* sa = smem + st.stage * Cfg::kStageBytes;
         char* sb = sa + Cfg::kABytes;
-        mbarrier_arrive_expect_tx(&full[stage], Cfg::kStageBytes);
+        std::uint64_t* full = pipe.full_barrier(st);
+        pipe.producer_expect_tx(st, Cfg::kStageBytes);
 #pragma unroll
         for (int i = 0; i < a_box_count(kTransA); ++i) {
           const Box box = a_box(kTransA, i, tm, kb);
-          tma_load_2d(sa + box.smem, &map_a, &full[stage], box.c0, box.c1);
+          tma_load_2d(sa + box.smem, &map_a, full, box.c0, box.c1);
         }
 #pragma unroll
         for (int i = 0; i < b_box_count(kTransB, kBN); ++i) {
           const Box box = b_box(kTransB, i, tn, kb, kBN);
-          tma_load_2d(sb + box.smem, &map_b, &full[stage], box.c0, box.c1);
-        }
-        if (++stage == kStages) {
-          stage = 0;
-          phase ^= 1;
+          tma_load_2d(sb + box.smem, &map_b, full, box.c0, box.c1);
         }
       }
     }
     // Tail: wait until the consumers released every stage, so no copy is in flight at exit.
-    for (int i = 0; i < kStages; ++i) {
-      mbarrier_wait(&empty[stage], phase ^ 1, "gemm_sm90 empty");
-      if (++stage == kStages) {
-        stage = 0;
-        phase ^= 1;
-      }
-    }
+    pipe.producer_drain(st, "gemm_sm90 empty");
     return;
   }
 
@@ -222,8 +211,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   float acc[kBN / 2];
   float part[8];  // bias_grad partial sums (row_sums_*)
-  int stage = 0;
-  std::uint32_t phase = 0;
+  PipeState<kStages> st;
   for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
     int tm, tn;
     order.coords(tile, tm, tn);
@@ -232,9 +220,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int i = 0; i < 8; ++i)
       part[i] = 0.0f;
     int prev_stage = 0;
-    for (int kb = 0; kb < k_blocks; ++kb) {
-      mbarrier_wait(&full[stage], phase, "gemm_sm90 full");
-      const char* sa = smem + stage * Cfg::kStageBytes;
+    for (int kb = 0; kb < k_blocks; ++kb, st.advance()) {
+      pipe.consumer_wait(st, "gemm_sm90 full");
+      const char* sa = smem + st.stage * Cfg::kStageBytes;
       const char* sb = sa + Cfg::kABytes;
       // Descriptors of the tiles' starts; each k step adds its start offset (>> 4, the
       // descriptor's unit) to the low bits (addresses stay below 2^18: no carry out).
@@ -256,16 +244,12 @@ __global__ void __launch_bounds__(kThreads, 1)
         fence_proxy_async();  // these reads before the TMA that will overwrite the stage
       }
       wgmma_wait<1>();  // the previous k-block's group is done reading its stage
-      if (kb > 0 && lane0) mbarrier_arrive(&empty[prev_stage]);
-      prev_stage = stage;
-      if (++stage == kStages) {
-        stage = 0;
-        phase ^= 1;
-      }
+      if (kb > 0 && lane0) pipe.consumer_release(prev_stage);
+      prev_stage = st.stage;
     }
     wgmma_wait<0>();
     wgmma_fence_operand(acc);
-    if (lane0) mbarrier_arrive(&empty[prev_stage]);
+    if (lane0) pipe.consumer_release(prev_stage);
 
     // ---------------- epilogue ----------------
     // Thread t holds accumulator pairs (i, i + 1), i even, at (acc_row(t, i), acc_col(t, i) +
