@@ -57,17 +57,26 @@ std::vector<nlohmann::json> read_metrics(const std::filesystem::path& path) {
   return lines;
 }
 
+#if defined(KILN_TOKENIZE_EXE)
+// The corpus in byte tokens: shards under dir/data (kiln_tokenize with `options`); its path.
+std::string byte_shards(const TempDir& dir, const std::string& options = "") {
+  write_corpus(dir / "corpus.txt");
+  const Result tok = run(dir, KILN_TOKENIZE_EXE,
+                         "--tokenizer byte " + options + " --quiet --out '" +
+                             (dir / "data").string() + "' '" + (dir / "corpus.txt").string() + "'");
+  INFO(tok.output);
+  REQUIRE(tok.status == 0);
+  return (dir / "data").string();
+}
+#endif
+
 }  // namespace
 
 #if defined(KILN_TRAIN_GPT_EXE) && defined(KILN_GENERATE_EXE) && defined(KILN_TOKENIZE_EXE)
 
 TEST_CASE("tokenize, train, resume and generate with the demos on the cpu backend", "[runtime]") {
   TempDir dir;
-  write_corpus(dir / "corpus.txt");
-  const Result tok = run(dir, KILN_TOKENIZE_EXE,
-                         "--tokenizer byte --val-fraction 0.1 --separator % --quiet --out '" +
-                             (dir / "data").string() + "' '" + (dir / "corpus.txt").string() + "'");
-  REQUIRE(tok.status == 0);
+  byte_shards(dir, "--val-fraction 0.1 --separator %");
   const std::string common = "--data '" + (dir / "data").string() +
                              "' --backend cpu --threads 2 --model tiny --batch 4 --seq-len 32 "
                              "--steps 40 --lr 3e-3 --log-every 10 --eval-every 20 --eval-batches 2";
@@ -153,11 +162,7 @@ TEST_CASE("tokenize, train, resume and generate with the demos on the cpu backen
 
 TEST_CASE("a tiny Llama trains with train_gpt and speaks through generate", "[runtime][llama]") {
   TempDir dir;
-  write_corpus(dir / "corpus.txt");
-  REQUIRE(run(dir, KILN_TOKENIZE_EXE,
-              "--tokenizer byte --quiet --out '" + (dir / "data").string() + "' '" +
-                  (dir / "corpus.txt").string() + "'")
-              .status == 0);
+  byte_shards(dir);
   const std::string common = "--data '" + (dir / "data").string() +
                              "' --backend cpu --threads 2 --model llama-tiny --batch 4 "
                              "--seq-len 32 --steps 60 --lr 3e-3 --log-every 20";
@@ -204,11 +209,7 @@ TEST_CASE("a tiny Llama trains with train_gpt and speaks through generate", "[ru
 
 TEST_CASE("the demos refuse bad shards, checkpoints and options with a clear error", "[runtime]") {
   TempDir dir;
-  write_corpus(dir / "corpus.txt");
-  REQUIRE(run(dir, KILN_TOKENIZE_EXE,
-              "--tokenizer byte --quiet --out '" + (dir / "data").string() + "' '" +
-                  (dir / "corpus.txt").string() + "'")
-              .status == 0);
+  byte_shards(dir);
   const auto shard = dir / "data" / "train_000000.bin";
   const std::string bytes = kiln::test::read_bytes(shard);
   const std::string train = "--backend cpu --model tiny --batch 2 --seq-len 16 --steps 2 --data '";
