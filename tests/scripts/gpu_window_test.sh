@@ -145,7 +145,7 @@ PY
     grep -q "commit fakecommit01" "$md" || fail "no commit in the record"
     grep -q "copy 3000 GB/s" "$md" || fail "no measured ceiling in the record"
     grep -q "| 1 | layernorm_fwd | N=8192 C=768 | 2500.0 | 1250.0 | 83% |" "$md" || fail "no figure beside its peer"
-    grep -q "Target (PERF.md)" "$md" || fail "no target"
+    grep -q "Target (bench/README.md)" "$md" || fail "no target"
     grep -q "| smoke | rope | fail |" "$md" || fail "no failing test row"
     [ "$(head -c 4 "${md%.md}-layernorm.png" | od -An -c | tr -d ' ')" = "211PNG" ] || fail "no PNG plot"
     [ "$(wc -l <"${md%.md}.jsonl")" -gt 3 ] || fail "short JSON lines"
