@@ -70,16 +70,7 @@ TEST_CASE("a tiny Llama learns a short sequence", "[runtime][llama]") {
   t.optimizer.warmup_steps = 5;
   t.optimizer.grad_clip = 1.0;
   Trainer trainer(m, t, kiln::make_cpu_backend(kiln::DType::f32, 2), 1);
-  std::vector<int32_t> seq(17);
-  auto rng = kiln::test::make_rng(24);
-  std::uniform_int_distribution<int32_t> d(0, 19);
-  for (auto& x : seq)
-    x = d(rng);
-  std::vector<int32_t> in, tg;
-  for (int r = 0; r < 2; ++r) {
-    in.insert(in.end(), seq.begin(), seq.end() - 1);
-    tg.insert(tg.end(), seq.begin() + 1, seq.end());
-  }
+  const auto [in, tg] = repeated_sequence(20, 16, 24);
   const double first = trainer.step(in, tg).loss;
   double last = first;
   for (int i = 0; i < 150; ++i)

@@ -39,6 +39,25 @@ inline std::vector<int32_t> random_tokens(std::size_t n, int32_t V, std::mt19937
   return t;
 }
 
+// Two rows of one random sequence of T + 1 tokens under V (seeded by `stream`): the inputs and
+// their next-token targets, for the tests in which a model memorises a sequence.
+struct Batch {
+  std::vector<int32_t> in, tg;
+};
+inline Batch repeated_sequence(int32_t V, int64_t T, uint64_t stream) {
+  std::vector<int32_t> seq(static_cast<std::size_t>(T + 1));
+  auto rng = kiln::test::make_rng(stream);
+  std::uniform_int_distribution<int32_t> d(0, V - 1);
+  for (auto& x : seq)
+    x = d(rng);
+  Batch b;
+  for (int r = 0; r < 2; ++r) {
+    b.in.insert(b.in.end(), seq.begin(), seq.end() - 1);
+    b.tg.insert(b.tg.end(), seq.begin() + 1, seq.end());
+  }
+  return b;
+}
+
 // The tensors whose rows past the vocabulary are padding: the embedding and an untied head.
 inline bool vocab_rows(kiln::ParamKind k) {
   return k == kiln::ParamKind::wte || k == kiln::ParamKind::lm_head;

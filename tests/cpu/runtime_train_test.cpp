@@ -113,16 +113,7 @@ TEST_CASE("the loss falls and a short sequence is memorised", "[runtime]") {
   t.optimizer.grad_clip = 1.0;
   Trainer trainer(m, t, kiln::make_cpu_backend(kiln::DType::f32, 2), 1);
   // Two rows of a fixed sequence: each target is the next token.
-  std::vector<int32_t> seq(17);
-  auto rng = kiln::test::make_rng(6);
-  std::uniform_int_distribution<int32_t> d(0, 19);
-  for (auto& x : seq)
-    x = d(rng);
-  std::vector<int32_t> in, tg;
-  for (int r = 0; r < 2; ++r) {
-    in.insert(in.end(), seq.begin(), seq.end() - 1);
-    tg.insert(tg.end(), seq.begin() + 1, seq.end());
-  }
+  const auto [in, tg] = repeated_sequence(20, 16, 6);
   const double first = trainer.step(in, tg).loss;
   CHECK(first == Approx(std::log(20.0)).epsilon(0.05));  // about uniform at initialisation
   double last = first;
