@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/layernorm/layernorm_ref.hpp"
+#include "kernels/norm/layernorm_ref.hpp"
 #include "kiln/layernorm.h"
 #include "tests/common/compare.hpp"
 #include "tests/common/support.hpp"
