@@ -1,12 +1,12 @@
 // bench_attention: attention forward and backward TFLOP/s with FlashAttention's conventions
-// (PERF.md): 16k tokens in total, hidden 2048 (NH = 2048 / HD, B = 16384 / T), T from 512 to 16k,
-// HD 64 and 128, causal and not; FLOPs 4 B NH T^2 HD for the forward (halved when causal), 2.5x
-// that for the backward. Every kiln path this device serves is timed side by side (forced), each
-// after a spot check of its output against the double reference (forward: O; backward: dQ), the
-// backward in both modes (atomic dQ and deterministic). cuDNN's fused flash attention,
-// reached through kiln's own cuDNN backend (impl "cudnn"), is the peer measured in the same run;
-// HD 256 rows are cuDNN only (kiln's kernels take 64 and 128). The PyTorch peers (SDPA's flash
-// and cuDNN backends) are bench/peers/attention.py, with the same shapes and JSON schema.
+// (bench/README.md): 16k tokens in total, hidden 2048 (NH = 2048 / HD, B = 16384 / T), T from 512
+// to 16k, HD 64 and 128, causal and not; FLOPs 4 B NH T^2 HD for the forward (halved when
+// causal), 2.5x that for the backward. Every kiln path this device serves is timed side by side
+// (forced), each after a spot check of its output against the double reference (forward: O;
+// backward: dQ), the backward in both modes (atomic dQ and deterministic). cuDNN's fused flash
+// attention, reached through kiln's own cuDNN backend (impl "cudnn"), is the peer measured in the
+// same run; HD 256 rows are cuDNN only (kiln's kernels take 64 and 128). The PyTorch peers (SDPA's
+// flash and cuDNN backends) are bench/peers/attention.py, with the same shapes and JSON schema.
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 

@@ -1,8 +1,8 @@
 // bench_classifier: the fused classifier (softmax + cross-entropy + dlogits, in place) in GB/s
-// and % of copy bandwidth (PERF.md target: >= 85% at V = 50304). Bytes are the minimum the op can
-// move: each logit read once and each gradient written once (2 + 2 bytes an element of bf16),
-// plus the targets and losses (8 bytes a row); the kernel moves exactly that when a row fits in
-// shared memory. Also the deterministic mean-loss kernel. The PyTorch peer (F.cross_entropy
+// and % of copy bandwidth (bench/README.md target: >= 85% at V = 50304). Bytes are the minimum the
+// op can move: each logit read once and each gradient written once (2 + 2 bytes an element of
+// bf16), plus the targets and losses (8 bytes a row); the kernel moves exactly that when a row fits
+// in shared memory. Also the deterministic mean-loss kernel. The PyTorch peer (F.cross_entropy
 // forward + backward) is bench/peers/classifier.py, same shapes and byte count.
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>

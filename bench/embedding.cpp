@@ -1,5 +1,5 @@
 // bench_embedding: token + position embedding forward and backward in GB/s and % of copy
-// bandwidth. Bytes (PERF.md: each input read once, each output written once):
+// bandwidth. Bytes (bench/README.md: each input read once, each output written once):
 //   forward:  tokens (4 M) + the gathered wte rows (2 M C) + wpe rows 0..T-1 (2 T C) + out (2 M C)
 //   backward: tokens (4 M) + dout (2 M C) + dwte rows of the distinct ids, read and written
 //             (8 U C) + dwpe rows 0..T-1, read and written (8 T C)

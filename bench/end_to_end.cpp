@@ -1,12 +1,12 @@
 // bench_end_to_end: whole training steps of GPT-2 124M at T = 1024, and of SmolLM2-360M- and
-// Llama-3.2-1B-shaped models at T = 2048, in bf16 on one GPU (PERF.md's rows): tokens/s and MFU,
-// with MFU = (6 * parameters + 6 * L * C * T) FLOPs per token times tokens/s over the device's
+// Llama-3.2-1B-shaped models at T = 2048, in bf16 on one GPU (bench/README.md's rows): tokens/s and
+// MFU, with MFU = (6 * parameters + 6 * L * C * T) FLOPs per token times tokens/s over the device's
 // datasheet dense bf16 peak (kiln::datasheet_bf16_flops: 989.4 TFLOP/s on an H100 SXM or H200;
-// PERF.md's convention; no "mfu" for a device the table lacks). The JSON also carries the model
-// TFLOP/s as "tflops", so the report shows them against the measured cuBLAS ceiling. One timed
-// repetition is one optimizer step (forward, fused classifier, backward, global norm, AdamW) issued
-// by kiln::Trainer without reading the loss; the median over repetitions after warm-up steps. The
-// peers are bench/peers/nanogpt.py (PyTorch, torch.compile, flash SDPA) for GPT-2 and
+// bench/README.md's convention; no "mfu" for a device the table lacks). The JSON also carries the
+// model TFLOP/s as "tflops", so the report shows them against the measured cuBLAS ceiling. One
+// timed repetition is one optimizer step (forward, fused classifier, backward, global norm, AdamW)
+// issued by kiln::Trainer without reading the loss; the median over repetitions after warm-up
+// steps. The peers are bench/peers/nanogpt.py (PyTorch, torch.compile, flash SDPA) for GPT-2 and
 // bench/peers/llama.py (transformers' LlamaForCausalLM from a config, torch.compile, SDPA) for the
 // Llama shapes, measured the same way on the same shapes.
 #include <cuda_runtime_api.h>
@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
   const kiln::bench::Options options = kiln::bench::parse_options(
       argc, argv,
       "bench_end_to_end: GPT-2 124M (T = 1024) and Llama-shaped (T = 2048) training steps (bf16): "
-      "tokens/s and MFU (PERF.md)");
+      "tokens/s and MFU (bench/README.md)");
   if (const int skip = kiln::bench::device_or_skip()) return skip;
   try {
     std::vector<Case> cases = {{"gpt2-124m", 16, 1024, false, {}},

@@ -1,9 +1,9 @@
 // bench_layernorm: LayerNorm forward, fused residual + LayerNorm forward and backward (dx, dgamma,
 // dbeta, finalize included) in GB/s and % of the measured copy bandwidth, bf16, over GPT-2 124M
 // (N = 8 * 1024 rows of C = 768) and wider hidden sizes. Bytes: every input read once and every
-// output written once (PERF.md): fwd 2 N C (x, y) + 2 C (gamma, beta) bf16 + 2 N fp32 (mean,
-// rstd); residual fwd 4 N C; bwd 4 N C (dy, x, dx read and written) + C bf16 + 2 N + 4 C fp32
-// (dgamma, dbeta read and written). llm.c's published 1.2 TB/s for C = 768 is recorded beside
+// output written once (bench/README.md): fwd 2 N C (x, y) + 2 C (gamma, beta) bf16 + 2 N fp32
+// (mean, rstd); residual fwd 4 N C; bwd 4 N C (dy, x, dx read and written) + C bf16 + 2 N + 4 C
+// fp32 (dgamma, dbeta read and written). llm.c's published 1.2 TB/s for C = 768 is recorded beside
 // (impl "llm.c-published"; not measured here). The PyTorch peer is bench/peers/layernorm.py.
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
@@ -87,28 +87,13 @@ int main(int argc, char** argv) {
       const double row = static_cast<double>(n) * sizeof(bf16);
       const double col = static_cast<double>(s.C) * sizeof(bf16);
       const double stats = 2.0 * s.N * sizeof(float);
-      auto add = [&](const char* op, const char* impl, double ms, double bytes) {
-        report.add(nlohmann::json{{"op", op},
-                                  {"impl", impl},
-                                  {"shape", s.str()},
-                                  {"N", s.N},
-                                  {"C", s.C},
-                                  {"dtype", "bf16"},
-                                  {"ms", ms},
-                                  {"bytes", bytes},
-                                  {"gbps", kiln::bench::gbps(bytes, ms)}});
-      };
-
       const std::function<void(cudaStream_t)> fwd = [&](cudaStream_t st) {
         kiln::layernorm_fwd(y.p, mean.p, rstd.p, x.p, gamma.p, beta.p, s.N, s.C, kEps,
                             KILN_DTYPE_BF16, st);
       };
-      fwd(stream);
-      KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
-      if (check_fwd(s, x.p, gamma.p, beta.p, y.p)) {
-        const auto t = kiln::bench::time_region(fwd, stream, options);
-        add("layernorm_fwd", "kiln", t.median_ms, 2 * row + 2 * col + stats);
-      }
+      if (const auto ms = checked_median_ms(
+              fwd, [&] { return check_fwd(s, x.p, gamma.p, beta.p, y.p); }, stream, options))
+        add_row_figure(report, "layernorm_fwd", "kiln", s, *ms, 2 * row + 2 * col + stats);
       if (s.N == 8192 && s.C == 768) {
         // llm.c's published figure for its fastest LayerNorm forward at this shape, for scale.
         report.add(nlohmann::json{{"op", "layernorm_fwd"},
@@ -125,13 +110,10 @@ int main(int argc, char** argv) {
         kiln::residual_layernorm_fwd(res.p, y.p, mean.p, rstd.p, x.p, b.p, gamma.p, beta.p, s.N,
                                      s.C, kEps, KILN_DTYPE_BF16, st);
       };
-      fused(stream);
-      KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
       // y is LayerNorm of the residual it stored (whose sum the GPU tests check bitwise).
-      if (check_fwd(s, res.p, gamma.p, beta.p, y.p)) {
-        const auto tf = kiln::bench::time_region(fused, stream, options);
-        add("residual_layernorm_fwd", "kiln", tf.median_ms, 4 * row + 2 * col + stats);
-      }
+      if (const auto ms = checked_median_ms(
+              fused, [&] { return check_fwd(s, res.p, gamma.p, beta.p, y.p); }, stream, options))
+        add_row_figure(report, "residual_layernorm_fwd", "kiln", s, *ms, 4 * row + 2 * col + stats);
 
       // The backward reads the forward's statistics of x.
       fwd(stream);
@@ -140,16 +122,12 @@ int main(int argc, char** argv) {
                             ws.p, ws_bytes, KILN_DTYPE_BF16, st);
       };
       KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
-      std::vector<std::vector<float>> dx0;
-      for (const std::int64_t r : spot_rows(s.N))
-        dx0.push_back(download(dx.p, r * s.C, s.C));
-      bwd(stream);
-      KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
-      if (check_bwd(s, dx0, dy.p, x.p, gamma.p, mean.p, rstd.p, dx.p)) {
-        const auto tb = kiln::bench::time_region(bwd, stream, options);
-        add("layernorm_bwd", "kiln", tb.median_ms,
-            4 * row + col + stats + 4.0 * s.C * sizeof(float));
-      }
+      const auto dx0 = download_spot_rows(dx.p, s);
+      if (const auto ms = checked_median_ms(
+              bwd, [&] { return check_bwd(s, dx0, dy.p, x.p, gamma.p, mean.p, rstd.p, dx.p); },
+              stream, options))
+        add_row_figure(report, "layernorm_bwd", "kiln", s, *ms,
+                       4 * row + col + stats + 4.0 * s.C * sizeof(float));
     }
     KILN_CUDA_CHECK(cudaStreamDestroy(stream));
   } catch (const kiln::Error& e) {

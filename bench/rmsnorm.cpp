@@ -80,51 +80,31 @@ int main(int argc, char** argv) {
       const double row = static_cast<double>(n) * sizeof(bf16);
       const double col = static_cast<double>(s.C) * sizeof(bf16);
       const double stat = static_cast<double>(s.N) * sizeof(float);
-      auto add = [&](const char* op, double ms, double bytes) {
-        report.add(nlohmann::json{{"op", op},
-                                  {"impl", "kiln"},
-                                  {"shape", s.str()},
-                                  {"N", s.N},
-                                  {"C", s.C},
-                                  {"dtype", "bf16"},
-                                  {"ms", ms},
-                                  {"bytes", bytes},
-                                  {"gbps", kiln::bench::gbps(bytes, ms)}});
-      };
       const std::function<void(cudaStream_t)> fwd = [&](cudaStream_t st) {
         kiln::rmsnorm_fwd(y.p, rstd.p, x.p, gamma.p, s.N, s.C, kEps, KILN_DTYPE_BF16, st);
       };
-      fwd(stream);
-      KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
-      if (check_fwd(s, x.p, gamma.p, y.p)) {
-        const auto t = kiln::bench::time_region(fwd, stream, options);
-        add("rmsnorm_fwd", t.median_ms, 2 * row + col + stat);
-      }
+      if (const auto ms = checked_median_ms(
+              fwd, [&] { return check_fwd(s, x.p, gamma.p, y.p); }, stream, options))
+        add_row_figure(report, "rmsnorm_fwd", "kiln", s, *ms, 2 * row + col + stat);
       const std::function<void(cudaStream_t)> fused = [&](cudaStream_t st) {
         kiln::residual_rmsnorm_fwd(res.p, y.p, rstd.p, x.p, b.p, gamma.p, s.N, s.C, kEps,
                                    KILN_DTYPE_BF16, st);
       };
-      fused(stream);
-      KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
       // y is RMSNorm of the residual it stored (whose sum the GPU tests check bitwise).
-      if (check_fwd(s, res.p, gamma.p, y.p)) {
-        const auto t = kiln::bench::time_region(fused, stream, options);
-        add("residual_rmsnorm_fwd", t.median_ms, 4 * row + col + stat);
-      }
+      if (const auto ms = checked_median_ms(
+              fused, [&] { return check_fwd(s, res.p, gamma.p, y.p); }, stream, options))
+        add_row_figure(report, "residual_rmsnorm_fwd", "kiln", s, *ms, 4 * row + col + stat);
       fwd(stream);  // the backward reads the statistics of x
       const std::function<void(cudaStream_t)> bwd = [&](cudaStream_t st) {
         kiln::rmsnorm_bwd(dx.p, dgamma.p, dy.p, x.p, gamma.p, rstd.p, s.N, s.C, ws.p, ws_bytes,
                           KILN_DTYPE_BF16, st);
       };
-      std::vector<std::vector<float>> dx0;
-      for (const std::int64_t r : spot_rows(s.N))
-        dx0.push_back(download(dx.p, r * s.C, s.C));
-      bwd(stream);
-      KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
-      if (check_bwd(s, dx0, dy.p, x.p, gamma.p, rstd.p, dx.p)) {
-        const auto t = kiln::bench::time_region(bwd, stream, options);
-        add("rmsnorm_bwd", t.median_ms, 4 * row + col + stat + 2.0 * s.C * sizeof(float));
-      }
+      const auto dx0 = download_spot_rows(dx.p, s);
+      if (const auto ms = checked_median_ms(
+              bwd, [&] { return check_bwd(s, dx0, dy.p, x.p, gamma.p, rstd.p, dx.p); }, stream,
+              options))
+        add_row_figure(report, "rmsnorm_bwd", "kiln", s, *ms,
+                       4 * row + col + stat + 2.0 * s.C * sizeof(float));
     }
     KILN_CUDA_CHECK(cudaStreamDestroy(stream));
   } catch (const kiln::Error& e) {

@@ -1,6 +1,7 @@
 // Shared pieces of the row-op benchmarks (bench_layernorm, bench_rmsnorm, bench_softmax,
-// bench_gelu): device buffers, spot checks of a few rows against the double reference before
-// anything is timed (the GPU tests do the full comparison), and the shapes.
+// bench_gelu, bench_rope, bench_swiglu): device buffers, spot checks of a few rows against the
+// double reference before anything is timed (the GPU tests do the full comparison), the shapes,
+// and the figures.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -10,6 +11,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -77,6 +80,43 @@ inline std::vector<RowShape> row_shapes(bool quick) {
   for (const std::int64_t C : {768, 1024, 2048})
     out.push_back({32768, C});
   return out;
+}
+
+// The spot rows of an (N, C) tensor as floats: what a check of an accumulating backward needs of
+// dx before the call.
+template <typename T>
+std::vector<std::vector<float>> download_spot_rows(const T* p, const RowShape& s) {
+  std::vector<std::vector<float>> out;
+  for (const std::int64_t r : spot_rows(s.N))
+    out.push_back(download(p, r * s.C, s.C));
+  return out;
+}
+
+// Runs `run` once, then times it only when `check` (a spot check of that output against the double
+// reference) passes, so no figure is ever recorded for a wrong output: the median milliseconds,
+// or nothing.
+inline std::optional<double> checked_median_ms(const std::function<void(cudaStream_t)>& run,
+                                               const std::function<bool()>& check,
+                                               cudaStream_t stream, const Options& options) {
+  run(stream);
+  KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
+  if (!check()) return std::nullopt;
+  return kiln::bench::time_region(run, stream, options).median_ms;
+}
+
+// One bf16 row-op figure on `s`: `bytes` (each input read once, each output written once) over
+// `ms`, in GB/s.
+inline void add_row_figure(Report& report, const char* op, const char* impl, const RowShape& s,
+                           double ms, double bytes) {
+  report.add(nlohmann::json{{"op", op},
+                            {"impl", impl},
+                            {"shape", s.str()},
+                            {"N", s.N},
+                            {"C", s.C},
+                            {"dtype", "bf16"},
+                            {"ms", ms},
+                            {"bytes", bytes},
+                            {"gbps", kiln::bench::gbps(bytes, ms)}});
 }
 
 }  // namespace kiln::bench::rows

@@ -11,10 +11,10 @@
 //   train_gpt --ranks 4 --backend cpu ...                          (4 in-process ranks, threads)
 //
 // Prints the memory plan, then one progress line per step (loss, learning rate, gradient norm,
-// tokens/s, MFU by PERF.md's convention against the device's datasheet peak, n/a where that is
-// unknown or on the cpu backend, ETA); evaluates, samples and checkpoints every
-// N steps; writes metrics as JSON lines and the loss curve as a PNG. Ctrl-C stops after the
-// current step, saving a checkpoint when a checkpoint directory is set.
+// tokens/s, MFU by bench/README.md's convention against the device's datasheet peak, n/a where that
+// is unknown or on the cpu backend, ETA); evaluates, samples and checkpoints every N steps; writes
+// metrics as JSON lines and the loss curve as a PNG. Ctrl-C stops after the current step, saving a
+// checkpoint when a checkpoint directory is set.
 //
 // Data parallelism: started by mpirun, srun or torchrun --no-python (one process per GPU, the
 // GPU picked by local rank), or with --ranks N (N ranks as threads of this process, on the cpu

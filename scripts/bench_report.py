@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Turns benchmark JSON lines (bench/harness, bench/peers) into a report: every kiln figure beside its peers from
-the same run, the measured ceilings, and the PERF.md target; one plot (PNG) per benchmark.
+the same run, the measured ceilings, and the target (bench/README.md); one plot (PNG) per benchmark.
 
     scripts/bench_report.py OUTDIR     (reads OUTDIR/bench.jsonl and OUTDIR/peers.jsonl,
                                         writes OUTDIR/report.md and OUTDIR/<bench>.png)
@@ -11,15 +11,17 @@ import json
 import os
 import sys
 
-# PERF.md's targets, by benchmark.
+# The targets of bench/README.md, by benchmark.
 TARGETS = {
     "layernorm": "fwd >= 90% of copy bandwidth at C >= 4096; >= 1.6 TB/s at C = 768; bwd >= 80%",
     "rmsnorm": "as LayerNorm",
     "softmax": "fwd/bwd >= 90% of copy bandwidth",
     "gelu": ">= 90% of copy bandwidth",
+    "rope": ">= 90% of copy bandwidth (peers: PyTorch eager and torch.compile)",
+    "swiglu": ">= 90% of copy bandwidth (peers: PyTorch eager and torch.compile)",
     "classifier": ">= 85% of copy bandwidth, no probability tensor in memory",
-    "embedding": "at the copy bandwidth (no target in PERF.md)",
-    "adamw": ">= 85% of copy bandwidth (peer: torch AdamW fused=True)",
+    "embedding": "at the copy bandwidth (no target in bench/README.md)",
+    "optimizer": "AdamW >= 85% of copy bandwidth (peer: torch AdamW fused=True)",
     "gemm": "sm_90a kernel >= 1.0x cuBLAS at 4096^3 and 8192^3; fused epilogues >= 1.0x cuBLASLt, >= 1.1x unfused",
     "attention": "fwd HD=128 non-causal T>=4k >= 650 TFLOP/s; causal >= 600; HD=64 >= 500; bwd HD=128 >= 560; sm_80 path >= 1.0x FA2",
     "end_to_end": "GPT-2 124M T=1024: MFU >= 60%, >= 1.3x PyTorch (torch.compile + flash SDPA)",
@@ -51,6 +53,37 @@ def figure(r):
     return None, ""
 
 
+def tables(records):
+    """Per benchmark, in the order they first appear: (impls, rows, unit), where rows maps each
+    (op, shape) to {impl: (figure, record)}: every kiln figure beside its peers of the same run."""
+    by_bench = collections.OrderedDict()
+    for r in records:
+        by_bench.setdefault(r.get("bench", "?"), []).append(r)
+    out = collections.OrderedDict()
+    for bench, rs in by_bench.items():
+        impls = list(dict.fromkeys(r.get("impl", "?") for r in rs))
+        rows = collections.OrderedDict()
+        unit = ""
+        for r in rs:
+            v, u = figure(r)
+            if v is None:
+                continue
+            unit = u
+            rows.setdefault((r.get("op", ""), r.get("shape", "")), {})[r.get("impl", "?")] = (v, r)
+        out[bench] = (impls, rows, unit)
+    return out
+
+
+def pct_of_ceiling(cells):
+    """kiln's percentage of the measured ceiling in one row of a table ("" when not recorded)."""
+    pct = ""
+    for i, (_, r) in cells.items():
+        p = r.get("pct_of_copy", r.get("pct_of_gemm_peak"))
+        if i.startswith("kiln") and p is not None:
+            pct = f"{p:.0f}%"
+    return pct
+
+
 def main():
     out = sys.argv[1]
     ours, peers = load(os.path.join(out, "bench.jsonl")), load(os.path.join(out, "peers.jsonl"))
@@ -69,34 +102,13 @@ def main():
     lines += [f"- measured ceilings: copy {ceil.get('ceiling_copy_gbps', 0):.0f} GB/s (read + write), "
               f"cuBLAS bf16 8192^3 {ceil.get('ceiling_gemm_tflops', 0):.0f} TFLOP/s", ""]
 
-    by_bench = collections.OrderedDict()
-    for r in records:
-        by_bench.setdefault(r.get("bench", "?"), []).append(r)
-
-    for bench, rs in by_bench.items():
-        lines += [f"## {bench}", "", f"Target (PERF.md): {TARGETS.get(bench, 'none stated')}", ""]
-        impls = list(dict.fromkeys(r.get("impl", "?") for r in rs))
-        rows = collections.OrderedDict()
-        unit = ""
-        for r in rs:
-            v, u = figure(r)
-            if v is None:
-                continue
-            unit = u
-            rows.setdefault((r.get("op", ""), r.get("shape", "")), {})[r.get("impl", "?")] = (v, r)
+    for bench, (impls, rows, unit) in tables(records).items():
+        lines += [f"## {bench}", "", f"Target (bench/README.md): {TARGETS.get(bench, 'none stated')}", ""]
         lines.append("| op | shape | " + " | ".join(f"{i} ({unit})" for i in impls) + " | kiln % of ceiling |")
         lines.append("|---|---|" + "---|" * len(impls) + "---|")
         for (op, shape), cells in rows.items():
-            vals = []
-            for i in impls:
-                vals.append(f"{cells[i][0]:.1f}" if i in cells else "")
-            pct = ""
-            for i, (v, r) in cells.items():
-                if i.startswith("kiln"):
-                    p = r.get("pct_of_copy", r.get("pct_of_gemm_peak"))
-                    if p is not None:
-                        pct = f"{p:.0f}%"
-            lines.append(f"| {op} | {shape} | " + " | ".join(vals) + f" | {pct} |")
+            vals = [f"{cells[i][0]:.1f}" if i in cells else "" for i in impls]
+            lines.append(f"| {op} | {shape} | " + " | ".join(vals) + f" | {pct_of_ceiling(cells)} |")
         lines.append("")
         try:
             import matplotlib

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reads the compiler's view of the sm_90a kernels, no GPU needed (PERF.md, "Reading the compiler"):
+# Reads the compiler's view of the sm_90a kernels, no GPU needed (bench/README.md, "Reading the
+# compiler"):
 #   scripts/check-sm90-ptx.sh [BUILD_DIR] [FILE.cu ...]
 # For each Hopper source (default: every kernels/**/*_sm90.cu) it compiles for sm_90a with
 # ptxas -v and prints, per kernel, registers and spills, then checks:

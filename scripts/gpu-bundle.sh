@@ -10,8 +10,8 @@
 #   kiln_gpu_tests                the GPU tests (the CPU tests ran here)
 #   train_gpt, generate, kiln_info, kiln_tokenize, bench_*
 #   COMMIT                        the commit built (git rev-parse --short=12 HEAD, "-dirty" if so)
-#   AREAS                         "area weight" lines: the GPU test areas (tests/gpu/<area>_test.*)
-#                                 and their source sizes, the window's heaviest-first order
+#   AREAS                         "area weight" lines: the GPU test areas and their source sizes
+#                                 (scripts/gpu-areas.sh), the window's heaviest-first order
 #   data/                         token shards of the fortunes (GPT-2 BPE when data/gpt2 holds
 #                                 its vocabulary, else bytes) for the window's trainer run
 # KILN_BUNDLE_PRESET picks the build (default "hopper": sm_90a and the sm_80 kernels built for
@@ -43,9 +43,7 @@ strip --strip-debug "$dest"/* 2>/dev/null || true
 commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD -- 2>/dev/null || commit="$commit-dirty"
 echo "$commit" >"$dest/COMMIT"
-for f in tests/gpu/*_test.*; do
-  a=$(basename "$f"); echo "${a%_test.*} $(wc -c <"$f")"
-done >"$dest/AREAS"
+scripts/gpu-areas.sh tests/gpu >"$dest/AREAS"
 
 # The trainer's data: a few hundred thousand tokens are plenty for 20 steps of 8 x 1024.
 tokenizer=(--tokenizer byte)

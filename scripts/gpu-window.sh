@@ -117,12 +117,12 @@ sanitizer=$(command -v compute-sanitizer || true)
 } >"$work/env.txt"
 
 # ---- the plan ---------------------------------------------------------------------------------
-# Areas: the bundle's AREAS file ("area weight" lines, written by gpu-bundle.sh from
-# tests/gpu/<area>_test.*), else the working tree's tests/gpu; heaviest first.
+# Areas: the bundle's AREAS file ("area weight" lines, written by gpu-bundle.sh with
+# scripts/gpu-areas.sh), else the working tree's tests/gpu by the same script; heaviest first.
 if [ -f "$bin/AREAS" ]; then
   mapfile -t areas < <(sort -k2,2nr -k1,1 "$bin/AREAS" | awk 'NF {print $1}')
 else
-  mapfile -t areas < <(for f in tests/gpu/*_test.*; do [ -e "$f" ] && echo "$(wc -c <"$f") $(basename "${f%_test.*}")"; done | sort -k1,1nr | awk '{print $2}')
+  mapfile -t areas < <(scripts/gpu-areas.sh tests/gpu | sort -k2,2nr -k1,1 | awk 'NF {print $1}')
 fi
 if [ -n "${KILN_AREAS:-}" ]; then
   want=" $(echo "$KILN_AREAS" | tr ',' ' ') "

@@ -14,7 +14,7 @@ import tarfile
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_report import TARGETS, figure  # noqa: E402  (PERF.md's targets, one place)
+from bench_report import TARGETS, pct_of_ceiling, tables  # noqa: E402  (the targets, one place)
 import png_plot  # noqa: E402
 
 
@@ -103,32 +103,16 @@ def main(argv):
         lines.append("")
 
     # Every figure beside its peers and its target.
-    by_bench = collections.OrderedDict()
-    for r in ours + peers:
-        by_bench.setdefault(r.get("bench", "?"), []).append(r)
+    by_bench = tables(ours + peers)
     if not by_bench:
         lines += ["No benchmark figure was measured in this window.", ""]
-    for bench, rs in by_bench.items():
-        impls = list(dict.fromkeys(r.get("impl", "?") for r in rs))
-        rows = collections.OrderedDict()
-        unit = ""
-        for r in rs:
-            v, u = figure(r)
-            if v is None:
-                continue
-            unit = u
-            rows.setdefault((r.get("op", ""), r.get("shape", "")), {})[r.get("impl", "?")] = (v, r)
-        lines += [f"## {bench}", "", f"Target (PERF.md): {TARGETS.get(bench, 'none stated')}", "",
+    for bench, (impls, rows, unit) in by_bench.items():
+        lines += [f"## {bench}", "", f"Target (bench/README.md): {TARGETS.get(bench, 'none stated')}", "",
                   "| # | op | shape | " + " | ".join(f"{i} ({unit})" for i in impls) + " | kiln % of ceiling |",
                   "|---|---|---|" + "---|" * len(impls) + "---|"]
         for k, ((op, shape), cells) in enumerate(rows.items(), 1):
             vals = [f"{cells[i][0]:.1f}" if i in cells else "" for i in impls]
-            pct = ""
-            for i, (v, r) in cells.items():
-                p = r.get("pct_of_copy", r.get("pct_of_gemm_peak"))
-                if i.startswith("kiln") and p is not None:
-                    pct = f"{p:.0f}%"
-            lines.append(f"| {k} | {op} | {shape} | " + " | ".join(vals) + f" | {pct} |")
+            lines.append(f"| {k} | {op} | {shape} | " + " | ".join(vals) + f" | {pct_of_ceiling(cells)} |")
         png = f"{stem}-{slug(bench)}.png"
         groups = [str(k) for k in range(1, len(rows) + 1)]
         values = [[cells[i][0] if i in cells else None for i in impls] for cells in rows.values()]

@@ -1,4 +1,4 @@
-// The benchmark harness every bench/<op> program uses (PERF.md):
+// The benchmark harness every bench/<op> program uses (bench/README.md):
 //  - timing with CUDA events around the region, warm-up first, the median of many repetitions,
 //    the L2 cache flushed before each repetition (or inputs rotated by the caller);
 //  - the two ceilings measured in the same run: device-to-device copy bandwidth (bytes read +
@@ -63,7 +63,7 @@ struct Buf {
 };
 
 // Fills `count` elements at `ptr` with uniform values in [lo, hi) from a counter-based hash of
-// `seed`: fast, reproducible, and never zeros (PERF.md: never time on zeros).
+// `seed`: fast, reproducible, and never zeros (bench/README.md: never time on zeros).
 enum class DType { bf16, f32 };
 void fill_random(void* ptr, std::size_t count, DType dtype, std::uint64_t seed, float lo, float hi,
                  cudaStream_t stream);

@@ -12,17 +12,8 @@ except "torch" backward, which writes dx without reading it: 3 N C + C bf16 + 2 
 import torch
 import torch.nn.functional as F
 
-from common import Report, parse_args, require_cuda, time_region
+from common import Report, parse_args, require_cuda, row_shapes, time_region, uniform
 
-
-def row_shapes(quick):
-    """bench/rows_bench.hpp's shapes: GPT-2 124M (8 * 1024 rows of 768), wider hidden sizes, and
-    32 * 1024 rows at the smaller ones."""
-    if quick:
-        return [(8192, 768), (8192, 4096)]
-    out = [(8192, c) for c in (768, 1024, 1600, 2048, 4096, 5120, 8192, 12288)]
-    out += [(32768, c) for c in (768, 1024, 2048)]
-    return out
 
 EPS = 1e-5
 
@@ -31,19 +22,14 @@ def main():
     args = parse_args(__doc__)
     require_cuda()
     report = Report("layernorm", args)
-    bf16 = torch.bfloat16
     for n, c in row_shapes(args.quick):
-        def rand(*shape, lo=-1.0, hi=1.0, dtype=bf16):
-            return torch.empty(*shape, device="cuda", dtype=dtype).uniform_(lo, hi)
-
-        x, b, dy, dres = rand(n, c, lo=-2, hi=3), rand(n, c), rand(n, c), rand(n, c)
-        w, bias = rand(c, lo=0.5, hi=1.5), rand(c, lo=-0.5, hi=0.5)
+        x, b, dy, dres = uniform(n, c, lo=-2, hi=3), uniform(n, c), uniform(n, c), uniform(n, c)
+        w, bias = uniform(c, lo=0.5, hi=1.5), uniform(c, lo=-0.5, hi=0.5)
         row, col, stats = n * c * 2, c * 2, 2 * n * 4
         shape = f"N={n} C={c}"
 
         def add(op, impl, ms, nbytes):
-            report.add({"op": op, "impl": impl, "shape": shape, "N": n, "C": c, "dtype": "bf16",
-                        "ms": ms, "bytes": nbytes, "gbps": nbytes / (ms * 1e-3) / 1e9})
+            report.add_bandwidth(op, impl, shape, ms, nbytes, N=n, C=c, dtype="bf16")
 
         y, mean, rstd = torch.ops.aten.native_layer_norm(x, [c], w, bias, EPS)
         ref = F.layer_norm(x.float(), (c,), w.float(), bias.float(), EPS)

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import Report, parse_args, require_cuda, time_region
+from common import Report, parse_args, require_cuda, time_train_step, train_step_record
 
 # name: L, H, KV, C, I, V, theta, llama3 factor (0: none), params
 SHAPES = {
@@ -134,45 +134,12 @@ def main():
         except torch.cuda.OutOfMemoryError:
             print(f"llama: {name} B={b} does not fit; skipped")
             continue
-        decay = [p for p in model.parameters() if p.dim() == 2]
-        other = [p for p in model.parameters() if p.dim() < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                                 {"params": other, "weight_decay": 0.0}],
-                                lr=6e-4, betas=(0.9, 0.95), eps=1e-8, fused=True)
         compiled = torch.compile(model)
-        gen = torch.Generator(device="cuda").manual_seed(7)
-        idx = torch.randint(0, v, (b, t), device="cuda", generator=gen)
-        tgt = torch.randint(0, v, (b, t), device="cuda", generator=gen)
-
-        def step():
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = compiled(idx, tgt)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            return loss
-
-        try:
-            first = step().item()
-            last = first
-            for _ in range(5):
-                last = step().item()
-        except torch.cuda.OutOfMemoryError:
-            print(f"llama: {name} B={b} does not fit; skipped")
-            del model, opt, compiled
-            torch.cuda.empty_cache()
-            continue
-        if not (abs(first - math.log(v)) < 1.0 and last < first):
-            print(f"llama: {name} B={b} does not train ({first:.4f} -> {last:.4f}); not timed")
-            continue
-        ms = time_region(step, args, flush_l2=False)
-        tokens = b * t
-        flops = (6.0 * params + 6.0 * l * c * t) * tokens
-        report.add({"op": "llama_train_step", "impl": "torch-compile", "shape": f"{name} B={b} T={t}",
-                    "B": b, "T": t, "params": params, "ms": ms, "tokens_per_s": tokens / (ms * 1e-3),
-                    "mfu": flops / (ms * 1e-3) / 989e12, "tflops": flops / (ms * 1e-3) / 1e12})
-        del model, opt, compiled
+        ms = time_train_step(model, compiled, v, b, t, args, f"llama: {name} B={b}", 1.0)
+        if ms is not None:
+            report.add(train_step_record("llama_train_step", f"{name} B={b} T={t}", b, t, params,
+                                         l, c, ms))
+        del model, compiled
         torch.cuda.empty_cache()
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import Report, parse_args, require_cuda, time_region
+from common import Report, parse_args, require_cuda, time_train_step, train_step_record
 
 L, H, C, V, VP, T_MAX = 12, 12, 768, 50257, 50304, 1024
 PARAMS = 124439808
@@ -67,40 +67,12 @@ def main():
     for b in batches:
         t = 1024
         model = GPT().cuda()
-        decay = [p for p in model.parameters() if p.dim() == 2]
-        other = [p for p in model.parameters() if p.dim() < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                                 {"params": other, "weight_decay": 0.0}],
-                                lr=6e-4, betas=(0.9, 0.95), eps=1e-8, fused=True)
         compiled = torch.compile(model)
-        gen = torch.Generator(device="cuda").manual_seed(7)
-        idx = torch.randint(0, V, (b, t), device="cuda", generator=gen)
-        tgt = torch.randint(0, V, (b, t), device="cuda", generator=gen)
-
-        def step():
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = compiled(idx, tgt)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            return loss
-
-        # Check the step trains before timing it (and let torch.compile finish).
-        first = step().item()
-        last = first
-        for _ in range(5):
-            last = step().item()
-        if not (abs(first - math.log(V)) < 0.5 and last < first):
-            print(f"nanogpt: B={b} does not train ({first:.4f} -> {last:.4f}); not timed")
-            continue
-        ms = time_region(step, args, flush_l2=False)
-        tokens = b * t
-        flops = (6.0 * PARAMS + 6.0 * L * C * t) * tokens
-        report.add({"op": "gpt2_train_step", "impl": "torch-compile", "shape": f"gpt2-124m B={b} T={t}",
-                    "B": b, "T": t, "params": PARAMS, "ms": ms, "tokens_per_s": tokens / (ms * 1e-3),
-                    "mfu": flops / (ms * 1e-3) / 989e12, "tflops": flops / (ms * 1e-3) / 1e12})
-        del model, opt, compiled
+        ms = time_train_step(model, compiled, V, b, t, args, f"nanogpt: B={b}", 0.5)
+        if ms is not None:
+            report.add(train_step_record("gpt2_train_step", f"gpt2-124m B={b} T={t}", b, t, PARAMS,
+                                         L, C, ms))
+        del model, compiled
         torch.cuda.empty_cache()
 
 

@@ -9,17 +9,7 @@ GB/s use the byte counts of bench/softmax.cpp (fwd 2 N C, bwd 3 N C), so figures
 """
 import torch
 
-from common import Report, parse_args, require_cuda, time_region
-
-
-def row_shapes(quick):
-    """bench/rows_bench.hpp's shapes: GPT-2 124M (8 * 1024 rows of 768), wider hidden sizes, and
-    32 * 1024 rows at the smaller ones."""
-    if quick:
-        return [(8192, 768), (8192, 4096)]
-    out = [(8192, c) for c in (768, 1024, 1600, 2048, 4096, 5120, 8192, 12288)]
-    out += [(32768, c) for c in (768, 1024, 2048)]
-    return out
+from common import Report, parse_args, require_cuda, row_shapes, time_region
 
 
 def cases(quick):
@@ -45,9 +35,7 @@ def main():
         row = n * c * 2
 
         def add(op, impl, ms, nbytes):
-            report.add({"op": op, "impl": impl, "shape": shape, "N": n, "C": c, "causal": causal,
-                        "dtype": "bf16", "ms": ms, "bytes": nbytes,
-                        "gbps": nbytes / (ms * 1e-3) / 1e9})
+            report.add_bandwidth(op, impl, shape, ms, nbytes, N=n, C=c, causal=causal, dtype="bf16")
 
         if causal:
             mask = torch.ones(c, c, device="cuda", dtype=torch.bool).triu_(1)

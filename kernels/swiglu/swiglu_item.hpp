@@ -1,7 +1,8 @@
 // The work of one SwiGLU item (a run of kVec columns of one row), written once for the kernels (a
 // __device__ function in swiglu.cu, over 16-byte register vectors) and for the CPU
-// (tests/cpu/swiglu_ref_test.cpp runs it over host arrays through every item of a call, in place
-// too, against the reference). `Run` holds kVec elements: load(const T*), at(e), store(T*, floats).
+// (tests/cpu/swiglu_layout_test.cpp runs it over host arrays through every item of a call, in
+// place too, against the reference). `Run` holds kVec elements: load(const T*), at(e),
+// store(T*, floats).
 #pragma once
 
 #include <cstdint>

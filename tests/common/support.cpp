@@ -109,4 +109,17 @@ double weighted_sum(const std::vector<double>& y, const std::vector<double>& w) 
   return s;
 }
 
+std::vector<double> weighted_gradient(
+    const std::function<std::vector<double>(const std::vector<double>&)>& f,
+    const std::vector<double>& v, const std::vector<double>& w) {
+  return central_difference([&](const std::vector<double>& x) { return weighted_sum(f(x), w); }, v);
+}
+
+std::vector<double> added(const std::vector<double>& after, const std::vector<double>& before) {
+  std::vector<double> d(after.size());
+  for (std::size_t i = 0; i < after.size(); ++i)
+    d[i] = after[i] - before[i];
+  return d;
+}
+
 }  // namespace kiln::test

@@ -43,4 +43,14 @@ std::vector<double> central_difference(const std::function<double(const std::vec
 // analytic backward fed with dy = w.
 double weighted_sum(const std::vector<double>& y, const std::vector<double>& w);
 
+// The gradient of sum(w * f(v)) at v by central differences: what the backward of f must give
+// for dy = w, one input at a time.
+std::vector<double> weighted_gradient(
+    const std::function<std::vector<double>(const std::vector<double>&)>& f,
+    const std::vector<double>& v, const std::vector<double>& w);
+
+// What an accumulating (+=) backward added: after - before. The references' backward passes
+// accumulate; tests start them from random values, not zeros, so that a plain store fails.
+std::vector<double> added(const std::vector<double>& after, const std::vector<double>& before);
+
 }  // namespace kiln::test

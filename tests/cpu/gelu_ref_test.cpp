@@ -75,36 +75,3 @@ TEST_CASE("gelu references propagate NaN and Inf", "[gelu][ref]") {
   CHECK(std::isnan(y[2]));  // -inf * (1 + tanh(-inf)) = -inf * 0
   CHECK(std::isnan(dx[0]));
 }
-
-// The C ABI's argument checks (no GPU needed: every call fails its checks or has n = 0; the host
-// addresses passed are never dereferenced).
-namespace {
-
-alignas(256) unsigned char g_arena[1 << 14];
-void* at(std::size_t offset) {
-  return g_arena + offset;
-}
-void expect_invalid(kiln_status_t status, const std::string& needle) {
-  CHECK(status == KILN_STATUS_INVALID_ARGUMENT);
-  CHECK_THAT(std::string(kiln_last_error()), Catch::Contains(needle));
-}
-
-}  // namespace
-
-TEST_CASE("kiln_gelu_fwd and kiln_gelu_bwd reject bad arguments before launching", "[gelu][api]") {
-  const auto f32 = KILN_DTYPE_F32;
-  void *y = at(0), *x = at(4096), *dy = at(8192);
-  CHECK(kiln_gelu_fwd(y, x, 0, f32, nullptr) == KILN_STATUS_OK);
-  CHECK(kiln_gelu_fwd(x, x, 0, f32, nullptr) == KILN_STATUS_OK);
-  expect_invalid(kiln_gelu_fwd(nullptr, x, 10, f32, nullptr), "kiln_gelu_fwd: y is null");
-  expect_invalid(kiln_gelu_fwd(y, at(4100), 10, f32, nullptr), "x (");
-  expect_invalid(kiln_gelu_fwd(y, x, -1, f32, nullptr), "n must be >= 0");
-  expect_invalid(kiln_gelu_fwd(at(4112), x, 100, f32, nullptr), "y and x overlap");
-  expect_invalid(kiln_gelu_fwd(y, x, 10, static_cast<kiln_dtype_t>(2), nullptr), "dtype 2 is not");
-  CHECK(kiln_gelu_bwd(dy, dy, x, 0, f32, nullptr) == KILN_STATUS_OK);
-  expect_invalid(kiln_gelu_bwd(y, nullptr, x, 10, f32, nullptr), "dy is null");
-  expect_invalid(kiln_gelu_bwd(y, dy, nullptr, 10, f32, nullptr), "x is null");
-  expect_invalid(kiln_gelu_bwd(x, dy, x, 10, f32, nullptr), "dx and x overlap");
-  expect_invalid(kiln_gelu_bwd(at(8200), dy, x, 10, f32, nullptr), "dx (");
-  CHECK_THROWS_AS(kiln::gelu_fwd(y, x, -5, f32, nullptr), kiln::Error);
-}

@@ -14,6 +14,7 @@
 
 #include "kiln/io.hpp"
 #include "kiln/tokenizer.hpp"
+#include "tests/common/encode_checks.hpp"
 #include "tests/common/files.hpp"
 #include "tests/common/support.hpp"
 
@@ -265,30 +266,12 @@ TEST_CASE("GPT-2 round-trips arbitrary bytes and is safe to share between thread
     texts.push_back(s);
   }
   // Two threads encoding the same texts (sharing the cache) agree with one thread.
-  std::vector<std::vector<std::int32_t>> serial;
-  for (const auto& s : texts)
-    serial.push_back(tok.encode(s));
-  std::vector<std::vector<std::int32_t>> a(texts.size()), b(texts.size());
-  std::thread ta([&] {
-    for (std::size_t i = 0; i < texts.size(); ++i)
-      a[i] = tok.encode(texts[i]);
-  });
-  std::thread tb([&] {
-    for (std::size_t i = texts.size(); i-- > 0;)
-      b[i] = tok.encode(texts[i]);
-  });
-  ta.join();
-  tb.join();
-  CHECK(a == serial);
-  CHECK(b == serial);
+  kiln::test::check_concurrent_encoding(texts, [&](const std::string& t) { return tok.encode(t); });
 }
 
 TEST_CASE("a long single piece encodes in reasonable time", "[gpt2]") {
   REQUIRE_GPT2_VOCAB();
-  // One 40 KB pre-token (no spaces): merging it by rescanning all pairs per merge is quadratic.
-  std::string s;
-  for (int i = 0; i < 2500; ++i)
-    s += "thequickbrownfox";
+  const std::string s = kiln::test::long_single_piece();
   const auto ids = gpt2().encode(s);
   CHECK(gpt2().decode(ids) == s);
   CHECK(ids.size() < s.size() / 2);

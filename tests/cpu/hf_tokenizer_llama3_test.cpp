@@ -17,6 +17,7 @@
 
 #include "kiln/io.hpp"
 #include "kiln/tokenizer.hpp"
+#include "tests/common/encode_checks.hpp"
 #include "tests/common/files.hpp"
 #include "tests/common/support.hpp"
 
@@ -139,29 +140,12 @@ TEST_CASE("Llama 3 round-trips arbitrary bytes and is safe to share between thre
     REQUIRE(tok.decode(allow) == s);
     texts.push_back(s);
   }
-  std::vector<V> serial;
-  for (const auto& s : texts)
-    serial.push_back(tok.encode(s));
-  std::vector<V> a(texts.size()), b(texts.size());
-  std::thread ta([&] {
-    for (std::size_t i = 0; i < texts.size(); ++i)
-      a[i] = tok.encode(texts[i]);
-  });
-  std::thread tb([&] {
-    for (std::size_t i = texts.size(); i-- > 0;)
-      b[i] = tok.encode(texts[i]);
-  });
-  ta.join();
-  tb.join();
-  CHECK(a == serial);
-  CHECK(b == serial);
+  kiln::test::check_concurrent_encoding(texts, [&](const std::string& t) { return tok.encode(t); });
 }
 
 TEST_CASE("Llama 3: a long single piece encodes in reasonable time", "[hf_tokenizer]") {
   REQUIRE_LLAMA3();
-  std::string s;
-  for (int i = 0; i < 2500; ++i)
-    s += "thequickbrownfox";
+  const std::string s = kiln::test::long_single_piece();
   const HfTokenizer& tok = llama3();  // loaded outside the timed part (seconds on a busy machine)
   const auto start = std::chrono::steady_clock::now();
   const V ids = tok.encode(s);

@@ -1,5 +1,6 @@
 // Shared by the Llama-family CPU tests (runtime_llama_test.cpp, runtime_llama_train_test.cpp): tiny
-// models with every part on, train configs, random tokens and parameter noise.
+// models with every part on and parameter noise (train configs and random tokens come from
+// runtime_support.hpp).
 #pragma once
 
 #include <cstdint>
@@ -11,6 +12,7 @@
 #include "kiln/model.hpp"
 #include "kiln/trainer.hpp"
 #include "tests/common/support.hpp"
+#include "tests/cpu/runtime_support.hpp"
 
 namespace kiln::test::llama {
 
@@ -18,6 +20,7 @@ using kiln::ModelConfig;
 using kiln::ParamKind;
 using kiln::TrainConfig;
 using kiln::Trainer;
+using namespace kiln::test::runtime;  // train, random_tokens, vocab_rows, the gradient checks
 
 // Every part on: RMSNorm, rotary with Llama 3 scaling whose three bands all occur at head dim 8
 // (wavelengths 6.3 kept, 63 interpolated, 628 and 6283 scaled), SwiGLU, GQA 4:1, untied head.
@@ -55,24 +58,6 @@ inline ModelConfig qwen(int64_t V = 11, int64_t T = 8) {
   return c;
 }
 
-inline TrainConfig train(int64_t B, int64_t T, double lr = 0) {
-  TrainConfig t;
-  t.batch = B;
-  t.seq_len = T;
-  t.optimizer.lr = lr;
-  t.optimizer.weight_decay = 0;
-  t.optimizer.grad_clip = 0;
-  return t;
-}
-
-inline std::vector<int32_t> random_tokens(std::size_t n, int32_t V, std::mt19937_64& rng) {
-  std::uniform_int_distribution<int32_t> d(0, V - 1);
-  std::vector<int32_t> t(n);
-  for (auto& x : t)
-    x = d(rng);
-  return t;
-}
-
 inline std::string error_of(const std::function<void()>& f) {
   try {
     f();
@@ -80,10 +65,6 @@ inline std::string error_of(const std::function<void()>& f) {
     return e.message();
   }
   return "";
-}
-
-inline bool vocab_rows(ParamKind k) {
-  return k == ParamKind::wte || k == ParamKind::lm_head;
 }
 
 // Adds noise to every real parameter (norm weights and biases too, so their gradients are

@@ -17,6 +17,7 @@
 #include "kiln/rope.h"
 #include "tests/common/compare.hpp"
 #include "tests/common/support.hpp"
+#include "tests/cpu/host_run.hpp"
 
 namespace rl = kiln::rope_layout;
 namespace kt = kiln::test;
@@ -138,19 +139,7 @@ TEST_CASE("swiglu work items cover gate, up and out once each", "[swiglu][layout
 // tolerance rule and against the fp32-angle baseline.
 namespace {
 
-template <int kVec, bool kBf16>
-struct HostRun {
-  float v[kVec] = {};  // initialized: GCC cannot see that every read follows a load
-  void load(const float* p) {
-    for (int e = 0; e < kVec; ++e)
-      v[e] = p[e];
-  }
-  float at(int e) const { return v[e]; }
-  void store(float* p, const float (&f)[kVec]) const {
-    for (int e = 0; e < kVec; ++e)
-      p[e] = kBf16 ? __bfloat162float(__float2bfloat16_rn(f[e])) : f[e];
-  }
-};
+using kiln::test::HostRun;
 
 struct EmuCase {
   std::int64_t B, T, H, heads;

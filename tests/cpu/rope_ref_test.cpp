@@ -1,6 +1,6 @@
 // The rotary embedding reference: the backward as the exact adjoint (and central differences),
 // norms, positions and offsets, Llama 3's frequency scaling against Hugging Face's formula, the
-// packed QKV layout, the kernels' sine / cosine against libm, and the C ABI's argument checks.
+// packed QKV layout, and the kernels' sine / cosine against libm (the C ABI: rope_capi_test.cpp).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -14,32 +14,17 @@
 #include "kernels/rope/rope_ref.hpp"
 #include "kiln/rope.h"
 #include "tests/common/compare.hpp"
+#include "tests/common/rope_configs.hpp"
 #include "tests/common/support.hpp"
 
 using kiln::ref::rope_bwd_ref;
 using kiln::ref::rope_fwd_ref;
 using kiln::ref::rope_inv_freq_ref;
 namespace kt = kiln::test;
+using kiln::test::rope_llama3;
+using kiln::test::rope_plain;
 
 namespace {
-
-kiln_rope_config_t plain(std::int64_t hd, double theta = 10000) {
-  kiln_rope_config_t c{};
-  c.head_dim = hd;
-  c.theta = theta;
-  c.scaling = KILN_ROPE_SCALING_NONE;
-  return c;
-}
-// Llama 3's scaling with the published factors: 32 for Llama 3.2, 8 for Llama 3.1.
-kiln_rope_config_t llama3(std::int64_t hd, double factor) {
-  kiln_rope_config_t c = plain(hd, 500000);
-  c.scaling = KILN_ROPE_SCALING_LLAMA3;
-  c.factor = factor;
-  c.low_freq_factor = 1;
-  c.high_freq_factor = 4;
-  c.original_max_position = 8192;
-  return c;
-}
 
 double dot(const std::vector<double>& a, const std::vector<double>& b) {
   double s = 0;
@@ -51,7 +36,8 @@ double dot(const std::vector<double>& a, const std::vector<double>& b) {
 }  // namespace
 
 TEST_CASE("rope_bwd_ref is the adjoint of rope_fwd_ref", "[rope][ref]") {
-  const auto config = GENERATE(plain(6), plain(64), llama3(32, 32), llama3(128, 8));
+  const auto config =
+      GENERATE(rope_plain(6), rope_plain(64), rope_llama3(32, 32), rope_llama3(128, 8));
   const std::int64_t B = 2, T = 5, H = 3, hd = config.head_dim, pos = 11;
   CAPTURE(hd, config.scaling);
   const std::int64_t st = H * hd, sb = T * st, n = B * sb;
@@ -78,7 +64,7 @@ TEST_CASE("rope_bwd_ref is the adjoint of rope_fwd_ref", "[rope][ref]") {
 }
 
 TEST_CASE("rope_bwd_ref matches central finite differences", "[rope][ref]") {
-  const auto config = GENERATE(plain(4), llama3(8, 8));
+  const auto config = GENERATE(rope_plain(4), rope_llama3(8, 8));
   const std::int64_t B = 2, T = 3, H = 2, hd = config.head_dim;
   const std::int64_t st = H * hd + 3, sb = T * st + 5, n = (B - 1) * sb + (T - 1) * st + H * hd;
   auto rng = kt::make_rng(1602 + hd);
@@ -97,7 +83,7 @@ TEST_CASE("rope_bwd_ref matches central finite differences", "[rope][ref]") {
 
 TEST_CASE("rope_fwd_ref at known angles", "[rope][ref]") {
   // HD = 2: inv_freq[0] = 1, so position p rotates (x1, x2) by p radians.
-  const auto config = plain(2);
+  const auto config = rope_plain(2);
   std::vector<double> x = {1, 0, 1, 0, 1, 0, 0, 1};  // T = 4, H = 1
   rope_fwd_ref<double>(x.data(), 1, 4, 1, 8, 2, 0, config);
   CHECK(x[0] == 1);  // position 0: identity
@@ -110,11 +96,11 @@ TEST_CASE("rope_fwd_ref at known angles", "[rope][ref]") {
   CHECK(x[7] == Approx(std::cos(3.0)).epsilon(1e-15));
   // HD = 4, theta = 100: inv_freq = {1, 1/10}; rotate-half pairs (0, 2) and (1, 3).
   std::vector<double> inv(2);
-  rope_inv_freq_ref(plain(4, 100), inv.data());
+  rope_inv_freq_ref(rope_plain(4, 100), inv.data());
   CHECK(inv[0] == 1);
   CHECK(inv[1] == Approx(0.1).epsilon(1e-15));
   std::vector<double> y = {1, 1, 0, 0};
-  rope_fwd_ref<double>(y.data(), 1, 1, 1, 4, 4, 5, plain(4, 100));
+  rope_fwd_ref<double>(y.data(), 1, 1, 1, 4, 4, 5, rope_plain(4, 100));
   CHECK(y[0] == Approx(std::cos(5.0)).epsilon(1e-15));
   CHECK(y[2] == Approx(std::sin(5.0)).epsilon(1e-15));
   CHECK(y[1] == Approx(std::cos(0.5)).epsilon(1e-15));
@@ -122,7 +108,7 @@ TEST_CASE("rope_fwd_ref at known angles", "[rope][ref]") {
 }
 
 TEST_CASE("rope at pos_offset on a slice equals the same rows of a full call", "[rope][ref]") {
-  const auto config = llama3(16, 32);
+  const auto config = rope_llama3(16, 32);
   const std::int64_t B = 2, T = 9, H = 3, hd = 16, st = H * hd, sb = T * st;
   auto rng = kt::make_rng(1603);
   const auto x = kt::random_uniform_double(B * sb, -1, 1, rng);
@@ -147,7 +133,7 @@ TEST_CASE("rope at pos_offset on a slice equals the same rows of a full call", "
 }
 
 TEST_CASE("rope on packed QKV rotates Q and K like separate calls and leaves V", "[rope][ref]") {
-  const auto config = plain(8, 10000);
+  const auto config = rope_plain(8, 10000);
   const std::int64_t B = 2, T = 3, NH = 4, NKV = 2, hd = 8;
   const std::int64_t st = (NH + 2 * NKV) * hd, sb = T * st;
   auto rng = kt::make_rng(1604);
@@ -197,7 +183,7 @@ TEST_CASE("kiln_rope_inv_freq gives Hugging Face's Llama 3 frequencies", "[rope]
                                   {35, 9.5562123539646833e-05},  // 8218.7, just past 8192: f / 8
                                   {63, 3.0689259889145111e-07}};
   for (const auto& [config, values] :
-       {std::make_pair(llama3(64, 32), l32), std::make_pair(llama3(128, 8), l31)}) {
+       {std::make_pair(rope_llama3(64, 32), l32), std::make_pair(rope_llama3(128, 8), l31)}) {
     CAPTURE(config.head_dim);
     std::vector<float> f(config.head_dim / 2, NAN);
     REQUIRE(kiln_rope_inv_freq(&config, f.data()) == KILN_STATUS_OK);
@@ -212,27 +198,27 @@ TEST_CASE("kiln_rope_inv_freq gives Hugging Face's Llama 3 frequencies", "[rope]
       CHECK(f[i] < f[i - 1]);  // still decreasing across the band edges
   }
   // Without scaling: theta^(-2i/HD).
-  const auto c = plain(64, 10000);
+  const auto c = rope_plain(64, 10000);
   std::vector<float> f(32);
   kiln::rope_inv_freq(c, f.data());
   for (int i = 0; i < 32; ++i)
     CHECK(f[i] == static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / 64)));
   // The table kept from the last call is not reused for a configuration that differs in one field.
   std::vector<float> g(32), h(32);
-  kiln::rope_inv_freq(llama3(64, 32), g.data());
-  kiln::rope_inv_freq(llama3(64, 8), h.data());
+  kiln::rope_inv_freq(rope_llama3(64, 32), g.data());
+  kiln::rope_inv_freq(rope_llama3(64, 8), h.data());
   CHECK(g[31] * 4 == Approx(h[31]).epsilon(1e-6));  // the low band: f / 32 against f / 8
-  auto k = llama3(64, 8);
+  auto k = rope_llama3(64, 8);
   k.original_max_position = 4096;
   kiln::rope_inv_freq(k, g.data());
   CHECK(g != h);
-  kiln::rope_inv_freq(plain(64, 500000), g.data());
+  kiln::rope_inv_freq(rope_plain(64, 500000), g.data());
   CHECK(g[0] == 1);
   CHECK(g[31] == Approx(h[31] * 8).epsilon(1e-6));
 }
 
 TEST_CASE("rope references in float agree with double", "[rope][ref]") {
-  const auto config = llama3(64, 32);
+  const auto config = rope_llama3(64, 32);
   const std::int64_t B = 2, T = 7, H = 5, hd = 64, st = H * hd, sb = T * st;
   auto rng = kt::make_rng(1605);
   const auto x = kt::random_uniform(B * sb, -2, 2, rng);
@@ -272,100 +258,4 @@ TEST_CASE("the kernels' sine and cosine of fp32 angles match libm in double", "[
   check_angle(2147483520.0f);  // the largest fp32 position below 2^31
   CAPTURE(worst);
   CHECK(worst < 1.5e-7);  // about 1 ulp of values near 1; libm's sinf / cosf: 3e-8
-}
-
-// The C ABI's argument checks (no GPU needed: every call fails its checks or has nothing to do;
-// the host addresses passed are never dereferenced).
-namespace {
-
-alignas(256) unsigned char g_arena[1 << 14];
-void* at(std::size_t offset) {
-  return g_arena + offset;
-}
-void expect_invalid(kiln_status_t status, const std::string& needle) {
-  CHECK(status == KILN_STATUS_INVALID_ARGUMENT);
-  CHECK_THAT(std::string(kiln_last_error()), Catch::Contains(needle));
-}
-
-}  // namespace
-
-TEST_CASE("kiln_rope_fwd, kiln_rope_bwd and kiln_rope_inv_freq reject bad arguments",
-          "[rope][api]") {
-  const auto bf16 = KILN_DTYPE_BF16;
-  const auto c = llama3(64, 32);
-  void* x = at(0);
-  // Packed QKV, Llama-3.2-1B: NH 32, NKV 8, HD 64, nothing to do (B = 0 or T = 0 or H = 0).
-  const std::int64_t st = 48 * 64, T = 16;
-  CHECK(kiln_rope_fwd(x, 0, T, 40, T * st, st, 0, &c, bf16, nullptr) == KILN_STATUS_OK);
-  CHECK(kiln_rope_bwd(x, 4, 0, 40, T * st, st, 0, &c, bf16, nullptr) == KILN_STATUS_OK);
-  CHECK(kiln_rope_fwd(at(2), 4, T, 0, T * st, st, 0, &c, bf16, nullptr) == KILN_STATUS_OK);
-  expect_invalid(kiln_rope_fwd(nullptr, 0, T, 40, T * st, st, 0, &c, bf16, nullptr),
-                 "kiln_rope_fwd: x is null");
-  expect_invalid(kiln_rope_bwd(nullptr, 0, T, 40, T * st, st, 0, &c, bf16, nullptr),
-                 "kiln_rope_bwd: dx is null");
-  expect_invalid(kiln_rope_fwd(at(1), 0, T, 40, T * st, st, 0, &c, bf16, nullptr),
-                 "not aligned to its element size");
-  expect_invalid(kiln_rope_fwd(at(2), 0, T, 40, T * st, st, 0, &c, KILN_DTYPE_F32, nullptr),
-                 "not aligned to its element size");
-  expect_invalid(kiln_rope_fwd(x, 0, T, 40, T * st, st, 0, nullptr, bf16, nullptr),
-                 "config is null");
-  expect_invalid(
-      kiln_rope_fwd(x, 0, T, 40, T * st, st, 0, &c, static_cast<kiln_dtype_t>(7), nullptr),
-      "dtype 7 is not");
-  expect_invalid(kiln_rope_fwd(x, -1, T, 40, T * st, st, 0, &c, bf16, nullptr), "B must be in");
-  expect_invalid(kiln_rope_fwd(x, 0, -2, 40, T * st, st, 0, &c, bf16, nullptr), "T must be in");
-  expect_invalid(kiln_rope_fwd(x, 0, T, std::int64_t{1} << 31, T * st, st, 0, &c, bf16, nullptr),
-                 "H must be in");
-  expect_invalid(kiln_rope_fwd(x, 0, T, 40, T * st, st, -1, &c, bf16, nullptr), "pos_offset must");
-  expect_invalid(
-      kiln_rope_fwd(x, 0, T, 40, T * st, st, (std::int64_t{1} << 31) - 16, &c, bf16, nullptr),
-      "pos_offset + T");
-  // Strides: a token must hold its H heads, a batch its T tokens.
-  expect_invalid(kiln_rope_fwd(x, 0, T, 40, T * st, 40 * 64 - 1, 0, &c, bf16, nullptr),
-                 "stride_t (2559) must be >= H * head_dim = 2560");
-  CHECK(kiln_rope_fwd(x, 0, 1, 40, 0, 0, 0, &c, bf16, nullptr) == KILN_STATUS_OK);  // T = 1
-  expect_invalid(kiln_rope_fwd(x, 2, 0, 40, -1, st, 0, &c, bf16, nullptr), "stride_b (-1)");
-  expect_invalid(kiln_rope_fwd(x, 2, T, 40, 15 * st + 40 * 64 - 1, st, 0, &c, bf16, nullptr),
-                 "must be >= (T - 1) * stride_t + H * head_dim");
-  expect_invalid(kiln_rope_fwd(x, 0, T, 40, T * st, std::int64_t{1} << 60, 0, &c, bf16, nullptr),
-                 "is too large");
-  expect_invalid(kiln_rope_fwd(x, 3, 1, 40, std::int64_t{1} << 61, 0, 0, &c, bf16, nullptr),
-                 "is too large");
-
-  // The configuration, through every entry.
-  auto bad = [&](kiln_rope_config_t config, const std::string& needle) {
-    std::vector<float> f(256);
-    expect_invalid(kiln_rope_fwd(x, 0, T, 40, T * st, st, 0, &config, bf16, nullptr), needle);
-    expect_invalid(kiln_rope_inv_freq(&config, f.data()), needle);
-  };
-  auto with = [&](auto edit) {
-    auto config = c;
-    edit(config);
-    return config;
-  };
-  bad(with([](auto& k) { k.head_dim = 63; }), "config->head_dim must be even");
-  bad(with([](auto& k) { k.head_dim = 0; }), "config->head_dim must be even");
-  bad(with([](auto& k) { k.head_dim = 258; }), "in [2, 256]");
-  bad(with([](auto& k) { k.theta = 1.0; }), "config->theta must be finite and > 1");
-  bad(with([](auto& k) { k.theta = INFINITY; }), "config->theta");
-  bad(with([](auto& k) { k.theta = NAN; }), "config->theta");
-  bad(with([](auto& k) { k.scaling = static_cast<kiln_rope_scaling_t>(2); }), "config->scaling 2");
-  bad(with([](auto& k) { k.factor = 0.5; }), "config->factor must be finite and >= 1");
-  bad(with([](auto& k) { k.factor = NAN; }), "config->factor");
-  bad(with([](auto& k) { k.low_freq_factor = 0; }), "config->low_freq_factor");
-  bad(with([](auto& k) { k.high_freq_factor = 1; }), "config->high_freq_factor must be finite");
-  bad(with([](auto& k) { k.original_max_position = 0; }), "config->original_max_position");
-  // Without Llama 3 scaling its fields are not read.
-  auto none = with([](auto& k) {
-    k.scaling = KILN_ROPE_SCALING_NONE;
-    k.factor = NAN;
-    k.original_max_position = -5;
-  });
-  std::vector<float> f(32);
-  CHECK(kiln_rope_inv_freq(&none, f.data()) == KILN_STATUS_OK);
-  expect_invalid(kiln_rope_inv_freq(&none, nullptr), "inv_freq is null");
-  CHECK(kiln_rope_fwd(x, 0, T, 40, T * st, st, 0, &none, bf16, nullptr) == KILN_STATUS_OK);
-  CHECK_THROWS_AS(kiln::rope_fwd(x, -1, T, 40, T * st, st, 0, c, bf16, nullptr), kiln::Error);
-  CHECK_THROWS_AS(kiln::rope_inv_freq(with([](auto& k) { k.head_dim = 3; }), f.data()),
-                  kiln::Error);
 }

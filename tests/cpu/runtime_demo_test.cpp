@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -49,13 +50,38 @@ void write_corpus(const std::filesystem::path& path) {
   kiln::test::write_bytes(path, os.str());
 }
 
-std::vector<nlohmann::json> read_metrics(const std::filesystem::path& path) {
-  std::vector<nlohmann::json> lines;
+// The training losses a --metrics file recorded, one per step.
+std::vector<double> losses_in(const std::filesystem::path& path) {
+  std::vector<double> losses;
   std::ifstream in(path);
-  for (std::string line; std::getline(in, line);)
-    lines.push_back(nlohmann::json::parse(line));
-  return lines;
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("loss")) losses.push_back(j["loss"].get<double>());
+  }
+  return losses;
 }
+
+#if defined(KILN_TRAIN_GPT_EXE) && defined(KILN_GENERATE_EXE) && defined(KILN_TOKENIZE_EXE)
+// (the helpers of the tests below, which need the demos)
+// The corpus in byte tokens: shards under dir/data (kiln_tokenize with `options`); its path.
+std::string byte_shards(const TempDir& dir, const std::string& options = "") {
+  write_corpus(dir / "corpus.txt");
+  const Result tok = run(dir, KILN_TOKENIZE_EXE,
+                         "--tokenizer byte " + options + " --quiet --out '" +
+                             (dir / "data").string() + "' '" + (dir / "corpus.txt").string() + "'");
+  INFO(tok.output);
+  REQUIRE(tok.status == 0);
+  return (dir / "data").string();
+}
+
+// generate from `checkpoint`, twice with one seed (40 tokens after "the "): both runs.
+std::pair<Result, Result> generate_twice(const TempDir& dir,
+                                         const std::filesystem::path& checkpoint) {
+  const std::string args = "--checkpoint '" + checkpoint.string() +
+                           "' --prompt 'the ' --length 40 --seed 3 --backend cpu --ignore-eot";
+  return {run(dir, KILN_GENERATE_EXE, args), run(dir, KILN_GENERATE_EXE, args)};
+}
+#endif
 
 }  // namespace
 
@@ -63,11 +89,7 @@ std::vector<nlohmann::json> read_metrics(const std::filesystem::path& path) {
 
 TEST_CASE("tokenize, train, resume and generate with the demos on the cpu backend", "[runtime]") {
   TempDir dir;
-  write_corpus(dir / "corpus.txt");
-  const Result tok = run(dir, KILN_TOKENIZE_EXE,
-                         "--tokenizer byte --val-fraction 0.1 --separator % --quiet --out '" +
-                             (dir / "data").string() + "' '" + (dir / "corpus.txt").string() + "'");
-  REQUIRE(tok.status == 0);
+  byte_shards(dir, "--val-fraction 0.1 --separator %");
   const std::string common = "--data '" + (dir / "data").string() +
                              "' --backend cpu --threads 2 --model tiny --batch 4 --seq-len 32 "
                              "--steps 40 --lr 3e-3 --log-every 10 --eval-every 20 --eval-batches 2";
@@ -85,10 +107,7 @@ TEST_CASE("tokenize, train, resume and generate with the demos on the cpu backen
   const std::string png = kiln::test::read_bytes(dir / "loss.png");
   REQUIRE(png.size() > 8);
   CHECK(png.substr(1, 3) == "PNG");
-  std::vector<double> losses;
-  for (const auto& j : read_metrics(dir / "full.jsonl")) {
-    if (j.contains("loss")) losses.push_back(j["loss"].get<double>());
-  }
+  const std::vector<double> losses = losses_in(dir / "full.jsonl");
   REQUIRE(losses.size() == 40);
   CHECK(losses.back() < losses.front() - 1.0);  // from about log(257) = 5.5 well down
 
@@ -104,10 +123,7 @@ TEST_CASE("tokenize, train, resume and generate with the demos on the cpu backen
   INFO(second.output);
   REQUIRE(second.status == 0);
   CHECK_THAT(second.output, Catch::Contains("resuming from"));
-  std::vector<double> resumed;
-  for (const auto& j : read_metrics(dir / "part.jsonl")) {
-    if (j.contains("loss")) resumed.push_back(j["loss"].get<double>());
-  }
+  const std::vector<double> resumed = losses_in(dir / "part.jsonl");
   REQUIRE(resumed.size() == 40);
   for (std::size_t i = 0; i < 40; ++i)
     CHECK(resumed[i] == losses[i]);
@@ -121,17 +137,12 @@ TEST_CASE("tokenize, train, resume and generate with the demos on the cpu backen
   INFO(enc.output);
   REQUIRE(enc.status == 0);
   CHECK_THAT(enc.output, Catch::Contains("encoder L=2") && Catch::Contains("mask=257"));
-  std::vector<double> enc_losses;
-  for (const auto& j : read_metrics(dir / "enc.jsonl"))
-    enc_losses.push_back(j["loss"].get<double>());
+  const std::vector<double> enc_losses = losses_in(dir / "enc.jsonl");
   REQUIRE(enc_losses.size() == 30);
   CHECK(enc_losses.back() < enc_losses.front() - 1.0);
 
   // Generation from the checkpoint, twice with one seed: the same text.
-  const std::string gen_args = "--checkpoint '" + (dir / "ck_full" / "latest.ckpt").string() +
-                               "' --prompt 'the ' --length 40 --seed 3 --backend cpu --ignore-eot";
-  const Result g1 = run(dir, KILN_GENERATE_EXE, gen_args);
-  const Result g2 = run(dir, KILN_GENERATE_EXE, gen_args);
+  const auto [g1, g2] = generate_twice(dir, dir / "ck_full" / "latest.ckpt");
   INFO(g1.output);
   REQUIRE(g1.status == 0);
   CHECK(g1.output.find("40 tokens in") != std::string::npos);
@@ -153,11 +164,7 @@ TEST_CASE("tokenize, train, resume and generate with the demos on the cpu backen
 
 TEST_CASE("a tiny Llama trains with train_gpt and speaks through generate", "[runtime][llama]") {
   TempDir dir;
-  write_corpus(dir / "corpus.txt");
-  REQUIRE(run(dir, KILN_TOKENIZE_EXE,
-              "--tokenizer byte --quiet --out '" + (dir / "data").string() + "' '" +
-                  (dir / "corpus.txt").string() + "'")
-              .status == 0);
+  byte_shards(dir);
   const std::string common = "--data '" + (dir / "data").string() +
                              "' --backend cpu --threads 2 --model llama-tiny --batch 4 "
                              "--seq-len 32 --steps 60 --lr 3e-3 --log-every 20";
@@ -168,9 +175,7 @@ TEST_CASE("a tiny Llama trains with train_gpt and speaks through generate", "[ru
   REQUIRE(train.status == 0);
   CHECK_THAT(train.output, Catch::Contains("kv=1 rmsnorm rope(theta 10000, llama3") &&
                                Catch::Contains("swiglu(176)") && Catch::Contains("untied"));
-  std::vector<double> losses;
-  for (const auto& j : read_metrics(dir / "llama.jsonl"))
-    losses.push_back(j["loss"].get<double>());
+  const std::vector<double> losses = losses_in(dir / "llama.jsonl");
   REQUIRE(losses.size() == 60);
   CHECK(losses.back() < losses.front() - 1.5);
 
@@ -187,10 +192,7 @@ TEST_CASE("a tiny Llama trains with train_gpt and speaks through generate", "[ru
 
   // Generation from the checkpoint: deterministic for a seed, and the KV cache holds the
   // key/value heads only.
-  const std::string gen_args = "--checkpoint '" + (dir / "ck" / "latest.ckpt").string() +
-                               "' --prompt 'the ' --length 40 --seed 3 --backend cpu --ignore-eot";
-  const Result g1 = run(dir, KILN_GENERATE_EXE, gen_args);
-  const Result g2 = run(dir, KILN_GENERATE_EXE, gen_args);
+  const auto [g1, g2] = generate_twice(dir, dir / "ck" / "latest.ckpt");
   INFO(g1.output);
   REQUIRE(g1.status == 0);
   CHECK(g1.output.find("40 tokens in") != std::string::npos);
@@ -204,11 +206,7 @@ TEST_CASE("a tiny Llama trains with train_gpt and speaks through generate", "[ru
 
 TEST_CASE("the demos refuse bad shards, checkpoints and options with a clear error", "[runtime]") {
   TempDir dir;
-  write_corpus(dir / "corpus.txt");
-  REQUIRE(run(dir, KILN_TOKENIZE_EXE,
-              "--tokenizer byte --quiet --out '" + (dir / "data").string() + "' '" +
-                  (dir / "corpus.txt").string() + "'")
-              .status == 0);
+  byte_shards(dir);
   const auto shard = dir / "data" / "train_000000.bin";
   const std::string bytes = kiln::test::read_bytes(shard);
   const std::string train = "--backend cpu --model tiny --batch 2 --seq-len 16 --steps 2 --data '";

@@ -38,30 +38,7 @@ void check_gradients(const ModelConfig& m, const TrainConfig& t, const std::vect
   REQUIRE_FALSE(r.skipped);
   const std::vector<double> g = trainer.gradients_f64();
   REQUIRE(trainer.parameters_f64() == p);  // lr 0
-  const double h = 1e-5;
-  int64_t checked = 0;
-  for (const kiln::ParamTensor& tensor : trainer.layout().tensors()) {
-    const int64_t n = vocab_rows(tensor.kind) ? m.vocab_size * m.n_embd : tensor.numel();
-    for (int64_t i = 0; i < n; ++i) {
-      const std::size_t k = static_cast<std::size_t>(tensor.offset + i);
-      const double saved = p[k];
-      p[k] = saved + h;
-      trainer.set_parameters(p);
-      const double up = trainer.evaluate(in, tg);
-      p[k] = saved - h;
-      trainer.set_parameters(p);
-      const double down = trainer.evaluate(in, tg);
-      p[k] = saved;
-      const double fd = (up - down) / (2 * h);
-      INFO(tensor.name << "[" << i << "]: analytic " << g[k] << " finite difference " << fd);
-      REQUIRE(std::abs(fd - g[k]) <= 1e-8 + 1e-6 * std::abs(fd));
-      ++checked;
-    }
-    // The padded rows of the embedding and the head receive no gradient.
-    for (int64_t i = n; i < tensor.numel(); ++i)
-      REQUIRE(g[static_cast<std::size_t>(tensor.offset + i)] == 0.0);
-  }
-  CHECK(checked == m.num_parameters());
+  check_fd_gradients(trainer, p, g, [&] { return trainer.evaluate(in, tg); });
 }
 
 }  // namespace
@@ -84,20 +61,7 @@ TEST_CASE("Qwen-style q/k/v-bias gradients match central finite differences", "[
 
 TEST_CASE("Llama: recomputing SwiGLU and RMSNorm gives the same gradients, bit for bit",
           "[runtime][llama]") {
-  const ModelConfig m = llama(2, 40, 16);
-  auto rng = kiln::test::make_rng(23);
-  const auto in = random_tokens(3 * 16, 40, rng), tg = random_tokens(3 * 16, 40, rng);
-  TrainConfig t = train(3, 16, 1e-3);
-  Trainer plain(m, t, kiln::make_cpu_backend(kiln::DType::f32, 2), 4);
-  t.recompute.gelu = t.recompute.layernorm = true;
-  Trainer recompute(m, t, kiln::make_cpu_backend(kiln::DType::f32, 2), 4);
-  CHECK(recompute.plan().total_bytes() < plain.plan().total_bytes());
-  for (int i = 0; i < 3; ++i) {
-    const auto a = plain.step(in, tg), b = recompute.step(in, tg);
-    CHECK(a.loss == b.loss);
-    CHECK(plain.gradients() == recompute.gradients());
-  }
-  CHECK(plain.parameters() == recompute.parameters());
+  check_recompute_bitwise(llama(2, 40, 16), 23);
 }
 
 TEST_CASE("a tiny Llama learns a short sequence", "[runtime][llama]") {
@@ -106,16 +70,7 @@ TEST_CASE("a tiny Llama learns a short sequence", "[runtime][llama]") {
   t.optimizer.warmup_steps = 5;
   t.optimizer.grad_clip = 1.0;
   Trainer trainer(m, t, kiln::make_cpu_backend(kiln::DType::f32, 2), 1);
-  std::vector<int32_t> seq(17);
-  auto rng = kiln::test::make_rng(24);
-  std::uniform_int_distribution<int32_t> d(0, 19);
-  for (auto& x : seq)
-    x = d(rng);
-  std::vector<int32_t> in, tg;
-  for (int r = 0; r < 2; ++r) {
-    in.insert(in.end(), seq.begin(), seq.end() - 1);
-    tg.insert(tg.end(), seq.begin() + 1, seq.end());
-  }
+  const auto [in, tg] = repeated_sequence(20, 16, 24);
   const double first = trainer.step(in, tg).loss;
   double last = first;
   for (int i = 0; i < 150; ++i)

@@ -51,7 +51,7 @@ TEST_CASE("GPT-2 presets have the published parameter counts", "[runtime]") {
   CHECK(kiln::model_preset("tiny", 257).padded_vocab == 384);
   CHECK_THAT(error_of([] { kiln::model_preset("gpt5"); }),
              Catch::Contains("unknown preset 'gpt5'") && Catch::Contains("gpt2-124m"));
-  // PERF.md's convention: 6 N + 6 L C T.
+  // bench/README.md's convention: 6 N + 6 L C T.
   const ModelConfig g = kiln::model_preset("gpt2");
   CHECK(g.flops_per_token(1024) == 6.0 * 124439808 + 6.0 * 12 * 768 * 1024);
 }

@@ -11,10 +11,12 @@
 #include "kiln/backend.hpp"
 #include "kiln/trainer.hpp"
 #include "tests/common/support.hpp"
+#include "tests/cpu/runtime_support.hpp"
 
 using kiln::ModelConfig;
 using kiln::TrainConfig;
 using kiln::Trainer;
+using namespace kiln::test::runtime;
 
 namespace {
 
@@ -29,24 +31,6 @@ ModelConfig model(int64_t L, int64_t H, int64_t C, int64_t V, int64_t T,
   c.kind = kind;
   if (kind == kiln::ModelKind::encoder) c.mask_token_id = static_cast<int32_t>(V - 1);
   return c.resolved();
-}
-
-TrainConfig train(int64_t B, int64_t T, double lr = 0) {
-  TrainConfig t;
-  t.batch = B;
-  t.seq_len = T;
-  t.optimizer.lr = lr;
-  t.optimizer.weight_decay = 0;
-  t.optimizer.grad_clip = 0;
-  return t;
-}
-
-std::vector<int32_t> random_tokens(std::size_t n, int32_t V, std::mt19937_64& rng) {
-  std::uniform_int_distribution<int32_t> d(0, V - 1);
-  std::vector<int32_t> t(n);
-  for (auto& x : t)
-    x = d(rng);
-  return t;
 }
 
 // Every real parameter's gradient against central differences of the loss, in double.
@@ -73,39 +57,9 @@ void check_gradients(const ModelConfig& m, const TrainConfig& t, const std::vect
   CHECK(trainer.evaluate(in, m.kind == kiln::ModelKind::encoder ? std::vector<int32_t>{} : tg) ==
         Approx(r.loss).epsilon(1e-12));
 
-  const double h = 1e-5;
-  int64_t checked = 0;
-  double max_err = 0;
-  for (const kiln::ParamTensor& tensor : trainer.layout().tensors()) {
-    const int64_t n =
-        tensor.kind == kiln::ParamKind::wte ? m.vocab_size * m.n_embd : tensor.numel();
-    for (int64_t i = 0; i < n; ++i) {
-      const std::size_t k = static_cast<std::size_t>(tensor.offset + i);
-      const double saved = p[k];
-      p[k] = saved + h;
-      trainer.set_parameters(p);
-      const double up =
-          trainer.evaluate(in, m.kind == kiln::ModelKind::encoder ? std::vector<int32_t>{} : tg);
-      p[k] = saved - h;
-      trainer.set_parameters(p);
-      const double down =
-          trainer.evaluate(in, m.kind == kiln::ModelKind::encoder ? std::vector<int32_t>{} : tg);
-      p[k] = saved;
-      const double fd = (up - down) / (2 * h);
-      const double err = std::abs(fd - g[k]);
-      max_err = std::max(max_err, err);
-      INFO(tensor.name << "[" << i << "]: analytic " << g[k] << " finite difference " << fd);
-      REQUIRE(err <= 1e-8 + 1e-6 * std::abs(fd));
-      ++checked;
-    }
-  }
-  CHECK(checked == m.num_parameters());
-  INFO("max abs error " << max_err);
-  // Gaps and padded rows receive no gradient.
-  const auto& wte = trainer.layout().get(kiln::ParamKind::wte);
-  for (int64_t i = m.vocab_size * m.n_embd; i < wte.numel(); ++i) {
-    REQUIRE(g[static_cast<std::size_t>(wte.offset + i)] == 0.0);
-  }
+  check_fd_gradients(trainer, p, g, [&] {
+    return trainer.evaluate(in, m.kind == kiln::ModelKind::encoder ? std::vector<int32_t>{} : tg);
+  });
 }
 
 }  // namespace
@@ -129,20 +83,7 @@ TEST_CASE("encoder gradients match central finite differences (fp64 cpu backend)
 }
 
 TEST_CASE("recomputing GELU and LayerNorm gives the same gradients, bit for bit", "[runtime]") {
-  const ModelConfig m = model(2, 2, 16, 40, 16);
-  auto rng = kiln::test::make_rng(3);
-  const auto in = random_tokens(3 * 16, 40, rng), tg = random_tokens(3 * 16, 40, rng);
-  TrainConfig t = train(3, 16, 1e-3);
-  Trainer plain(m, t, kiln::make_cpu_backend(kiln::DType::f32, 2), 4);
-  t.recompute.gelu = t.recompute.layernorm = true;
-  Trainer recompute(m, t, kiln::make_cpu_backend(kiln::DType::f32, 2), 4);
-  CHECK(recompute.plan().total_bytes() < plain.plan().total_bytes());
-  for (int i = 0; i < 3; ++i) {
-    const auto a = plain.step(in, tg), b = recompute.step(in, tg);
-    CHECK(a.loss == b.loss);
-    CHECK(plain.gradients() == recompute.gradients());
-  }
-  CHECK(plain.parameters() == recompute.parameters());
+  check_recompute_bitwise(model(2, 2, 16, 40, 16), 3);
 }
 
 TEST_CASE("two accumulated micro-batches equal one batch of twice the size", "[runtime]") {
@@ -172,16 +113,7 @@ TEST_CASE("the loss falls and a short sequence is memorised", "[runtime]") {
   t.optimizer.grad_clip = 1.0;
   Trainer trainer(m, t, kiln::make_cpu_backend(kiln::DType::f32, 2), 1);
   // Two rows of a fixed sequence: each target is the next token.
-  std::vector<int32_t> seq(17);
-  auto rng = kiln::test::make_rng(6);
-  std::uniform_int_distribution<int32_t> d(0, 19);
-  for (auto& x : seq)
-    x = d(rng);
-  std::vector<int32_t> in, tg;
-  for (int r = 0; r < 2; ++r) {
-    in.insert(in.end(), seq.begin(), seq.end() - 1);
-    tg.insert(tg.end(), seq.begin() + 1, seq.end());
-  }
+  const auto [in, tg] = repeated_sequence(20, 16, 6);
   const double first = trainer.step(in, tg).loss;
   CHECK(first == Approx(std::log(20.0)).epsilon(0.05));  // about uniform at initialisation
   double last = first;

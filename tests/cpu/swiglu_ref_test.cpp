@@ -1,5 +1,6 @@
 // The SwiGLU reference: the backward against central finite differences, in place against out of
-// place, values at known and extreme points, float against double, and the C ABI's checks.
+// place, values at known and extreme points, float against double, and the kernels' fp32 math (the
+// kernels' item code: swiglu_layout_test.cpp; the C ABI: swiglu_capi_test.cpp).
 #include <catch2/catch.hpp>
 
 #include <cuda_bf16.h>
@@ -11,7 +12,6 @@
 #include <string>
 #include <vector>
 
-#include "kernels/swiglu/swiglu_item.hpp"
 #include "kernels/swiglu/swiglu_math.hpp"
 #include "kernels/swiglu/swiglu_ref.hpp"
 #include "kiln/swiglu.h"
@@ -152,122 +152,4 @@ TEST_CASE("the kernels' fp32 SwiGLU math follows the double reference, extremes 
   }
   INFO(failures);
   CHECK(bad == 0);
-}
-
-// The kernels' item code (swiglu_item.hpp) run on the CPU over host arrays, every item of a call
-// in turn as the grid-stride loop visits them (bf16 emulated by rounding each stored value).
-namespace {
-
-template <int kVec, bool kBf16>
-struct HostRun {
-  float v[kVec] = {};  // initialized: GCC cannot see that every read follows a load
-  void load(const float* p) {
-    for (int e = 0; e < kVec; ++e)
-      v[e] = p[e];
-  }
-  float at(int e) const { return v[e]; }
-  void store(float* p, const float (&f)[kVec]) const {
-    for (int e = 0; e < kVec; ++e)
-      p[e] = kBf16 ? __bfloat162float(__float2bfloat16_rn(f[e])) : f[e];
-  }
-};
-
-template <int kVec, bool kBf16>
-void check_emulated(std::int64_t N, std::int64_t I, std::mt19937_64& rng) {
-  CAPTURE(N, I, kVec, kBf16);
-  auto gu = kt::random_uniform(N * 2 * I, -8, 8, rng);
-  auto dout = kt::random_uniform(N * I, -1, 1, rng);
-  if (kBf16) {
-    gu = kt::round_to_bf16(gu);
-    dout = kt::round_to_bf16(dout);
-  }
-  const auto gud = kt::to_double(gu), doutd = kt::to_double(dout);
-  std::vector<double> out_ref(N * I), dgu_ref(N * 2 * I);
-  swiglu_fwd_ref<double>(out_ref.data(), gud.data(), N, I);
-  swiglu_bwd_ref<double>(dgu_ref.data(), doutd.data(), gud.data(), N, I);
-  std::vector<float> out_base(N * I), dgu_base(N * 2 * I);
-  swiglu_fwd_ref<float, float>(out_base.data(), gu.data(), N, I);
-  swiglu_bwd_ref<float, float>(dgu_base.data(), dout.data(), gu.data(), N, I);
-  if (kBf16) {
-    out_base = kt::round_to_bf16(out_base);
-    dgu_base = kt::round_to_bf16(dgu_base);
-  }
-  const std::int64_t runs = I / kVec;
-  std::vector<float> out(N * I, NAN), dgu(N * 2 * I, NAN), in_place = gu;
-  for (std::int64_t i = 0; i < N * runs; ++i) {
-    const auto item = static_cast<std::uint32_t>(i);
-    kiln::swiglu_math::fwd_item<HostRun<kVec, kBf16>, kVec>(out.data(), gu.data(), runs, I, item);
-    kiln::swiglu_math::bwd_item<HostRun<kVec, kBf16>, kVec>(dgu.data(), dout.data(), gu.data(),
-                                                            runs, I, item);
-    kiln::swiglu_math::bwd_item<HostRun<kVec, kBf16>, kVec>(in_place.data(), dout.data(),
-                                                            in_place.data(), runs, I, item);
-  }
-  const double tiny = kBf16 ? std::ldexp(1.0, -12) : std::ldexp(1.0, -20);
-  kt::check_rule("out", out_ref, kt::to_double(out), kt::to_double(out_base), 64 * tiny);
-  kt::check_rule("dgu", dgu_ref, kt::to_double(dgu), kt::to_double(dgu_base), 64 * tiny);
-  CHECK(kt::bitwise_equal(dgu, in_place));
-}
-
-}  // namespace
-
-TEST_CASE("the swiglu kernels' item code, run on the CPU, matches the reference", "[swiglu][ref]") {
-  auto rng = kt::make_rng(1705);
-  for (const std::int64_t N : {1, 7}) {
-    check_emulated<8, true>(N, 64, rng);
-    check_emulated<1, true>(N, 13, rng);
-    check_emulated<4, false>(N, 44, rng);
-    check_emulated<1, false>(N, 9, rng);
-  }
-  check_emulated<8, true>(33, 1536, rng);
-}
-
-// The C ABI's argument checks (no GPU needed: every call fails its checks or has N = 0; the host
-// addresses passed are never dereferenced).
-namespace {
-
-alignas(256) unsigned char g_arena[1 << 14];
-void* at(std::size_t offset) {
-  return g_arena + offset;
-}
-void expect_invalid(kiln_status_t status, const std::string& needle) {
-  CHECK(status == KILN_STATUS_INVALID_ARGUMENT);
-  CHECK_THAT(std::string(kiln_last_error()), Catch::Contains(needle));
-}
-
-}  // namespace
-
-TEST_CASE("kiln_swiglu_fwd and kiln_swiglu_bwd reject bad arguments before launching",
-          "[swiglu][api]") {
-  const auto bf16 = KILN_DTYPE_BF16;
-  void *out = at(0), *gu = at(4096), *dout = at(8192), *dgu = at(12288);
-  CHECK(kiln_swiglu_fwd(out, gu, 0, 64, bf16, nullptr) == KILN_STATUS_OK);
-  CHECK(kiln_swiglu_bwd(dgu, dout, gu, 0, 64, bf16, nullptr) == KILN_STATUS_OK);
-  CHECK(kiln_swiglu_bwd(gu, dout, gu, 0, 64, bf16, nullptr) == KILN_STATUS_OK);  // in place
-  expect_invalid(kiln_swiglu_fwd(nullptr, gu, 4, 64, bf16, nullptr),
-                 "kiln_swiglu_fwd: out is null");
-  expect_invalid(kiln_swiglu_fwd(out, at(4104), 4, 64, bf16, nullptr), "gu (");
-  expect_invalid(kiln_swiglu_fwd(out, gu, -1, 64, bf16, nullptr), "N must be in");
-  expect_invalid(kiln_swiglu_fwd(out, gu, 4, 0, bf16, nullptr), "I must be in");
-  expect_invalid(kiln_swiglu_fwd(out, gu, std::int64_t{1} << 31, 64, bf16, nullptr),
-                 "N must be in");
-  expect_invalid(kiln_swiglu_fwd(out, gu, (std::int64_t{1} << 31) - 1, (std::int64_t{1} << 31) - 1,
-                                 bf16, nullptr),
-                 "elements is too many");
-  expect_invalid(kiln_swiglu_fwd(out, gu, 4, 64, static_cast<kiln_dtype_t>(3), nullptr),
-                 "dtype 3 is not");
-  // out (4, 512) bf16 = 4 KiB ends where gu begins: one more column overlaps it.
-  CHECK(kiln_swiglu_fwd(out, gu, 0, 512, bf16, nullptr) == KILN_STATUS_OK);
-  expect_invalid(kiln_swiglu_fwd(out, gu, 4, 520, bf16, nullptr), "out and gu overlap");
-  expect_invalid(kiln_swiglu_fwd(gu, gu, 4, 64, bf16, nullptr), "out and gu overlap");
-
-  expect_invalid(kiln_swiglu_bwd(nullptr, dout, gu, 4, 64, bf16, nullptr), "dgu is null");
-  expect_invalid(kiln_swiglu_bwd(dgu, nullptr, gu, 4, 64, bf16, nullptr), "dout is null");
-  expect_invalid(kiln_swiglu_bwd(dgu, dout, nullptr, 4, 64, bf16, nullptr), "gu is null");
-  expect_invalid(kiln_swiglu_bwd(at(12296), dout, gu, 4, 64, bf16, nullptr), "dgu (");
-  // A shifted view of gu is refused; gu itself is the supported in-place call.
-  expect_invalid(kiln_swiglu_bwd(at(4112), dout, gu, 4, 64, bf16, nullptr), "dgu and gu overlap");
-  expect_invalid(kiln_swiglu_bwd(dout, dout, gu, 4, 64, bf16, nullptr), "dgu and dout overlap");
-  expect_invalid(kiln_swiglu_bwd(gu, gu, gu, 4, 64, bf16, nullptr), "dgu and dout overlap");
-  CHECK_THROWS_AS(kiln::swiglu_fwd(out, gu, -5, 64, bf16, nullptr), kiln::Error);
-  CHECK_THROWS_AS(kiln::swiglu_bwd(dgu, dout, gu, 4, -1, bf16, nullptr), kiln::Error);
 }

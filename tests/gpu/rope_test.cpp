@@ -19,32 +19,18 @@
 #include "kiln/rope.h"
 #include "tests/common/compare.hpp"
 #include "tests/common/device_buffer.hpp"
+#include "tests/common/rope_configs.hpp"
 #include "tests/common/support.hpp"
 #include "tests/gpu/rows_support.hpp"
 
 using kiln::test::check_rule;
 using kiln::test::DeviceBuffer;
 namespace kt = kiln::test;
+using kiln::test::rope_llama3;
+using kiln::test::rope_plain;
 namespace rows = kiln::test::rows;
 
 namespace {
-
-kiln_rope_config_t plain(std::int64_t hd, double theta = 10000) {
-  kiln_rope_config_t c{};
-  c.head_dim = hd;
-  c.theta = theta;
-  c.scaling = KILN_ROPE_SCALING_NONE;
-  return c;
-}
-kiln_rope_config_t llama3(std::int64_t hd, double factor) {
-  kiln_rope_config_t c = plain(hd, 500000);
-  c.scaling = KILN_ROPE_SCALING_LLAMA3;
-  c.factor = factor;
-  c.low_freq_factor = 1;
-  c.high_freq_factor = 4;
-  c.original_max_position = 8192;
-  return c;
-}
 
 // One call: x = buffer + offset, (B, T, H) rotated heads of head_dim in rows of `heads` heads
 // (heads > H: packed QKV, the last heads - H are V) plus `pad_t` elements per token and `pad_b`
@@ -134,7 +120,7 @@ void check_both(const Case& c, std::mt19937_64& rng) {
 
 // Llama-3.2-1B's attention: NH 32, NKV 8, HD 64, packed QKV from the fused GEMM.
 Case packed(std::int64_t B, std::int64_t T, std::int64_t pos = 0) {
-  return Case{B, T, 32 + 8, 32 + 16, llama3(64, 32), pos};
+  return Case{B, T, 32 + 8, 32 + 16, rope_llama3(64, 32), pos};
 }
 
 }  // namespace
@@ -147,28 +133,28 @@ TEST_CASE("rope on packed QKV (GQA), vector path, bf16 and fp32", "[rope][smoke]
 
 TEST_CASE("rope scalar path: odd half head dims, odd strides, misaligned x", "[rope][smoke]") {
   auto rng = kt::make_rng(5002);
-  Case odd{2, 5, 3, 3, plain(6)};  // HD / 2 = 3
+  Case odd{2, 5, 3, 3, rope_plain(6)};  // HD / 2 = 3
   check_both<rows::bf16>(odd, rng);
   check_both<float>(odd, rng);
-  Case strided{2, 7, 5, 6, plain(16)};  // HD / 2 = 8, but a token stride of 6 * 16 + 1
+  Case strided{2, 7, 5, 6, rope_plain(16)};  // HD / 2 = 8, but a token stride of 6 * 16 + 1
   strided.pad_t = 1;
   check_both<rows::bf16>(strided, rng);
-  Case shifted{3, 4, 4, 4, llama3(32, 8)};  // x one element past a 16-byte boundary
+  Case shifted{3, 4, 4, 4, rope_llama3(32, 8)};  // x one element past a 16-byte boundary
   shifted.offset = 1;
   check_both<rows::bf16>(shifted, rng);
   check_both<float>(shifted, rng);
   // Token stride a whole number of vectors, batch stride not: the batch stride alone must send
   // the call to the scalar path (prefill, and decoding where T = 1 leaves only the batch stride).
-  Case batch_odd{3, 4, 4, 5, plain(64)};
+  Case batch_odd{3, 4, 4, 5, rope_plain(64)};
   batch_odd.pad_b = 1;
   check_both<rows::bf16>(batch_odd, rng);
   check_both<float>(batch_odd, rng);
-  Case decode_odd{4, 1, 3, 4, llama3(64, 32), 4096};
+  Case decode_odd{4, 1, 3, 4, rope_llama3(64, 32), 4096};
   decode_odd.pad_b = 3;
   check_both<rows::bf16>(decode_odd, rng);
   check_both<float>(decode_odd, rng);
-  check_both<rows::bf16>(Case{1, 3, 2, 2, plain(8)}, rng);  // bf16: HD / 2 = 4 is not a vector
-  check_both<float>(Case{1, 3, 2, 2, plain(8)}, rng);       // fp32: it is
+  check_both<rows::bf16>(Case{1, 3, 2, 2, rope_plain(8)}, rng);  // bf16: HD / 2 = 4 is not a vector
+  check_both<float>(Case{1, 3, 2, 2, rope_plain(8)}, rng);       // fp32: it is
 }
 
 TEST_CASE("rope over head dims, head counts and layouts", "[rope]") {
@@ -176,28 +162,28 @@ TEST_CASE("rope over head dims, head counts and layouts", "[rope]") {
   std::vector<Case> cases;
   for (const std::int64_t hd : {2, 4, 16, 32, 48, 64, 80, 96, 128, 130, 256}) {
     for (const std::int64_t H : {1, 3, 4, 5, 9}) {
-      Case c{2, 11, H, H + 1, llama3(hd, 8)};  // one extra head that must stay
+      Case c{2, 11, H, H + 1, rope_llama3(hd, 8)};  // one extra head that must stay
       cases.push_back(c);
     }
   }
   // The separate layout: Q (B, T, NH, HD) contiguous, K (B, T, NKV, HD) contiguous.
-  cases.push_back(Case{3, 19, 32, 32, plain(64, 500000)});
-  cases.push_back(Case{3, 19, 8, 8, plain(64, 500000)});
-  cases.push_back(Case{2, 13, 14, 14, plain(128, 1000000)});  // Qwen2.5-0.5B's Q heads
+  cases.push_back(Case{3, 19, 32, 32, rope_plain(64, 500000)});
+  cases.push_back(Case{3, 19, 8, 8, rope_plain(64, 500000)});
+  cases.push_back(Case{2, 13, 14, 14, rope_plain(128, 1000000)});  // Qwen2.5-0.5B's Q heads
   // Batch padding (a view of a longer sequence buffer) and token padding of whole vectors.
-  Case padded{3, 9, 6, 8, llama3(64, 32)};
+  Case padded{3, 9, 6, 8, rope_llama3(64, 32)};
   padded.pad_t = 8;
   padded.pad_b = 64;
   cases.push_back(padded);
   // TinyLlama / SmolLM2 shapes: 32 + 4 heads, HD 64, theta 10000.
-  cases.push_back(Case{2, 33, 36, 40, plain(64)});
+  cases.push_back(Case{2, 33, 36, 40, rope_plain(64)});
   for (const Case& c : cases) {
     check_both<rows::bf16>(c, rng);
     check_both<float>(c, rng);
   }
   if (!kt::quick_mode()) {  // Llama-3.2-1B at T = 2048, and 3.1-8B's 32 + 8 heads of 128
     check_both<rows::bf16>(packed(1, 2048), rng);
-    check_both<rows::bf16>(Case{1, 1024, 40, 48, llama3(128, 8)}, rng);
+    check_both<rows::bf16>(Case{1, 1024, 40, 48, rope_llama3(128, 8)}, rng);
   }
 }
 
@@ -211,7 +197,7 @@ TEST_CASE("rope at large positions and KV-cache offsets", "[rope]") {
   // A prefill chunk past 100k (angles of 10^5 radians) and the last positions below 2^31.
   check_both<rows::bf16>(packed(2, 64, 131000), rng);
   check_both<float>(packed(2, 64, 131000), rng);
-  Case far{1, 9, 3, 3, plain(64)};
+  Case far{1, 9, 3, 3, rope_plain(64)};
   far.pos_offset = (std::int64_t{1} << 31) - 10;
   check_both<float>(far, rng);
   check_both<rows::bf16>(far, rng);

@@ -145,7 +145,7 @@ PY
     grep -q "commit fakecommit01" "$md" || fail "no commit in the record"
     grep -q "copy 3000 GB/s" "$md" || fail "no measured ceiling in the record"
     grep -q "| 1 | layernorm_fwd | N=8192 C=768 | 2500.0 | 1250.0 | 83% |" "$md" || fail "no figure beside its peer"
-    grep -q "Target (PERF.md)" "$md" || fail "no target"
+    grep -q "Target (bench/README.md)" "$md" || fail "no target"
     grep -q "| smoke | rope | fail |" "$md" || fail "no failing test row"
     [ "$(head -c 4 "${md%.md}-layernorm.png" | od -An -c | tr -d ' ')" = "211PNG" ] || fail "no PNG plot"
     [ "$(wc -l <"${md%.md}.jsonl")" -gt 3 ] || fail "short JSON lines"
@@ -164,18 +164,29 @@ PY
       [ -e "$f" ] && ln -s "$f" "$tmp/bundle/bin/$(basename "$f")"
     done
     [ -e "$tmp/bundle/bin/kiln_gpu_tests" ] || fail "no kiln_gpu_tests in $build"
-    for f in "$root"/tests/gpu/*_test.*; do a=$(basename "$f"); echo "${a%_test.*} $(wc -c <"$f")"; done \
-      >"$tmp/bundle/bin/AREAS"
+    "$root"/scripts/gpu-areas.sh "$root/tests/gpu" >"$tmp/bundle/bin/AREAS"
     echo dryrun >"$tmp/bundle/bin/COMMIT"
     window 540 KILN_BUNDLE="$tmp/bundle/bin" FAKE_NO_GPU=1 KILN_PEERS_DIR="$root/bench/peers"
     [ "$rc" = 0 ] || fail "exit $rc"
-    python3 - "$tmp/out/summary.json" "$root/tests/gpu" <<'PY' || fail "not every GPU job was skipped for want of a device"
+    python3 - "$tmp/out/summary.json" "$root/tests/gpu" "$tmp/bundle/bin/AREAS" <<'PY' || fail "not every GPU job was skipped for want of a device"
 import glob, json, os, sys
 s = json.load(open(sys.argv[1]))
 gpu_jobs = [j for j in s["jobs"] if j["stage"] != "preflight"]
 bad = [(j["stage"], j["name"], j["status"], j.get("note")) for j in gpu_jobs if j["status"] != "skipped"]
 assert not bad, bad
-areas = {os.path.basename(f).split("_test.")[0] for f in glob.glob(os.path.join(sys.argv[2], "*_test.*"))}
+# Every test file's stem is an area or <area>_<subject> of one, and the window ran every area.
+areas = {l.split()[0] for l in open(sys.argv[3]) if l.strip()}
+stems = {os.path.basename(f).split("_test.")[0] for f in glob.glob(os.path.join(sys.argv[2], "*_test.*"))}
+assert all(any(t == a or t.startswith(a + "_") for a in areas) for t in stems), (stems, areas)
+assert {"gemm", "attention"} <= areas and not {"gemm_epilogue", "attention_bwd"} & areas, areas
+# Every case of an area's files carries the area's tag, which is all the window selects by.
+for f in glob.glob(os.path.join(sys.argv[2], "*_test.*")):
+    stem = os.path.basename(f).split("_test.")[0]
+    area = min((a for a in areas if stem == a or stem.startswith(a + "_")), key=len)
+    src = open(f).read()
+    for head in src.split("TEST_CASE(")[1:]:
+        args = head.split(") {")[0]
+        assert f'"[{area}]' in args or f'[{area}]' in args, (f, args[:80])
 assert {j["name"] for j in gpu_jobs if j["stage"] == "tests"} == areas
 assert any(j["stage"] == "bench" and j["name"].startswith("bench_") for j in gpu_jobs)
 PY

@@ -126,7 +126,8 @@ struct KILN_API ModelConfig {
   void validate() const;
 
   // Parameters the model really has: the tied embedding counted once, without the padded rows
-  // (GPT-2 124M: 124,439,808; an untied head adds V x C). This is the count PERF.md's MFU uses.
+  // (GPT-2 124M: 124,439,808; an untied head adds V x C). This is the count bench/README.md's MFU
+  // uses.
   int64_t num_parameters() const;
 
   // One line, e.g. "decoder L=12 H=12 C=768 V=50257 (padded 50304) maxT=1024", followed for a
@@ -134,8 +135,8 @@ struct KILN_API ModelConfig {
   // bias none untied".
   std::string describe() const;
 
-  // Training FLOPs per token by PERF.md's convention: 6 * params + 6 * L * C * T (C = NH * HD,
-  // the query width the attention's two matrix products use, whatever the kv heads).
+  // Training FLOPs per token by bench/README.md's convention: 6 * params + 6 * L * C * T
+  // (C = NH * HD, the query width the attention's two matrix products use, whatever the kv heads).
   double flops_per_token(int64_t seq_len) const;
 
   bool operator==(const ModelConfig&) const = default;

@@ -1,11 +1,11 @@
-// bench_adamw: the fused multi-tensor AdamW step and the global gradient norm over GPT-2 124M's
+// bench_optimizer: the fused multi-tensor AdamW step and the global gradient norm over GPT-2 124M's
 // parameter list (148 tensors, 124.5M elements with the vocabulary padded to 50304), in GB/s and %
-// of copy bandwidth (PERF.md target for AdamW: >= 85%). Bytes per element (each input read once,
-// each output written once):
+// of copy bandwidth (bench/README.md target for AdamW: >= 85%). Bytes per element (each input read
+// once, each output written once):
 //   AdamW: master, m, v read and written (24) + grad read (4) + bf16 copy written (2) = 30
 //   global norm: grad read (4)
 // Also the two together, as a training step runs them (clip scale read on the device). The
-// PyTorch peer (torch.optim.AdamW(fused=True), clip_grad_norm_) is bench/peers/adamw.py.
+// PyTorch peer (torch.optim.AdamW(fused=True), clip_grad_norm_) is bench/peers/optimizer.py.
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
   try {
     cudaStream_t stream;
     KILN_CUDA_CHECK(cudaStreamCreate(&stream));
-    kiln::bench::Report report("adamw", options);
+    kiln::bench::Report report("optimizer", options);
     if (!options.skip_ceilings) report.set_ceilings(kiln::bench::measure_ceilings(stream, options));
 
     const auto params = gpt2_124m();
@@ -145,7 +145,7 @@ int main(int argc, char** argv) {
       worst = std::max(worst, std::fabs(want - p1[k]) / 6e-4);
     }
     if (!(worst < 1e-3)) {
-      kiln::bench::check_failed("bench_adamw: off by " + std::to_string(worst) +
+      kiln::bench::check_failed("bench_optimizer: off by " + std::to_string(worst) +
                                 " at a spot check");
       return 1;
     }
@@ -192,7 +192,7 @@ int main(int argc, char** argv) {
     KILN_CUDA_CHECK(cudaStreamDestroy(stream));
     return 0;
   } catch (const kiln::Error& e) {
-    std::fprintf(stderr, "bench_adamw: %s\n", e.what());
+    std::fprintf(stderr, "bench_optimizer: %s\n", e.what());
     return 1;
   }
 }

@@ -1,6 +1,6 @@
-"""PyTorch peer of bench_adamw: torch.optim.AdamW(fused=True) and clip_grad_norm_ over GPT-2 124M's
+"""PyTorch peer of bench_optimizer: torch.optim.AdamW(fused=True) and clip_grad_norm_ over GPT-2 124M's
 parameter list (148 fp32 tensors, vocabulary padded to 50304, decay on matrices only), as
-bench/adamw.cpp builds it.
+bench/optimizer.cpp builds it.
 
 Bytes per element, each input read once and each output written once:
   "torch" AdamW step: param, exp_avg, exp_avg_sq read and written, grad read = 28
@@ -28,7 +28,7 @@ def gpt2_124m():
 def main():
     args = parse_args(__doc__)
     require_cuda()
-    report = Report("adamw", args)
+    report = Report("optimizer", args)
     shapes = gpt2_124m()
     params, decay, no_decay = [], [], []
     for shape, d in shapes:
