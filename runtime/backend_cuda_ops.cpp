@@ -55,16 +55,8 @@ std::size_t CudaBackend::workspace_bytes(const ModelConfig& config, int64_t batc
   } else {
     need(kiln::rmsnorm_bwd_workspace_size(BT, C));
   }
-  const std::size_t embedding = kiln::embedding_bwd_workspace_size(batch, seq_len, c.vocab_size);
-  if (c.learned_positions()) {
-    need(embedding);
-  } else {
-    // No position embedding: zero positions (bf16) for the forward, and a gradient for them
-    // (fp32) behind the embedding backward's own scratch (see embedding_fwd / _bwd).
-    const int64_t rows = std::max(seq_len, c.max_seq_len);
-    need(align_up(static_cast<std::size_t>(rows * C) * 2));
-    need(align_up(embedding) + static_cast<std::size_t>(seq_len * C) * 4);
-  }
+  // A rotary model has no position table: the embedding kernels take wpe = dwpe = nullptr.
+  need(kiln::embedding_bwd_workspace_size(batch, seq_len, c.vocab_size));
   const kiln_attention_desc_t d = packed_desc(batch, seq_len, NH, NKV, HD, c.causal());
   need(kiln::attention_fwd_workspace_size(d));
   need(kiln::attention_bwd_workspace_size(d));
@@ -78,36 +70,17 @@ std::size_t CudaBackend::workspace_bytes(const ModelConfig& config, int64_t batc
   return align_up(bytes);
 }
 
-// The embedding kernels always add positions; a model without them (rotary) passes zero rows
-// from the scratch, and their gradient lands in the scratch too. It costs a T x C clear per
-// call (small beside the step); an embedding kernel without positions would save it.
+// A model without a position table (rotary) passes wpe = nullptr / dwpe = nullptr: the kernels
+// then copy the token rows and form no position gradient (kiln/embedding.h).
 void CudaBackend::embedding_fwd(void* out, const int32_t* tokens, const void* wte, const void* wpe,
                                 int64_t B, int64_t T, int64_t C, int64_t V, int64_t maxT) {
-  if (!wpe) {
-    const std::size_t bytes = static_cast<std::size_t>(T * C) * 2;
-    KILN_CHECK(scratch_bytes() >= bytes, Status::invalid_argument,
-               "cuda backend: the workspace is too small for the embedding without positions");
-    KILN_CUDA_CHECK(cudaMemsetAsync(scratch(), 0, bytes, s()));
-    wpe = scratch();
-    maxT = T;
-  }
   kiln::embedding_fwd(out, tokens, wte, wpe, B, T, C, V, maxT, s());
 }
 
 void CudaBackend::embedding_bwd(void* dwte, void* dwpe, const void* dout, const int32_t* tokens,
                                 int64_t B, int64_t T, int64_t C, int64_t V, int64_t maxT) {
-  std::size_t ws_bytes = scratch_bytes();
-  if (!dwpe) {
-    const std::size_t own = align_up(kiln::embedding_bwd_workspace_size(B, T, V));
-    const std::size_t bytes = static_cast<std::size_t>(T * C) * 4;
-    KILN_CHECK(scratch_bytes() >= own + bytes, Status::invalid_argument,
-               "cuda backend: the workspace is too small for the embedding without positions");
-    dwpe = static_cast<char*>(scratch()) + own;
-    maxT = T;
-    ws_bytes = own;
-  }
   kiln::embedding_bwd(static_cast<float*>(dwte), static_cast<float*>(dwpe), dout, tokens, B, T, C,
-                      V, maxT, scratch(), ws_bytes, s());
+                      V, maxT, scratch(), scratch_bytes(), s());
 }
 
 void CudaBackend::layernorm_fwd(void* y, void* mean, void* rstd, const void* x, const void* gamma,
