@@ -33,6 +33,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -40,6 +41,7 @@
 #include "kiln/export.h"
 #include "kiln/model.hpp"
 #include "kiln/safetensors.hpp"
+#include "kiln/tokenizer.hpp"
 
 namespace kiln {
 
@@ -54,10 +56,11 @@ struct HfImportOptions {
 // ParamLayout(model).total() floats (padded embedding rows and gaps zero). Weights may be F32,
 // F16, BF16 or F64 and are converted to float. The config is checked against kiln/limits.hpp
 // before anything is allocated. Throws kiln::Error naming the file and the key or tensor:
-// io_error when a file cannot be read; data_error for malformed JSON or safetensors, a missing,
-// unexpected or misshaped tensor, a shard name that is not a plain file name in `dir`;
-// not_supported for a model kiln cannot represent (see above); invalid_argument when the sizes are
-// out of kiln's limits.
+// io_error when a file cannot be read; data_error for malformed JSON or safetensors, a missing
+// key, a value of the wrong type or outside kiln's limits, a missing, unexpected or misshaped
+// tensor, a shard name that is not a plain file name in `dir`; not_supported for a model kiln
+// cannot represent (see above); invalid_argument for a model kiln's checks refuse otherwise (e.g.
+// a head dim over 256).
 KILN_API ModelConfig import_hf_llama(const std::filesystem::path& dir, std::vector<float>* params,
                                      const HfImportOptions& options = {});
 
@@ -82,5 +85,26 @@ struct HfExportOptions {
 // io_error when it cannot write.
 KILN_API void export_hf_llama(const std::filesystem::path& dir, const ModelConfig& model,
                               std::span<const float> params, const HfExportOptions& options = {});
+
+// ---- whole folders, for the demos (train_gpt --hf / --export-hf, generate --hf) ----------------
+
+// The tokenizer a Hugging Face folder ships: its tokenizer.json, with what tokenizer_config.json
+// (when present) says: "add_bos_token" (true: every encode() starts with "bos_token", a string or
+// {"content": ...}) and "eos_token" (what eot_token() returns, where generation stops). `add_bos`
+// overrides the first: 1 yes, 0 no, -1 the folder's (no BOS when tokenizer_config.json does not
+// ask for one). Returns null when the folder has no tokenizer.json. Throws kiln::Error naming the
+// file and key for a tokenizer_config.json that is not JSON or has a key of the wrong type, and
+// what HfTokenizer throws.
+KILN_API std::unique_ptr<HfTokenizer> load_hf_tokenizer(const std::filesystem::path& dir,
+                                                        int add_bos = -1);
+
+// export_hf_llama into `dir`, then, when `source_dir` is not empty, the source folder's
+// tokenizer.json and tokenizer_config.json (those present) copied beside it (atomically, each), and
+// token ids the options leave unset (-1) taken from the source's config.json where they are
+// integers there (bos_token_id, eos_token_id). `dir` and `source_dir` must differ.
+KILN_API void export_hf_folder(const std::filesystem::path& dir, const ModelConfig& model,
+                               std::span<const float> params,
+                               const std::filesystem::path& source_dir,
+                               HfExportOptions options = {});
 
 }  // namespace kiln
