@@ -289,3 +289,35 @@ TEST_CASE("done when: an HF Llama folder imports, trains a step, exports, re-imp
   CHECK(read_folder(dir / "out", &back_model) == trained);
   CHECK(back_model == m);
 }
+
+TEST_CASE("export_hf_folder carries the source's tokenizer files and token ids along", "[hf]") {
+  TempDir dir;
+  const auto config = nlohmann::json::parse(kLlamaConfig);  // bos 1, eos [2, 3]
+  write_folder(dir / "src", kLlamaConfig, make_tensors(config, 10));
+  kiln::test::write_bytes(dir / "src" / "tokenizer.json", "not read, only copied");
+  kiln::test::write_bytes(dir / "src" / "tokenizer_config.json", R"({"add_bos_token": true})");
+  kiln::test::write_bytes(dir / "src" / "README.md", "not copied");
+  kiln::ModelConfig m;
+  const std::vector<float> p = read_folder(dir / "src", &m);
+  kiln::export_hf_folder(dir / "out", m, p, dir / "src");
+  CHECK(kiln::test::read_bytes(dir / "out" / "tokenizer.json") == "not read, only copied");
+  CHECK(fs::exists(dir / "out" / "tokenizer_config.json"));
+  CHECK_FALSE(fs::exists(dir / "out" / "README.md"));
+  const auto out = nlohmann::json::parse(kiln::test::read_bytes(dir / "out" / "config.json"));
+  CHECK(out["bos_token_id"] == 1);
+  CHECK_FALSE(out.contains("eos_token_id"));  // a list there: not an id kiln can vouch for
+  CHECK(read_folder(dir / "out") == p);
+  // Without a source: the model alone.
+  kiln::export_hf_folder(dir / "bare", m, p, {});
+  CHECK_FALSE(fs::exists(dir / "bare" / "tokenizer.json"));
+  // Into the source itself: refused, nothing overwritten.
+  const auto [status, message] =
+      error_of([&] { kiln::export_hf_folder(dir / "src", m, p, dir / "src"); });
+  CHECK(status == kiln::Status::invalid_argument);
+  CHECK(kiln::test::read_bytes(dir / "src" / "config.json") == kLlamaConfig);
+  // A tokenizer_config.json of the wrong shape is refused naming the key.
+  kiln::test::write_bytes(dir / "out" / "tokenizer_config.json", R"({"add_bos_token": "yes"})");
+  CHECK_THAT(error_of([&] { kiln::load_hf_tokenizer(dir / "out"); }).second,
+             Catch::Contains("tokenizer_config.json") && Catch::Contains("'add_bos_token'"));
+  CHECK(kiln::load_hf_tokenizer(dir / "bare") == nullptr);
+}
