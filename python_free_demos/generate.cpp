@@ -58,10 +58,6 @@ std::shared_ptr<kiln::Backend> choose_backend(const Options& o) {
   return kiln::make_cpu_backend(kiln::DType::f32, o.threads);
 }
 
-// A Hugging Face config's context (Llama 3.2: 131072) would size a cache of gigabytes; rotary
-// positions have no table, so the generator may plan for less.
-constexpr int64_t kHfDefaultContext = 4096;
-
 std::vector<int32_t> parse_ids(const std::string& text) {
   std::vector<int32_t> ids;
   std::string item;
@@ -104,18 +100,18 @@ void write_logits(kiln::Generator& gen, const std::vector<int32_t>& ids, int64_t
 int run(const Options& o) {
   kiln::ModelConfig model;
   std::vector<float> weights;
+  std::unique_ptr<kiln::Tokenizer> tok;
   if (!o.checkpoint.empty()) {
     model = kiln::read_checkpoint(o.checkpoint, &weights).model;
   } else if (!o.hf.empty()) {
-    kiln::HfImportOptions io;
-    io.max_seq_len = o.max_seq_len;
-    model = kiln::import_hf_llama(o.hf, &weights, io);
-    if (o.max_seq_len == 0 && model.max_seq_len > kHfDefaultContext) {
-      std::fprintf(stderr, "context: %lld of the config's %lld positions (--max-seq-len)\n",
-                   static_cast<long long>(kHfDefaultContext),
-                   static_cast<long long>(model.max_seq_len));
-      model.max_seq_len = kHfDefaultContext;
-    }
+    // Ids and logits alone need no tokenizer (hf_crosscheck.py's folders have none).
+    kiln::HfFolder f = kiln::load_hf_folder(o.hf, o.max_seq_len,
+                                            o.add_bos      ? 1
+                                            : o.no_add_bos ? 0
+                                                           : -1);
+    model = f.model;
+    weights = std::move(f.params);
+    tok = std::move(f.tokenizer);
   } else {
     model = kiln::import_hf_gpt2(o.safetensors, o.heads, &weights);
   }
@@ -123,12 +119,8 @@ int run(const Options& o) {
     throw kiln::Error(kiln::Status::invalid_argument,
                       "the model is an encoder; generation needs a decoder");
   }
-  std::unique_ptr<kiln::Tokenizer> tok;
   std::string kind = "the folder's";
-  // Ids and logits alone need no tokenizer (hf_crosscheck.py's folders have none).
   const bool text = o.prompt_ids.empty() || o.logits_out.empty();
-  if (!o.hf.empty() && text)
-    tok = kiln::load_hf_tokenizer(o.hf, o.add_bos ? 1 : o.no_add_bos ? 0 : -1);
   if (!tok && text) {
     kind = o.tokenizer != "auto" ? o.tokenizer : (model.vocab_size <= 257 ? "byte" : "gpt2");
     tok = kiln::make_tokenizer(kind, o.vocab_dir);

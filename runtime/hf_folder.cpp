@@ -7,6 +7,7 @@
 #include "kernels/common/check.hpp"
 #include "kiln/hf_llama.hpp"
 #include "kiln/io.hpp"
+#include "runtime/hf_llama_config.hpp"
 
 namespace kiln {
 namespace {
@@ -62,6 +63,23 @@ std::unique_ptr<HfTokenizer> load_hf_tokenizer(const fs::path& dir, int add_bos)
   }
   if (add_bos >= 0) options.add_bos = add_bos == 1;
   return std::make_unique<HfTokenizer>(dir / "tokenizer.json", options);
+}
+
+HfFolder load_hf_folder(const fs::path& dir, int64_t max_seq_len, int add_bos) {
+  KILN_CHECK_ARG(max_seq_len >= 0, "load_hf_folder: max_seq_len must be >= 0");
+  HfFolder f;
+  HfImportOptions options;
+  options.max_seq_len = max_seq_len;
+  f.model = import_hf_llama(dir, &f.params, options);
+  // Rotary positions: the context changes no weight, only what the runtime plans for.
+  if (max_seq_len == 0 && f.model.max_seq_len > kHfDefaultContext)
+    f.model.max_seq_len = kHfDefaultContext;
+  f.tokenizer = load_hf_tokenizer(dir, add_bos);
+  return f;
+}
+
+void check_hf_llama_export(const ModelConfig& model) {
+  impl::hf_llama_config_to_json(model, {});
 }
 
 void export_hf_folder(const fs::path& dir, const ModelConfig& model, std::span<const float> params,

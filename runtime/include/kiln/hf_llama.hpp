@@ -98,6 +98,25 @@ KILN_API void export_hf_llama(const std::filesystem::path& dir, const ModelConfi
 KILN_API std::unique_ptr<HfTokenizer> load_hf_tokenizer(const std::filesystem::path& dir,
                                                         int add_bos = -1);
 
+// What train_gpt --hf and generate --hf start from: the folder's model and weights
+// (import_hf_llama) and its tokenizer (load_hf_tokenizer; null without tokenizer.json).
+struct HfFolder {
+  ModelConfig model;
+  std::vector<float> params;
+  std::unique_ptr<HfTokenizer> tokenizer;
+};
+// A Hugging Face config's context (Llama 3.2: 131072) would size a generator's cache of
+// gigabytes; rotary positions have no table, so the demos plan for at most this by default.
+inline constexpr int64_t kHfDefaultContext = 4096;
+// `max_seq_len` > 0: the model's max_seq_len; 0: the config's max_position_embeddings, at most
+// kHfDefaultContext. `add_bos` as load_hf_tokenizer's.
+KILN_API HfFolder load_hf_folder(const std::filesystem::path& dir, int64_t max_seq_len = 0,
+                                 int add_bos = -1);
+
+// Throws what export_hf_llama would for `model` (invalid_argument naming the part HF's Llama
+// cannot express), without writing anything: for a trainer to refuse --export-hf up front.
+KILN_API void check_hf_llama_export(const ModelConfig& model);
+
 // export_hf_llama into `dir`, then, when `source_dir` is not empty, the source folder's
 // tokenizer.json and tokenizer_config.json (those present) copied beside it (atomically, each), and
 // token ids the options leave unset (-1) taken from the source's config.json where they are
