@@ -1,19 +1,21 @@
 // bench_end_to_end: whole training steps of GPT-2 124M at T = 1024, and of SmolLM2-360M- and
 // Llama-3.2-1B-shaped models at T = 2048, in bf16 on one GPU (PERF.md's rows): tokens/s and MFU,
-// with MFU = (6 * parameters + 6 * L * C * T) FLOPs per token times tokens/s over the datasheet's
-// 989 TFLOP/s (PERF.md's convention; the JSON also carries the model TFLOP/s as "tflops", so the
-// report shows them against the measured cuBLAS ceiling). One timed repetition is one optimizer
-// step (forward, fused classifier, backward, global norm, AdamW) issued by kiln::Trainer without
-// reading the loss; the median over repetitions after warm-up steps. The peers are
-// bench/peers/nanogpt.py (PyTorch, torch.compile, flash SDPA) for GPT-2 and bench/peers/llama.py
-// (transformers' LlamaForCausalLM from a config, torch.compile, SDPA) for the Llama shapes,
-// measured the same way on the same shapes.
+// with MFU = (6 * parameters + 6 * L * C * T) FLOPs per token times tokens/s over the device's
+// datasheet dense bf16 peak (kiln::datasheet_bf16_flops: 989.4 TFLOP/s on an H100 SXM or H200;
+// PERF.md's convention; no "mfu" for a device the table lacks). The JSON also carries the model
+// TFLOP/s as "tflops", so the report shows them against the measured cuBLAS ceiling. One timed
+// repetition is one optimizer step (forward, fused classifier, backward, global norm, AdamW) issued
+// by kiln::Trainer without reading the loss; the median over repetitions after warm-up steps. The
+// peers are bench/peers/nanogpt.py (PyTorch, torch.compile, flash SDPA) for GPT-2 and
+// bench/peers/llama.py (transformers' LlamaForCausalLM from a config, torch.compile, SDPA) for the
+// Llama shapes, measured the same way on the same shapes.
 #include <cuda_runtime_api.h>
 
 #include <cmath>
 #include <cstdio>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench/harness/harness.hpp"
@@ -49,6 +51,7 @@ int main(int argc, char** argv) {
       cases.push_back({"gpt2-124m", 64, 1024, false, {true, true}});
     }
     auto backend = kiln::make_backend(kiln::BackendKind::cuda, 0);
+    const double peak = kiln::datasheet_bf16_flops(kiln::device_info(0));
     cudaStream_t stream = static_cast<cudaStream_t>(backend->native_stream());
     kiln::bench::Report report("end_to_end", options);
     if (!options.skip_ceilings) report.set_ceilings(kiln::bench::measure_ceilings(stream, options));
@@ -99,16 +102,20 @@ int main(int argc, char** argv) {
       const double tok_s = tokens / (t.median_ms * 1e-3);
       const double flops = model.flops_per_token(c.seq_len) * tokens;
       const bool llama = model.positions == kiln::PositionKind::rotary;
-      report.add({{"op", llama ? "llama_train_step" : "gpt2_train_step"},
-                  {"impl", "kiln"},
-                  {"shape", shape},
-                  {"B", c.batch},
-                  {"T", c.seq_len},
-                  {"params", model.num_parameters()},
-                  {"ms", t.median_ms},
-                  {"tokens_per_s", tok_s},
-                  {"mfu", flops / (t.median_ms * 1e-3) / 989e12},
-                  {"tflops", kiln::bench::tflops(flops, t.median_ms)}});
+      nlohmann::json record{{"op", llama ? "llama_train_step" : "gpt2_train_step"},
+                            {"impl", "kiln"},
+                            {"shape", shape},
+                            {"B", c.batch},
+                            {"T", c.seq_len},
+                            {"params", model.num_parameters()},
+                            {"ms", t.median_ms},
+                            {"tokens_per_s", tok_s},
+                            {"tflops", kiln::bench::tflops(flops, t.median_ms)}};
+      if (peak > 0) {
+        record["mfu"] = flops / (t.median_ms * 1e-3) / peak;
+        record["peak_tflops"] = peak / 1e12;
+      }
+      report.add(std::move(record));
     }
   } catch (const kiln::Error& e) {
     std::fprintf(stderr, "bench_end_to_end: %s\n", e.what());

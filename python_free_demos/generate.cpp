@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_checks.hpp"
+#include "demo_options.hpp"
 #include "kiln/kiln.hpp"
 
 namespace fs = std::filesystem;
@@ -37,8 +38,7 @@ struct Options {
   int64_t heads = 0;
   std::string prompt = "\n";
   int64_t length = 200;
-  double temperature = 0.8, top_p = 0.95;
-  int64_t top_k = 40;
+  demo_cli::Sampling sampling;
   uint64_t seed = 42;
   std::string tokenizer = "auto", vocab_dir = "data/gpt2";
   std::string backend = "auto";
@@ -47,15 +47,13 @@ struct Options {
 };
 
 std::shared_ptr<kiln::Backend> choose_backend(const Options& o) {
-  if (o.backend == "cpu") return kiln::make_cpu_backend(kiln::DType::f32, o.threads);
-  if (o.backend == "cuda") return kiln::make_backend(kiln::BackendKind::cuda, o.device);
-  int count = 0;
-  if (kiln_device_count(&count) == KILN_STATUS_OK && count > 0) {
-    return kiln::make_backend(kiln::BackendKind::cuda, o.device);
+  std::string why;
+  auto backend = kiln::make_backend(o.backend, o.device, o.threads, &why);
+  if (!why.empty()) {
+    std::fprintf(stderr, "backend: no CUDA device (%s); generating on the cpu backend\n",
+                 why.c_str());
   }
-  std::fprintf(stderr, "backend: no CUDA device (%s); generating on the cpu backend\n",
-               kiln_last_error());
-  return kiln::make_cpu_backend(kiln::DType::f32, o.threads);
+  return backend;
 }
 
 std::vector<int32_t> parse_ids(const std::string& text) {
@@ -122,7 +120,7 @@ int run(const Options& o) {
   std::string kind = "the folder's";
   const bool text = o.prompt_ids.empty() || o.logits_out.empty();
   if (!tok && text) {
-    kind = o.tokenizer != "auto" ? o.tokenizer : (model.vocab_size <= 257 ? "byte" : "gpt2");
+    kind = demo_cli::tokenizer_kind(o.tokenizer, model.vocab_size);
     tok = kiln::make_tokenizer(kind, o.vocab_dir);
   }
   if (tok && tok->vocab_size() > model.vocab_size) {
@@ -135,9 +133,8 @@ int run(const Options& o) {
                static_cast<double>(model.num_parameters()) / 1e6, backend->description().c_str());
   kiln::Generator gen(model, backend, weights);
 
-  std::vector<int32_t> prompt =
-      o.prompt_ids.empty() ? tok->encode(o.prompt) : parse_ids(o.prompt_ids);
-  if (prompt.empty()) prompt.push_back(tok->eot_token());
+  const std::vector<int32_t> prompt =
+      o.prompt_ids.empty() ? demo_cli::prompt_tokens(*tok, o.prompt) : parse_ids(o.prompt_ids);
   if (o.print_ids) {
     std::string line = "prompt ids:";
     for (const int32_t id : prompt)
@@ -149,11 +146,7 @@ int run(const Options& o) {
     std::fprintf(stderr, "logits of %zu positions -> %s\n", prompt.size(), o.logits_out.c_str());
     return 0;
   }
-  kiln::SamplingConfig sc;
-  sc.temperature = o.temperature;
-  sc.top_k = o.top_k;
-  sc.top_p = o.top_p;
-  sc.seed = o.seed;
+  const kiln::SamplingConfig sc = o.sampling.config(o.seed);
   if (o.prompt_ids.empty()) std::fputs(o.prompt.c_str(), stdout);
   std::string pending;  // bytes that may end inside a UTF-8 character
   int64_t count = 0;
@@ -168,7 +161,8 @@ int run(const Options& o) {
       std::fputs("\n--\n", stdout);
       return true;
     }
-    if (tok->is_special(t)) return true;
+    // Rows past the tokenizer's vocabulary (Qwen2.5 pads its embedding) print nothing.
+    if (t >= tok->vocab_size() || tok->is_special(t)) return true;
     const int32_t one[1] = {t};
     pending += tok->decode(one);
     const std::size_t n = kiln::utf8_complete_prefix(pending);
@@ -225,15 +219,7 @@ int main(int argc, char** argv) {
   app.add_option("--length", o.length, "Tokens to generate")
       ->capture_default_str()
       ->check(demo_cli::integer(0, kiln::limits::kMaxSeqLen));
-  app.add_option("--temperature", o.temperature, "Sampling temperature (0: greedy)")
-      ->capture_default_str()
-      ->check(demo_cli::number(0, 100));
-  app.add_option("--top-k", o.top_k, "Sample among the k most likely tokens (0: all)")
-      ->capture_default_str()
-      ->check(demo_cli::integer(0, kiln::limits::kMaxVocab));
-  app.add_option("--top-p", o.top_p, "Nucleus sampling threshold (1: off)")
-      ->capture_default_str()
-      ->check(demo_cli::number(0, 1, true));
+  demo_cli::add_sampling_options(app, o.sampling);
   app.add_flag("--ignore-eot", o.ignore_eot,
                "Go on past the end-of-text token (printed as a line \"--\") instead of stopping");
   app.add_option("--seed", o.seed, "Seed of the draws (same seed, same text)")
@@ -243,17 +229,12 @@ int main(int argc, char** argv) {
                  "auto (byte for vocabularies <= 257, else gpt2), byte, gpt2")
       ->check(CLI::IsMember({"auto", "byte", "gpt2"}))
       ->capture_default_str();
-  app.add_option("--vocab-dir", o.vocab_dir, "GPT-2 tokenizer files (encoder.json, vocab.bpe)")
-      ->capture_default_str();
-  app.add_option("--backend", o.backend, "auto (cuda when a device exists, else cpu), cuda or cpu")
-      ->check(CLI::IsMember({"auto", "cuda", "cpu"}))
-      ->capture_default_str();
+  demo_cli::add_vocab_dir_option(app, o.vocab_dir);
+  demo_cli::add_backend_option(app, o.backend);
   app.add_option("--device", o.device, "CUDA device ordinal")
       ->capture_default_str()
       ->check(demo_cli::integer(0, 4095));
-  app.add_option("--threads", o.threads, "CPU backend threads (0: all cores)")
-      ->capture_default_str()
-      ->check(demo_cli::integer(0, kiln::limits::kMaxThreads));
+  demo_cli::add_threads_option(app, o.threads);
   app.final_callback([&] {
     using demo_cli::refuse_given;
     refuse_given(app, "--device", o.backend == "cpu", "with --backend cpu");

@@ -74,6 +74,7 @@ class CudaBackend final : public Backend {
     return {DType::bf16, DType::f32, DType::f32, DType::f32, true};
   }
   void* native_stream() const override { return device_.stream(); }
+  int device_ordinal() const override { return device_.ordinal(); }
 
   // ---- memory -----------------------------------------------------------------------------------
   void* allocate(std::size_t bytes) override {

@@ -78,16 +78,18 @@ HfFolder load_hf_folder(const fs::path& dir, int64_t max_seq_len, int add_bos) {
   return f;
 }
 
-void check_hf_llama_export(const ModelConfig& model) {
+void check_hf_llama_export(const ModelConfig& model, const fs::path& dir,
+                           const fs::path& source_dir) {
   impl::hf_llama_config_to_json(model, {});
+  std::error_code ec;
+  KILN_CHECK_ARG(dir.empty() || source_dir.empty() || !fs::equivalent(dir, source_dir, ec),
+                 "export: '", dir.string(), "' is the source folder; export into another one");
 }
 
 void export_hf_folder(const fs::path& dir, const ModelConfig& model, std::span<const float> params,
                       const fs::path& source_dir, HfExportOptions options) {
+  check_hf_llama_export(model, dir, source_dir);
   if (!source_dir.empty()) {
-    std::error_code ec;
-    KILN_CHECK_ARG(!fs::equivalent(dir, source_dir, ec), "export_hf_folder: '", dir.string(),
-                   "' is the source folder; export into another one");
     const fs::path config_path = source_dir / "config.json";
     if (fs::exists(config_path)) {
       const nlohmann::json j = read_json(config_path);

@@ -7,20 +7,27 @@ namespace kiln::impl {
 
 namespace {
 
-// A key naming one of `names` (the enum's values in order), or `fallback` when absent.
+// The value of `names` (the enum's values in order) that `value` names; `what` and `prefix`
+// make the message of an unknown one, which lists the known ones.
 template <typename E, std::size_t N>
-E enum_from_json(const nlohmann::json& j, const char* key, const char* const (&names)[N],
-                 E fallback) {
-  if (!j.contains(key)) return fallback;
-  const std::string value = j.at(key).get<std::string>();
+E enum_from_name(std::string_view value, const char* what, const char* const (&names)[N],
+                 const char* prefix = "") {
   for (std::size_t i = 0; i < N; ++i) {
     if (value == names[i]) return static_cast<E>(i);
   }
   std::string known;
   for (const char* n : names)
     known += std::string(known.empty() ? "" : ", ") + n;
-  KILN_CHECK_ARG(false, "model: unknown ", key, " '", value, "' (known: ", known, ")");
-  return fallback;
+  KILN_CHECK_ARG(false, prefix, "unknown ", what, " '", value, "' (known: ", known, ")");
+  return E{};
+}
+
+// A key naming one of `names`, or `fallback` when absent.
+template <typename E, std::size_t N>
+E enum_from_json(const nlohmann::json& j, const char* key, const char* const (&names)[N],
+                 E fallback) {
+  if (!j.contains(key)) return fallback;
+  return enum_from_name<E>(j.at(key).get<std::string>(), key, names, "model: ");
 }
 
 constexpr const char* kNorms[] = {"layernorm", "rmsnorm"};
@@ -163,3 +170,23 @@ TrainConfig train_from_json(const nlohmann::json& j) {
 }
 
 }  // namespace kiln::impl
+
+namespace kiln {
+
+NormKind parse_norm_kind(std::string_view name) {
+  return impl::enum_from_name<NormKind>(name, "norm", impl::kNorms);
+}
+PositionKind parse_position_kind(std::string_view name) {
+  return impl::enum_from_name<PositionKind>(name, "positions", impl::kPositions);
+}
+MlpKind parse_mlp_kind(std::string_view name) {
+  return impl::enum_from_name<MlpKind>(name, "mlp", impl::kMlps);
+}
+BiasKind parse_bias_kind(std::string_view name) {
+  return impl::enum_from_name<BiasKind>(name, "bias", impl::kBiases);
+}
+RopeScaling parse_rope_scaling(std::string_view name) {
+  return impl::enum_from_name<RopeScaling>(name, "rope scaling", impl::kScalings);
+}
+
+}  // namespace kiln

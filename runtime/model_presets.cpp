@@ -1,5 +1,6 @@
 // The named model presets: GPT-2 / GPT-3 shapes and the Llama family with their published
 // shapes (see kiln/model.hpp, model_preset).
+#include <algorithm>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -122,6 +123,52 @@ std::vector<std::string> model_preset_names() {
   for (const LlamaPreset& p : kLlamaPresets)
     names.emplace_back(p.name);
   return names;
+}
+
+namespace {
+
+// The parts given over the preset's.
+void apply_parts(const ModelOverrides& o, ModelConfig& m) {
+  if (o.n_kv_head) m.n_kv_head = o.n_kv_head;
+  if (o.norm) m.norm = *o.norm;
+  if (o.positions) m.positions = *o.positions;
+  if (o.mlp) m.mlp = *o.mlp;
+  if (o.intermediate_size) m.intermediate_size = o.intermediate_size;
+  // A GELU MLP is 4C wide; SwiGLU without a size takes Llama's usual 8C/3 rounded up to 64.
+  if (m.mlp == MlpKind::gelu) m.intermediate_size = 0;
+  if (m.mlp == MlpKind::swiglu && m.intermediate_size == 0) {
+    m.intermediate_size = (8 * m.n_embd / 3 + 63) / 64 * 64;
+  }
+  if (o.bias) m.bias = *o.bias;
+  if (o.tied_embeddings) m.tied_embeddings = *o.tied_embeddings;
+  if (o.rope_theta) m.rope.theta = o.rope_theta;
+  if (o.rope_scaling) m.rope.scaling = *o.rope_scaling;
+  if (o.rope_factor) m.rope.factor = o.rope_factor;
+  if (o.rope_low_freq_factor) m.rope.low_freq_factor = o.rope_low_freq_factor;
+  if (o.rope_high_freq_factor) m.rope.high_freq_factor = o.rope_high_freq_factor;
+  if (o.rope_original_max_position) m.rope.original_max_position = o.rope_original_max_position;
+}
+
+}  // namespace
+
+ModelConfig training_model(std::string_view name, int64_t data_vocab, int64_t seq_len,
+                           const ModelOverrides& o) {
+  const int64_t vocab = o.vocab_size > 0 ? o.vocab_size : data_vocab + (o.encoder ? 1 : 0);
+  ModelConfig model = model_preset(name, vocab);
+  // A Llama-family preset brings its published vocabulary; an explicit one wins.
+  if (o.vocab_size) model.vocab_size = o.vocab_size;
+  if (o.n_layer) model.n_layer = o.n_layer;
+  if (o.n_head) model.n_head = o.n_head;
+  if (o.n_embd) model.n_embd = o.n_embd;
+  apply_parts(o, model);
+  // A preset's positions grow to the requested sequence length unless given explicitly.
+  model.max_seq_len = o.max_seq_len ? o.max_seq_len : std::max(model.max_seq_len, seq_len);
+  model.padded_vocab = 0;
+  if (o.encoder) {
+    model.kind = ModelKind::encoder;
+    model.mask_token_id = static_cast<int32_t>(vocab - 1);
+  }
+  return model.resolved();
 }
 
 }  // namespace kiln

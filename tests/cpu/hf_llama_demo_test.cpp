@@ -16,6 +16,8 @@
 #include "kiln/generate.hpp"
 #include "kiln/hf_llama.hpp"
 #include "kiln/io.hpp"
+#include "kiln/trainer.hpp"
+#include "tests/common/hf_tokenizer_json.hpp"
 #include "tests/cpu/hf_llama_folder.hpp"
 
 namespace fs = std::filesystem;
@@ -142,5 +144,70 @@ TEST_CASE("generate --hf --logits-out writes the library's logits for every posi
   CHECK_THAT(bad.output, Catch::Contains("99"));
   CHECK(run(dir, KILN_GENERATE_EXE, "--hf " + q(dir / "m") + " --prompt-ids 3,x").status != 0);
 }
+
+#if defined(KILN_TOKENIZE_EXE)
+TEST_CASE("train_gpt --hf trains a folder made here; --export-hf hands back what it trained",
+          "[hf][demo]") {
+  TempDir dir;
+  std::string corpus;
+  for (int d = 0; d < 60; ++d)
+    corpus += "the cat sees the moon " + std::to_string(d) + ".\n%\n";
+  kiln::test::write_bytes(dir / "corpus.txt", corpus);
+  REQUIRE(run(dir, KILN_TOKENIZE_EXE,
+              "--tokenizer byte --val-fraction 0.1 --separator % --quiet --out " + q(dir / "data") +
+                  " " + q(dir / "corpus.txt"))
+              .status == 0);
+  // The folder: byte-sized vocabulary (and some spare rows), its own tokenizer.json whose 256
+  // byte tokens have the byte tokenizer's ids.
+  auto config = nlohmann::json::parse(kLlamaConfig);
+  config["vocab_size"] = 300;
+  config["max_position_embeddings"] = 64;
+  write_folder(dir / "m", config.dump(), make_tensors(config, 11));
+  kiln::test::HfSpec spec;
+  spec.added = {{"<|endoftext|>", true}};
+  const std::string tokenizer_json = kiln::test::make_hf_json(spec).dump();
+  kiln::test::write_bytes(dir / "m" / "tokenizer.json", tokenizer_json);
+  kiln::test::write_bytes(dir / "m" / "tokenizer_config.json", R"({"eos_token": "<|endoftext|>"})");
+
+  const std::string common = "--hf " + q(dir / "m") + " --data " + q(dir / "data") +
+                             " --backend cpu --threads 2 --batch 2 --seq-len 16 --steps 2 "
+                             "--lr 1e-3 --eval-every 0";
+  const Result r = run(dir, KILN_TRAIN_GPT_EXE,
+                       common + " --sample-every 2 --sample-length 8 --prompt 'the ' " +
+                           "--checkpoint-dir " + q(dir / "ck") + " --export-hf " + q(dir / "out"));
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.output, Catch::Contains("sample at step 2"));
+  CHECK_THAT(r.output, Catch::Contains("exported:"));
+  // What training produced (the final checkpoint's weights) is what the folder holds.
+  std::vector<float> trained, exported, initial;
+  const kiln::CheckpointInfo info = kiln::read_checkpoint(dir / "ck" / "latest.ckpt", &trained);
+  CHECK(info.step == 2);
+  const kiln::ModelConfig m = kiln::import_hf_llama(dir / "out", &exported);
+  CHECK(m == info.model);
+  CHECK(exported == trained);
+  kiln::import_hf_llama(dir / "m", &initial);
+  CHECK(initial != trained);
+  CHECK(kiln::read_file(dir / "out" / "tokenizer.json") == tokenizer_json);
+  CHECK(fs::exists(dir / "out" / "tokenizer_config.json"));
+
+  // Refused before training: another model with --hf, an export HF's Llama cannot express, an
+  // export over the source.
+  const Result parts = run(dir, KILN_TRAIN_GPT_EXE, common + " --model tiny");
+  CHECK(parts.status != 0);
+  CHECK_THAT(parts.output, Catch::Contains("--model"));
+  const Result gpt2 =
+      run(dir, KILN_TRAIN_GPT_EXE,
+          "--data " + q(dir / "data") + " --backend cpu --model tiny --steps 2 --export-hf " +
+              q(dir / "gpt2-out"));
+  CHECK(gpt2.status == 1);
+  CHECK_THAT(gpt2.output, Catch::Contains("RMSNorm"));
+  CHECK_THAT(gpt2.output, !Catch::Contains("step      1"));
+  CHECK_FALSE(fs::exists(dir / "gpt2-out"));
+  const Result over = run(dir, KILN_TRAIN_GPT_EXE, common + " --export-hf " + q(dir / "m"));
+  CHECK(over.status == 1);
+  CHECK_THAT(over.output, Catch::Contains("source folder"));
+}
+#endif
 
 #endif

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "kiln/export.h"
 #include "kiln/model.hpp"
@@ -83,6 +84,8 @@ class KILN_API Backend {
   virtual BackendTypes types() const = 0;
   // The cudaStream_t everything is ordered on (cuda), or nullptr (cpu): for communicators.
   virtual void* native_stream() const { return nullptr; }
+  // The CUDA device the backend runs on (cuda), or -1 (cpu): for kiln::device_info.
+  virtual int device_ordinal() const { return -1; }
 
   // ---- memory ---------------------------------------------------------------------------------
   // `bytes` of backend memory, 256-byte aligned. Throws kiln::Error(out_of_memory).
@@ -223,5 +226,15 @@ KILN_API std::shared_ptr<Backend> make_backend(BackendKind kind, int ordinal = 0
 // The CPU backend computing in fp64 (gradient checks against finite differences) or fp32;
 // `threads` 0 means the hardware's concurrency.
 KILN_API std::shared_ptr<Backend> make_cpu_backend(DType dtype = DType::f32, int threads = 0);
+
+// The kind a program's backend option names: "cpu", "cuda", or "auto": cuda when a CUDA device
+// is usable, else cpu, with the reason (the CUDA runtime's "no CUDA device: ...") in
+// `why_not_cuda` when given. Throws kiln::Error(invalid_argument) for another name.
+KILN_API BackendKind resolve_backend_kind(std::string_view name,
+                                          std::string* why_not_cuda = nullptr);
+// A backend of the kind `name` resolves to: cuda on device `ordinal`, or the fp32 cpu backend
+// with `threads` threads (0: the hardware's concurrency). `why_not_cuda` as above.
+KILN_API std::shared_ptr<Backend> make_backend(std::string_view name, int ordinal, int threads,
+                                               std::string* why_not_cuda = nullptr);
 
 }  // namespace kiln

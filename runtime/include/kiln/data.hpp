@@ -217,4 +217,26 @@ class KILN_API DataLoader {
   std::unique_ptr<Impl> impl_;
 };
 
+// ---- a training program's use of the loader ---------------------------------------------------
+
+// The state as a JSON object of its six integers (what train_gpt stores as a checkpoint's
+// data_state), and back. from_json throws kiln::Error(data_error) naming `source` (the
+// checkpoint) when the text is not such an object or a field is not an integer >= 0.
+KILN_API std::string loader_state_to_json(const DataLoaderState& state);
+KILN_API DataLoaderState loader_state_from_json(const std::string& text, const std::string& source);
+
+// A state saved with another batch or world size, moved to the same position in the epoch's
+// window order: the windows consumed (step x B x world size) rounded up to a whole step of the
+// new shape (B, world), the next epoch's start when that is past `steps_per_epoch`. The same
+// state when B and the world size already match. Only B, world_size, step and epoch change, so
+// restore() still checks the data, T and seed.
+KILN_API DataLoaderState rebase_loader_state(DataLoaderState state, std::int64_t steps_per_epoch,
+                                             std::int64_t B, int world_size);
+
+// Fills `inputs` and `targets` with `micro_steps` batches of the loader, one after the other
+// ((micro_steps, B, T) each, the shape kiln::Trainer::step takes): the inputs are tokens [0, T)
+// of each window, the targets tokens [1, T + 1).
+KILN_API void next_batches(DataLoader& loader, std::int64_t micro_steps,
+                           std::vector<std::int32_t>& inputs, std::vector<std::int32_t>& targets);
+
 }  // namespace kiln

@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <string_view>
 
 #include "kiln/core.h"
 #include "kiln/error.hpp"
@@ -20,6 +21,15 @@ KILN_API int device_count();
 
 // The properties of device `ordinal`. Throws like device_count().
 KILN_API kiln_device_info_t device_info(int ordinal);
+
+// The datasheet's dense (no sparsity) bf16 tensor-core peak of a device with fp32 accumulation, in
+// FLOP/s: the denominator of MFU (PERF.md's convention). Looked up in a table of the data center
+// and consumer GPUs kiln is run on (H100 SXM / PCIe / NVL, H200 / NVL, GH200, A100, A30, A10,
+// L40S, L40, L4, RTX 4090, RTX 3090; runtime/device_peak.cpp cites each datasheet) by the words
+// of the device's name and its compute capability. 0 for a device the table does not hold: MFU
+// is then not reported, rather than measured against a made-up peak.
+KILN_API double datasheet_bf16_flops(std::string_view name, int compute_major, int compute_minor);
+KILN_API double datasheet_bf16_flops(const kiln_device_info_t& info);
 
 class KILN_API Device {
  public:

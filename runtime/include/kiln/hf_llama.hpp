@@ -113,9 +113,11 @@ inline constexpr int64_t kHfDefaultContext = 4096;
 KILN_API HfFolder load_hf_folder(const std::filesystem::path& dir, int64_t max_seq_len = 0,
                                  int add_bos = -1);
 
-// Throws what export_hf_llama would for `model` (invalid_argument naming the part HF's Llama
-// cannot express), without writing anything: for a trainer to refuse --export-hf up front.
-KILN_API void check_hf_llama_export(const ModelConfig& model);
+// Throws what export_hf_folder(dir, model, ..., source_dir) would refuse before writing
+// (invalid_argument naming the part HF's Llama cannot express, or `dir` being `source_dir`),
+// without writing anything: for a trainer to refuse --export-hf before it trains.
+KILN_API void check_hf_llama_export(const ModelConfig& model, const std::filesystem::path& dir = {},
+                                    const std::filesystem::path& source_dir = {});
 
 // export_hf_llama into `dir`, then, when `source_dir` is not empty, the source folder's
 // tokenizer.json and tokenizer_config.json (those present) copied beside it (atomically, each), and

@@ -18,3 +18,4 @@
 #include "kiln/tokenizer.hpp"
 #include "kiln/train_config.hpp"
 #include "kiln/trainer.hpp"
+#include "kiln/training_loop.hpp"

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -56,6 +57,12 @@ KILN_API const char* position_kind_name(PositionKind kind);
 KILN_API const char* mlp_kind_name(MlpKind kind);
 KILN_API const char* bias_kind_name(BiasKind kind);
 KILN_API const char* rope_scaling_name(RopeScaling scaling);
+// The reverse: the enum a name means; kiln::Error(invalid_argument) listing the names otherwise.
+KILN_API NormKind parse_norm_kind(std::string_view name);
+KILN_API PositionKind parse_position_kind(std::string_view name);
+KILN_API MlpKind parse_mlp_kind(std::string_view name);
+KILN_API BiasKind parse_bias_kind(std::string_view name);
+KILN_API RopeScaling parse_rope_scaling(std::string_view name);
 
 // Rotary positions (used when positions == rotary).
 struct RopeConfig {
@@ -145,6 +152,33 @@ struct KILN_API ModelConfig {
 // Throws kiln::Error(invalid_argument) for an unknown name, listing the known ones.
 KILN_API ModelConfig model_preset(std::string_view name, int64_t vocab_size = 50257);
 KILN_API std::vector<std::string> model_preset_names();
+
+// What a user may set over a preset (train_gpt's command line). 0, empty: the preset's.
+struct ModelOverrides {
+  int64_t vocab_size = 0;  // 0: the data's vocabulary (+1, the mask id, for an encoder)
+  int64_t n_layer = 0, n_head = 0, n_embd = 0;
+  int64_t max_seq_len = 0;  // 0: the preset's, grown to the training sequence length
+  bool encoder = false;     // BERT-style; the mask id is the last of the vocabulary
+  // The parts.
+  int64_t n_kv_head = 0;
+  int64_t intermediate_size = 0;  // SwiGLU's; 0: the preset's, else Llama's 8C/3 rounded to 64
+  std::optional<NormKind> norm;
+  std::optional<PositionKind> positions;
+  std::optional<MlpKind> mlp;
+  std::optional<BiasKind> bias;
+  std::optional<bool> tied_embeddings;
+  double rope_theta = 0;
+  std::optional<RopeScaling> rope_scaling;
+  double rope_factor = 0, rope_low_freq_factor = 0, rope_high_freq_factor = 0;
+  int64_t rope_original_max_position = 0;
+};
+
+// The model a training run starts from: preset `name` for the data's vocabulary `data_vocab`
+// with `overrides` applied, its positions at least `seq_len` long (unless given), resolved. A
+// GELU MLP is always 4C wide. Throws kiln::Error(invalid_argument) for an unknown preset; the
+// result is not validated (TrainConfig::validate and the trainer do that, naming the field).
+KILN_API ModelConfig training_model(std::string_view name, int64_t data_vocab, int64_t seq_len,
+                                    const ModelOverrides& overrides = {});
 
 // ---- parameters -------------------------------------------------------------------------------
 
