@@ -9,6 +9,7 @@
 //   train_gpt --data data/owt --resume ckpt/latest.ckpt ...       (continues bit-exactly)
 //   mpirun -np 8 train_gpt --data data/owt --model gpt2 ...         (8 GPUs; also srun, torchrun)
 //   train_gpt --ranks 4 --backend cpu ...                          (4 in-process ranks, threads)
+//   train_gpt --hf SmolLM2-135M --data ... --export-hf out   (a Hugging Face folder in and out)
 //
 // Prints the memory plan, then one progress line per step (loss, learning rate, gradient norm,
 // tokens/s, MFU by PERF.md's convention against the device's datasheet peak, n/a where that is

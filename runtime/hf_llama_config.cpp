@@ -171,7 +171,7 @@ ModelConfig hf_llama_config_from_json(const nlohmann::json& j, const std::filesy
     if (!k.at("rope_parameters").is_object())
       k.fail(Status::data_error, "'rope_parameters' must be an object");
     const Keys rope(k.at("rope_parameters"), path, "rope_parameters.");
-    m.rope.theta = rope.number("rope_theta", 10000);
+    m.rope.theta = rope.number("rope_theta", k.number("rope_theta", 10000));
     read_rope_type(rope, &m.rope);
   } else {
     m.rope.theta = k.number("rope_theta", 10000);

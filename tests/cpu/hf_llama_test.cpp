@@ -133,7 +133,14 @@ TEST_CASE("an HF Llama folder imports: config, fused q/k/v and gate/up rows", "[
   v5["rope_parameters"] = config["rope_scaling"];
   v5["rope_parameters"]["rope_theta"] = 10000.0;
   kiln::test::write_bytes(dir / "config.json", v5.dump());
-  CHECK(read_folder(dir.path()) == p);
+  kiln::ModelConfig v5_model;
+  CHECK(read_folder(dir.path(), &v5_model) == p);
+  CHECK(v5_model == m);
+  // ... with the base beside it.
+  v5["rope_parameters"].erase("rope_theta");
+  v5["rope_theta"] = 20000.0;
+  kiln::test::write_bytes(dir / "config.json", v5.dump());
+  CHECK(kiln::import_hf_llama(dir.path(), &q).rope.theta == 20000);
 }
 
 TEST_CASE("HF Llama export writes HF's tensors; import -> export -> import is exact in F32",

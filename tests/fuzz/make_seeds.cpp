@@ -136,11 +136,11 @@ int main(int argc, char** argv) {
     }
     // Hugging Face configs as the exporter writes them: Llama with Llama 3 scaling, Qwen2.
     for (const char* preset : {"llama-tiny", "qwen2.5-0.5b"}) {
-      kiln::HfExportOptions o;
-      o.bos_token_id = 1;
-      o.eos_token_id = 2;
+      kiln::HfExportOptions hf_options;
+      hf_options.bos_token_id = 1;
+      hf_options.eos_token_id = 2;
       seed("fuzz_hf_llama_config", preset,
-           kiln::impl::hf_llama_config_to_json(kiln::model_preset(preset, 11), o).dump(1));
+           kiln::impl::hf_llama_config_to_json(kiln::model_preset(preset, 11), hf_options).dump(1));
     }
     fs::remove_all(tmp);
   } catch (const std::exception& e) {
