@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "bench/harness/harness.hpp"
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/optimizer.h"
 
 namespace {

@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "bench/harness/harness.hpp"
+#include "errors/check.hpp"
 #include "kernels/attention/attention_ref.hpp"
-#include "kernels/common/check.hpp"
 #include "kiln/attention.h"
 
 namespace {

@@ -20,8 +20,8 @@
 #include <vector>
 
 #include "bench/harness/harness.hpp"
-#include "kernels/common/check.hpp"
-#include "kernels/common/check_libs.hpp"
+#include "errors/check.hpp"
+#include "errors/check_libs.hpp"
 #include "kiln/device.hpp"
 #include "kiln/gemm.h"
 

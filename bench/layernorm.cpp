@@ -15,7 +15,7 @@
 
 #include "bench/harness/harness.hpp"
 #include "bench/rows_bench.hpp"
-#include "kernels/layernorm/layernorm_ref.hpp"
+#include "kernels/norm/layernorm_ref.hpp"
 #include "kiln/layernorm.h"
 
 namespace {

@@ -12,7 +12,7 @@
 
 #include "bench/harness/harness.hpp"
 #include "bench/rows_bench.hpp"
-#include "kernels/rmsnorm/rmsnorm_ref.hpp"
+#include "kernels/norm/rmsnorm_ref.hpp"
 #include "kiln/rmsnorm.h"
 
 namespace {

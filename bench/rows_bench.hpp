@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "bench/harness/harness.hpp"
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 
 namespace kiln::bench::rows {
 

@@ -2,7 +2,8 @@
 # which reach internal headers), plus the install rules and the package config.
 include_guard(GLOBAL)
 
-set(_kiln_objects $<TARGET_OBJECTS:kiln_obj>)
+set(_kiln_objects $<TARGET_OBJECTS:kiln_errors> $<TARGET_OBJECTS:kiln_refs>
+                  $<TARGET_OBJECTS:kiln_obj>)
 if(TARGET kiln_sm90)
   list(APPEND _kiln_objects $<TARGET_OBJECTS:kiln_sm90>)
 endif()

@@ -33,23 +33,38 @@ function(kiln_cuda_flags target)
     VISIBILITY_INLINES_HIDDEN ON)
 endfunction()
 
-# All portable sources (kernels/ and runtime/) compile once into kiln_obj; the shared library
-# kiln::kiln and the static kiln_static (tests and benchmarks reach internal headers through it)
-# are both made of these objects.
-add_library(kiln_obj OBJECT)
-target_include_directories(kiln_obj
-  PUBLIC
-    $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/kernels/include>
-    $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/runtime/include>
-    $<BUILD_INTERFACE:${PROJECT_BINARY_DIR}/generated/include>
-  PRIVATE
-    ${PROJECT_SOURCE_DIR})
+# kiln_object_library(<name> [sources...]): an object library of kiln's own portable sources, with
+# the flags they share and kiln's headers (public) and the project root (private) on the include
+# path. Its objects go into kiln::kiln and kiln_static (KilnLibrary.cmake).
+function(kiln_object_library name)
+  add_library(${name} OBJECT ${ARGN})
+  target_include_directories(${name}
+    PUBLIC
+      $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/kernels/include>
+      $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/runtime/include>
+      $<BUILD_INTERFACE:${PROJECT_BINARY_DIR}/generated/include>
+    PRIVATE
+      ${PROJECT_SOURCE_DIR})
+  target_link_libraries(${name} PUBLIC CUDA::cudart)
+  target_compile_definitions(${name} PRIVATE KILN_BUILDING_LIBRARY)
+  kiln_warnings(${name})
+  kiln_cuda_flags(${name})
+endfunction()
+
+# The portable sources of kernels/ and runtime/ compile once into these object libraries; the
+# shared library kiln::kiln and the static kiln_static (tests and benchmarks reach internal headers
+# through it) are both made of their objects.
+#   kiln_errors  the error contract (errors/): kiln::Error, the checks, the C ABI guard; created
+#                in errors/CMakeLists.txt, used by everything below
+#   kiln_refs    the CPU references (kernels/*/*_ref.cpp): the specification of every op, and by
+#                design the implementation of the runtime's cpu backend (runtime/backend_cpu.cpp)
+#   kiln_obj     everything else: the kernels, their launchers and C ABI, the runtime
+kiln_object_library(kiln_refs)
+kiln_object_library(kiln_obj)
+target_link_libraries(kiln_refs PRIVATE kiln_errors)
 target_link_libraries(kiln_obj
-  PUBLIC CUDA::cudart
-  PRIVATE CUDA::cublasLt CUDNN::cudnn NCCL::nccl nlohmann_json::nlohmann_json Threads::Threads)
-target_compile_definitions(kiln_obj PRIVATE KILN_BUILDING_LIBRARY)
-kiln_warnings(kiln_obj)
-kiln_cuda_flags(kiln_obj)
+  PRIVATE kiln_errors CUDA::cublasLt CUDNN::cudnn NCCL::nccl nlohmann_json::nlohmann_json
+          Threads::Threads)
 
 # kiln_hopper_library(<sources>): the Hopper-only kernels (files named *_sm90.cu) compile into
 # kiln_sm90 for sm_90a alone, since wgmma and setmaxnreg exist only there.
@@ -62,7 +77,7 @@ function(kiln_hopper_library)
   # Only cudart: the TMA descriptor encoder comes from the driver through
   # cudaGetDriverEntryPointByVersion, so nothing links libcuda and programs still start where there
   # is no driver.
-  target_link_libraries(kiln_sm90 PRIVATE CUDA::cudart)
+  target_link_libraries(kiln_sm90 PRIVATE kiln_errors CUDA::cudart)
   target_compile_definitions(kiln_sm90 PRIVATE KILN_BUILDING_LIBRARY KILN_HAS_SM90A=1)
   kiln_warnings(kiln_sm90)
   kiln_cuda_flags(kiln_sm90)

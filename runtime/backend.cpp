@@ -1,6 +1,6 @@
 #include "kiln/backend.hpp"
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 
 namespace kiln {
 

@@ -3,6 +3,10 @@
 // rows in parallel (each row computed exactly as the reference computes it, so results do not
 // depend on the thread count); references that reduce across rows (LayerNorm and embedding
 // backward, the global norm) run on one thread.
+//
+// The references are this backend's implementation by design, not a reach into the kernels'
+// rooms: they are the ops' specification, built as a target of their own (kiln_refs) that the
+// runtime links, so the cpu backend computes what the GPU tests hold the kernels to.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -13,14 +17,14 @@
 #include <thread>
 #include <vector>
 
+#include "errors/check.hpp"
 #include "kernels/attention/attention_ref.hpp"
 #include "kernels/classifier/classifier_ref.hpp"
-#include "kernels/common/check.hpp"
 #include "kernels/embedding/embedding_ref.hpp"
 #include "kernels/gelu/gelu_ref.hpp"
-#include "kernels/layernorm/layernorm_ref.hpp"
+#include "kernels/norm/layernorm_ref.hpp"
+#include "kernels/norm/rmsnorm_ref.hpp"
 #include "kernels/optimizer/optimizer_ref.hpp"
-#include "kernels/rmsnorm/rmsnorm_ref.hpp"
 #include "kernels/rope/rope_ref.hpp"
 #include "kernels/swiglu/swiglu_ref.hpp"
 #include "kiln/backend.hpp"

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/attention.h"
 #include "kiln/backend.hpp"
 #include "kiln/classifier.h"

@@ -37,7 +37,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/io.hpp"
 #include "kiln/trainer.hpp"
 #include "kiln/version.h"

@@ -2,8 +2,8 @@
 
 #include <cublasLt.h>
 
-#include "kernels/common/check.hpp"
-#include "kernels/common/check_libs.hpp"
+#include "errors/check.hpp"
+#include "errors/check_libs.hpp"
 
 namespace kiln {
 

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/trainer.hpp"
 #include "runtime/rng.hpp"
 #include "runtime/training_plan.hpp"

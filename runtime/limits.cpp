@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/model.hpp"
 
 namespace kiln {

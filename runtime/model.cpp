@@ -7,7 +7,7 @@
 #include <system_error>
 #include <thread>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/limits.hpp"
 #include "runtime/rng.hpp"
 

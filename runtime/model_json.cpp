@@ -1,6 +1,6 @@
 #include "runtime/model_json.hpp"
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "runtime/json_strict.hpp"
 
 namespace kiln::impl {

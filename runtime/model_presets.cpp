@@ -5,7 +5,7 @@
 #include <string_view>
 #include <vector>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/model.hpp"
 
 namespace kiln {

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/limits.hpp"
 #include "runtime/training_plan.hpp"
 

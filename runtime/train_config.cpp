@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/limits.hpp"
 
 namespace kiln {

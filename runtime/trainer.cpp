@@ -3,7 +3,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "runtime/rng.hpp"
 #include "runtime/trainer_state.hpp"
 

@@ -8,7 +8,7 @@
 #include <cmath>
 #include <limits>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "runtime/trainer_state.hpp"
 
 namespace kiln::impl {

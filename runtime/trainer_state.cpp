@@ -1,6 +1,6 @@
 #include "runtime/trainer_state.hpp"
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 
 namespace kiln::impl {
 

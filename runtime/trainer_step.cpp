@@ -7,7 +7,7 @@
 //   head       tied (wte)                           | untied (lm_head)
 #include <cstring>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "runtime/trainer_state.hpp"
 
 namespace kiln::impl {

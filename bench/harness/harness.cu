@@ -14,8 +14,8 @@
 #include <ctime>
 #include <fstream>
 
-#include "kernels/common/check.hpp"
-#include "kernels/common/check_libs.hpp"
+#include "errors/check.hpp"
+#include "errors/check_libs.hpp"
 #include "kiln/kiln.hpp"
 
 #ifndef KILN_CONFIGURE_COMMIT

@@ -15,7 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 
 namespace CLI {
 class App;

@@ -10,8 +10,8 @@
 #include <cmath>
 #include <utility>
 
-#include "kernels/common/capi.hpp"
-#include "kernels/common/check.hpp"
+#include "errors/capi.hpp"
+#include "errors/check.hpp"
 #include "kernels/common/device.hpp"
 
 namespace kiln::impl {

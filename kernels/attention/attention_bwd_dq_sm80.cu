@@ -5,8 +5,8 @@
 //    each warp 16 rows; K and V blocks stream through shared memory (double-buffered cp.async)
 //    and each block recomputes S, P, dP and dS to add dS K into fp32 registers, in a fixed order.
 //    No atomics: the price is recomputing S and dP (two of the backward's five products).
+#include "errors/check.hpp"
 #include "kernels/attention/attention_sm80.cuh"
-#include "kernels/common/check.hpp"
 
 namespace kiln::attn {
 namespace {

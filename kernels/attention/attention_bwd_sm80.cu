@@ -7,8 +7,8 @@
 //   dQ += dS K (fp32 atomics, non-deterministic mode only; dS goes through shared memory)
 // Looping over the query heads of a GQA group inside the CTA sums their dK/dV contributions in a
 // fixed order, so dK and dV are deterministic and need no workspace.
+#include "errors/check.hpp"
 #include "kernels/attention/attention_sm80.cuh"
-#include "kernels/common/check.hpp"
 
 namespace kiln::attn {
 namespace {

@@ -19,10 +19,10 @@
 // in a fixed order, with no atomics. Causal: query blocks that see none of the CTA's keys are
 // skipped. Then: dK (scaled), dV straight from registers; dQ = scale * accumulator by a small
 // kernel that undoes the accumulator order.
+#include "errors/check.hpp"
 #include "kernels/attention/attention.hpp"
 #include "kernels/attention/attention_sm80.cuh"
 #include "kernels/attention/attention_sm90.cuh"
-#include "kernels/common/check.hpp"
 #include "kernels/common/sm90.cuh"
 
 namespace kiln::attn {

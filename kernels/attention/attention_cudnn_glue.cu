@@ -8,8 +8,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "errors/check.hpp"
 #include "kernels/attention/attention.hpp"
-#include "kernels/common/check.hpp"
 
 namespace kiln::attn {
 namespace {

@@ -5,7 +5,7 @@
 #include <limits>
 #include <utility>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 
 namespace kiln::impl::cudnn_attn {
 namespace {

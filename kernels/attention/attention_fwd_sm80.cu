@@ -7,8 +7,8 @@
 // softmax run; K[n-1] loads while O += P V[n] runs. Key blocks are visited from the last to the
 // first, so the blocks that need masking (the ragged end of the keys, the causal diagonal) come
 // first and the rest run unmasked; causal blocks entirely above the diagonal are never visited.
+#include "errors/check.hpp"
 #include "kernels/attention/attention_sm80.cuh"
-#include "kernels/common/check.hpp"
 
 namespace kiln::attn {
 namespace {

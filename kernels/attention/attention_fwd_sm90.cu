@@ -14,10 +14,10 @@
 // issuing GEMMs (ping-pong), so one's softmax runs under the other's GEMMs.
 // Key blocks are visited from the last to the first (masked blocks first); causal blocks above
 // the diagonal are never loaded. O is written straight from registers; LSE in fp32.
+#include "errors/check.hpp"
 #include "kernels/attention/attention.hpp"
 #include "kernels/attention/attention_sm80.cuh"
 #include "kernels/attention/attention_sm90.cuh"
-#include "kernels/common/check.hpp"
 #include "kernels/common/device.hpp"
 
 namespace kiln::attn {

@@ -5,9 +5,9 @@
 #include <cstdint>
 #include <limits>
 
+#include "errors/capi.hpp"
+#include "errors/check.hpp"
 #include "kernels/classifier/classifier.hpp"
-#include "kernels/common/capi.hpp"
-#include "kernels/common/check.hpp"
 
 namespace kiln::impl {
 namespace {

@@ -30,8 +30,8 @@
 #include <mutex>
 #include <vector>
 
+#include "errors/check.hpp"
 #include "kernels/classifier/classifier.hpp"
-#include "kernels/common/check.hpp"
 #include "kernels/common/device.hpp"
 #include "kernels/common/reduce.cuh"
 #include "kernels/common/sm80.cuh"

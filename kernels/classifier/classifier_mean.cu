@@ -6,8 +6,8 @@
 
 #include <cstdint>
 
+#include "errors/check.hpp"
 #include "kernels/classifier/classifier.hpp"
-#include "kernels/common/check.hpp"
 #include "kernels/common/reduce.cuh"
 
 namespace kiln::impl {

@@ -9,8 +9,8 @@
 #include <cstdio>
 #include <mutex>
 
-#include "kernels/common/capi.hpp"
-#include "kernels/common/check.hpp"
+#include "errors/capi.hpp"
+#include "errors/check.hpp"
 
 namespace kiln::impl {
 namespace {

@@ -6,7 +6,7 @@
 #include <array>
 #include <mutex>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 
 namespace kiln::impl {
 namespace {

@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <limits>
 
-#include "kernels/common/capi.hpp"
-#include "kernels/common/check.hpp"
+#include "errors/capi.hpp"
+#include "errors/check.hpp"
 #include "kernels/embedding/embedding.hpp"
 
 namespace kiln::impl {
@@ -17,7 +17,10 @@ constexpr int64_t kMaxC = int64_t{1} << 20;
 // The sort maps bad ids to V, so V itself must be an int32.
 constexpr int64_t kMaxV = std::numeric_limits<int32_t>::max() - 1;
 
-void check_shape(const char* op, int64_t B, int64_t T, int64_t C, int64_t V, int64_t maxT) {
+// `positions`: the call has a position table (wpe / dwpe), whose maxT rows must cover T; without
+// one maxT is not read.
+void check_shape(const char* op, int64_t B, int64_t T, int64_t C, int64_t V, int64_t maxT,
+                 bool positions) {
   KILN_CHECK_ARG(B >= 0 && T >= 0, op, ": B and T must be >= 0 (got B=", B, ", T=", T, ")");
   KILN_CHECK_ARG(T == 0 || B <= kMaxTokens / T, op, ": B * T must be < 2^31 (got B=", B, ", T=", T,
                  ")");
@@ -25,6 +28,7 @@ void check_shape(const char* op, int64_t B, int64_t T, int64_t C, int64_t V, int
                  ": C must be a positive multiple of 8 (16-byte vectors), at most 2^20 (got ", C,
                  ")");
   KILN_CHECK_ARG(V >= 1 && V <= kMaxV, op, ": V must be in [1, 2^31 - 1) (got ", V, ")");
+  if (!positions) return;
   KILN_CHECK_ARG(maxT >= 1, op, ": maxT must be >= 1 (got ", maxT, ")");
   KILN_CHECK_ARG(T <= maxT, op, ": T (", T, ") must be <= maxT (", maxT,
                  "), the rows of the position table");
@@ -46,13 +50,13 @@ void fwd_checked(void* out, const int32_t* tokens, const void* wte, const void* 
                  int64_t T, int64_t C, int64_t V, int64_t maxT, kiln_dtype_t dtype,
                  cudaStream_t stream) {
   constexpr const char* op = "kiln_embedding_fwd";
-  check_shape(op, B, T, C, V, maxT);
+  check_shape(op, B, T, C, V, maxT, wpe != nullptr);
   check_dtype(dtype, op);
   if (B * T == 0) return;
   KILN_CHECK_PTR(out, 16, op);
   KILN_CHECK_PTR(tokens, 4, op);
   KILN_CHECK_PTR(wte, 16, op);
-  KILN_CHECK_PTR(wpe, 16, op);
+  if (wpe) KILN_CHECK_PTR(wpe, 16, op);
   embedding_fwd(static_cast<__nv_bfloat16*>(out), tokens, static_cast<const __nv_bfloat16*>(wte),
                 static_cast<const __nv_bfloat16*>(wpe), B, T, C, V, stream);
 }
@@ -72,15 +76,15 @@ void bwd_checked(float* dwte, float* dwpe, const void* dout, const int32_t* toke
                  int64_t T, int64_t C, int64_t V, int64_t maxT, void* workspace,
                  size_t workspace_bytes, kiln_dtype_t dtype, cudaStream_t stream) {
   constexpr const char* op = "kiln_embedding_bwd";
-  check_shape(op, B, T, C, V, maxT);
+  check_shape(op, B, T, C, V, maxT, dwpe != nullptr);
   check_dtype(dtype, op);
   if (B * T == 0) return;
   KILN_CHECK_PTR(dwte, 16, op);
-  KILN_CHECK_PTR(dwpe, 16, op);
+  if (dwpe) KILN_CHECK_PTR(dwpe, 16, op);
   KILN_CHECK_PTR(dout, 16, op);
   KILN_CHECK_PTR(tokens, 4, op);
   KILN_CHECK_PTR(workspace, 256, op);
-  KILN_CHECK_ARG(!overlaps(dwte, V * C * 4, dwpe, maxT * C * 4), op,
+  KILN_CHECK_ARG(!dwpe || !overlaps(dwte, V * C * 4, dwpe, maxT * C * 4), op,
                  ": dwte and dwpe must not overlap");
   // The size check needs the device (the sort's tuning): it comes after every other check.
   const EmbeddingBwdWorkspace layout = embedding_bwd_workspace(B * T, V);

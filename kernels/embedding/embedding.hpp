@@ -13,7 +13,7 @@ namespace kiln::impl {
 void embedding_fwd(__nv_bfloat16* out,          // (B, T, C)
                    const std::int32_t* tokens,  // (B, T)
                    const __nv_bfloat16* wte,    // (V, C)
-                   const __nv_bfloat16* wpe,    // (maxT, C)
+                   const __nv_bfloat16* wpe,    // (maxT, C), or null: no positions
                    std::int64_t B, std::int64_t T, std::int64_t C, std::int64_t V,
                    cudaStream_t stream);
 
@@ -33,7 +33,7 @@ void embedding_sort_tokens(void* workspace, const EmbeddingBwdWorkspace& layout,
                            cudaStream_t stream);
 
 void embedding_bwd(float* dwte,                 // (V, C) +=
-                   float* dwpe,                 // (maxT, C) +=, rows 0..T-1
+                   float* dwpe,                 // (maxT, C) +=, rows 0..T-1; or null
                    const __nv_bfloat16* dout,   // (B, T, C)
                    const std::int32_t* tokens,  // (B, T)
                    std::int64_t B, std::int64_t T, std::int64_t C, std::int64_t V, void* workspace,

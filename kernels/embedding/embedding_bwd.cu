@@ -9,12 +9,13 @@
 // sums are added in lane order through shared memory. Every order is a function of the tokens,
 // C and the block size only, so the result is bitwise reproducible.
 //
-// dwpe: one thread per (position, pack) sums the batch in order b = 0..B-1.
+// dwpe (when there is a position table): one thread per (position, pack) sums the batch in order
+// b = 0..B-1.
 #include <cuda_bf16.h>
 
 #include <cstdint>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kernels/common/device.hpp"
 #include "kernels/common/vec.cuh"
 #include "kernels/embedding/embedding.hpp"
@@ -144,12 +145,14 @@ void embedding_bwd(float* dwte, float* dwpe, const bf16* dout, const int32_t* to
   const int64_t packs = C / 8;
   const int64_t rows_per_block = packs < kThreads ? kThreads / packs : 1;
 
-  // dwpe first: it needs no sort.
-  const int64_t wpe_blocks = (T + rows_per_block - 1) / rows_per_block;
-  embedding_bwd_wpe_kernel<<<static_cast<unsigned>(wpe_blocks < 65535 ? wpe_blocks : 65535),
-                             kThreads, 0, stream>>>(dwpe, dout, static_cast<int>(B),
-                                                    static_cast<int>(T), static_cast<int>(C));
-  KILN_LAUNCH_CHECK(stream);
+  // dwpe first: it needs no sort. A model without a position table has none.
+  if (dwpe) {
+    const int64_t wpe_blocks = (T + rows_per_block - 1) / rows_per_block;
+    embedding_bwd_wpe_kernel<<<static_cast<unsigned>(wpe_blocks < 65535 ? wpe_blocks : 65535),
+                               kThreads, 0, stream>>>(dwpe, dout, static_cast<int>(B),
+                                                      static_cast<int>(T), static_cast<int>(C));
+    KILN_LAUNCH_CHECK(stream);
+  }
 
   embedding_sort_tokens(workspace, layout, tokens, M, V, stream);
   const auto* base = static_cast<const unsigned char*>(workspace);

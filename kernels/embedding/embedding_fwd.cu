@@ -1,4 +1,5 @@
-// Embedding forward: out[b, t, :] = wte[token, :] + wpe[t, :], 16 bytes (8 channels) a thread.
+// Embedding forward: out[b, t, :] = wte[token, :] + wpe[t, :], or wte[token, :] alone for a model
+// without a position table (rotary models), 16 bytes (8 channels) a thread.
 // Threads of a row cover its C / 8 packs (a block holds several rows when C is small), so both
 // gathers are contiguous 16-byte loads. Both tables stay in L2 as far as it holds them (a token or
 // a position repeats across the batch); the output is read soon by the next layer, so it is
@@ -7,7 +8,7 @@
 
 #include <cstdint>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kernels/common/device.hpp"
 #include "kernels/common/vec.cuh"
 #include "kernels/embedding/embedding.hpp"
@@ -20,6 +21,8 @@ using BPack = dev::Pack<bf16>;
 
 constexpr int kThreads = 256;
 
+// kPositions: add wpe's row t; without, the token's row is copied bit for bit.
+template <bool kPositions>
 __global__ void __launch_bounds__(kThreads)
     embedding_fwd_kernel(bf16* out, const int32_t* tokens, const bf16* wte, const bf16* wpe,
                          int64_t M, int T, int C, int V) {
@@ -34,15 +37,17 @@ __global__ void __launch_bounds__(kThreads)
     const int t = static_cast<int>(row % T);
     const bool valid = token >= 0 && token < V;
     const bf16* e = wte + int64_t{valid ? token : 0} * C;
-    const bf16* p = wpe + int64_t{t} * C;
+    const bf16* p = kPositions ? wpe + int64_t{t} * C : nullptr;
     bf16* o = out + row * C;
     for (int q = q0; q < packs; q += lanes) {
       BPack y;
-      if (valid) {
+      if (valid && kPositions) {
         const BPack a = dev::load_pack(e + 8 * q), b = dev::load_pack(p + 8 * q);
 #pragma unroll
         for (int l = 0; l < 8; ++l)
           y.v[l] = __float2bfloat16_rn(__bfloat162float(a.v[l]) + __bfloat162float(b.v[l]));
+      } else if (valid) {
+        y = dev::load_pack(e + 8 * q);
       } else {
 #pragma unroll
         for (int l = 0; l < 8; ++l)
@@ -63,8 +68,9 @@ void embedding_fwd(bf16* out, const int32_t* tokens, const bf16* wte, const bf16
   const int64_t wanted = (M + rows_per_block - 1) / rows_per_block;
   const int64_t cap = int64_t{current_device_facts().multiprocessors} * 32;
   const unsigned blocks = static_cast<unsigned>(wanted < cap ? wanted : cap);
-  embedding_fwd_kernel<<<blocks, kThreads, 0, stream>>>(
-      out, tokens, wte, wpe, M, static_cast<int>(T), static_cast<int>(C), static_cast<int>(V));
+  auto kernel = wpe ? embedding_fwd_kernel<true> : embedding_fwd_kernel<false>;
+  kernel<<<blocks, kThreads, 0, stream>>>(out, tokens, wte, wpe, M, static_cast<int>(T),
+                                          static_cast<int>(C), static_cast<int>(V));
   KILN_LAUNCH_CHECK(stream);
 }
 

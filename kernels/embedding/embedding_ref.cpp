@@ -13,8 +13,12 @@ void embedding_fwd_ref(Elem* out, const std::int32_t* tokens, const Elem* wte, c
     for (std::int64_t t = 0; t < T; ++t) {
       const std::int64_t i = b * T + t;
       const Elem* e = wte + std::int64_t{tokens[i]} * C;
-      const Elem* p = wpe + t * C;
       Elem* o = out + i * C;
+      if (!wpe) {
+        std::copy(e, e + C, o);
+        continue;
+      }
+      const Elem* p = wpe + t * C;
       for (std::int64_t c = 0; c < C; ++c)
         o[c] = Elem(double(e[c]) + double(p[c]));
     }
@@ -27,7 +31,7 @@ void embedding_bwd_ref(Elem* dwte, Elem* dwpe, const Elem* dout, const std::int3
   const std::int64_t M = B * T;
   std::vector<double> acc(static_cast<std::size_t>(C));
   // dwpe: per position, over the batch in order.
-  for (std::int64_t t = 0; t < T; ++t) {
+  for (std::int64_t t = 0; dwpe && t < T; ++t) {
     std::fill(acc.begin(), acc.end(), 0.0);
     for (std::int64_t b = 0; b < B; ++b) {
       const Elem* g = dout + (b * T + t) * C;

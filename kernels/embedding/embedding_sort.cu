@@ -8,7 +8,7 @@
 #include <bit>
 #include <cstdint>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kernels/embedding/embedding.hpp"
 
 namespace kiln::impl {

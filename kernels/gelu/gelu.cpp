@@ -3,9 +3,9 @@
 
 #include <limits>
 
-#include "kernels/common/capi.hpp"
+#include "errors/capi.hpp"
+#include "kernels/common/row_args.hpp"
 #include "kernels/gelu/gelu.hpp"
-#include "kernels/layernorm/row_args.hpp"
 
 namespace kiln::impl {
 namespace {

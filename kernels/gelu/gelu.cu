@@ -1,17 +1,17 @@
 // GELU (tanh approximation, GPT-2) forward and backward, bf16 and fp32: elementwise, two
 // 16-byte vectors per thread, a scalar tail for n not a multiple of the vector. The math (in the
-// cancellation-free sigmoid form) is kernels/gelu/gelu_math.cuh, which the GEMM epilogues share.
+// cancellation-free sigmoid form) is kernels/common/gelu_math.cuh, which the GEMM epilogues share.
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
+#include "kernels/common/gelu_math.cuh"
 #include "kernels/common/rows.cuh"
 #include "kernels/common/vec.cuh"
 #include "kernels/gelu/gelu.hpp"
-#include "kernels/gelu/gelu_math.cuh"
 
 namespace kiln::dev::gelu {
 

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <string>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/gemm.h"
 
 namespace kiln::impl {
@@ -25,7 +25,7 @@ struct GemmEpilogueFlags {
 };
 
 // A validated problem: shapes, resolved leading dimensions (elements), pointers. Built by
-// check_gemm_params (gemm.cpp) before any backend sees it.
+// check_gemm_params (gemm_args.cpp) before any backend sees it.
 struct GemmProblem {
   std::int64_t m = 0, n = 0, k = 0;
   bool trans_a = false, trans_b = false;
@@ -45,6 +45,10 @@ struct GemmProblem {
 
   std::size_t cd_bytes() const { return cd_f32 ? 4 : 2; }
 };
+
+// Every check of kiln_gemm's arguments that needs no device (gemm_args.cpp); throws
+// invalid_argument naming the argument.
+GemmProblem check_gemm_params(const kiln_gemm_params_t* params);
 
 // Why a hand-written kernel cannot take `p` (alignment, device, build), or "" when it can.
 // Static checks only (no device query) in the *_static variants.

@@ -10,7 +10,7 @@
 
 #include "kernels/common/reduce.cuh"
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kernels/gemm/gemm.hpp"
 
 namespace kiln::impl {

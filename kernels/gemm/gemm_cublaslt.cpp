@@ -24,8 +24,8 @@
 #include <functional>
 #include <unordered_map>
 
-#include "kernels/common/check.hpp"
-#include "kernels/common/check_libs.hpp"
+#include "errors/check.hpp"
+#include "errors/check_libs.hpp"
 #include "kernels/common/device.hpp"
 #include "kernels/gemm/gemm.hpp"
 

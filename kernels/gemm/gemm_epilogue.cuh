@@ -7,8 +7,8 @@
 
 #include <cstdint>
 
+#include "kernels/common/gelu_math.cuh"
 #include "kernels/common/vec.cuh"
-#include "kernels/gelu/gelu_math.cuh"
 #include "kernels/gemm/gemm.hpp"
 
 namespace kiln::dev {
@@ -56,10 +56,10 @@ inline GemmEpilogueArgs make_epilogue_args(const impl::GemmProblem& p) {
   return e;
 }
 
-// The library's one GELU (kernels/gelu/gelu_math.cuh): the sigmoid form, two fast special-function
-// ops per element. tanh.approx alone would be one, but 1 + tanh(u) cancels for negative inputs
-// and its error bound (2^-11) is near bf16's rounding of the outputs; the epilogue would then
-// disagree with the standalone GELU kernel in the tail.
+// The library's one GELU (kernels/common/gelu_math.cuh): the sigmoid form, two fast
+// special-function ops per element. tanh.approx alone would be one, but 1 + tanh(u) cancels for
+// negative inputs and its error bound (2^-11) is near bf16's rounding of the outputs; the epilogue
+// would then disagree with the standalone GELU kernel in the tail.
 __device__ __forceinline__ float gelu_tanh(float x) {
   return gelu::gelu<bf16>(x);
 }

@@ -22,7 +22,7 @@
 #include <atomic>
 #include <cstdint>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kernels/common/sm80.cuh"
 #include "kernels/gemm/gemm.hpp"
 #include "kernels/gemm/gemm_epilogue.cuh"

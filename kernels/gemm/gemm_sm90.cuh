@@ -41,7 +41,7 @@
 #include <algorithm>
 #include <atomic>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kernels/common/sm90.cuh"
 #include "kernels/common/tma.hpp"
 #include "kernels/gemm/gemm_epilogue.cuh"

@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kernels/optimizer/multi_tensor.cuh"
 #include "kernels/optimizer/optimizer.hpp"
 #include "kernels/optimizer/stochastic_round.hpp"

@@ -9,7 +9,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kernels/common/reduce.cuh"
 #include "kernels/optimizer/multi_tensor.cuh"
 #include "kernels/optimizer/optimizer.hpp"

@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <limits>
 
-#include "kernels/common/capi.hpp"
-#include "kernels/common/check.hpp"
+#include "errors/capi.hpp"
+#include "errors/check.hpp"
 #include "kernels/optimizer/optimizer.hpp"
 #include "kiln/optimizer.h"
 

@@ -7,8 +7,8 @@
 #include <limits>
 #include <vector>
 
-#include "kernels/common/capi.hpp"
-#include "kernels/layernorm/row_args.hpp"
+#include "errors/capi.hpp"
+#include "kernels/common/row_args.hpp"
 #include "kernels/rope/rope.hpp"
 #include "kernels/rope/rope_ref.hpp"
 

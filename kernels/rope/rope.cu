@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kernels/rope/rope.hpp"
 #include "kernels/rope/rope_item.hpp"
 #include "kernels/rope/rope_layout.hpp"

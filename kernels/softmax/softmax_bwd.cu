@@ -1,11 +1,14 @@
 // Softmax backward, bf16 and fp32.
 #include <cuda_bf16.h>
 
+#include "kernels/common/row_launch.cuh"
 #include "kernels/softmax/softmax.hpp"
-#include "kernels/softmax/softmax_launch.cuh"
+#include "kernels/softmax/softmax_kernels.cuh"
 
 namespace kiln::impl {
 namespace {
+
+namespace softmax = dev::softmax;
 
 template <typename T>
 void bwd(void* dx, const void* dy, const void* y, std::int64_t N, std::int64_t C, float scale,
@@ -17,12 +20,12 @@ void bwd(void* dx, const void* dy, const void* y, std::int64_t N, std::int64_t C
   p.N = N;
   p.C = static_cast<int>(C);
   p.scale = scale;
-  softmax::launch<T>(
+  launch_rows<T>(
       p,
       [](auto lanes, auto packs) {
         return softmax::softmax_bwd_kernel<T, decltype(lanes)::value, decltype(packs)::value>;
       },
-      softmax::softmax_bwd_generic_kernel<T>, stream);
+      softmax::softmax_bwd_generic_kernel<T>, softmax::kGenericThreads, stream);
 }
 
 }  // namespace

@@ -1,11 +1,14 @@
 // Softmax forward (scale, optional causal mask), bf16 and fp32.
 #include <cuda_bf16.h>
 
+#include "kernels/common/row_launch.cuh"
 #include "kernels/softmax/softmax.hpp"
-#include "kernels/softmax/softmax_launch.cuh"
+#include "kernels/softmax/softmax_kernels.cuh"
 
 namespace kiln::impl {
 namespace {
+
+namespace softmax = dev::softmax;
 
 template <typename T>
 void fwd(void* y, const void* x, std::int64_t N, std::int64_t C, float scale, bool causal,
@@ -17,12 +20,12 @@ void fwd(void* y, const void* x, std::int64_t N, std::int64_t C, float scale, bo
   p.C = static_cast<int>(C);
   p.scale_log2 = scale * softmax::kLog2e;
   p.causal = causal;
-  softmax::launch<T>(
+  launch_rows<T>(
       p,
       [](auto lanes, auto packs) {
         return softmax::softmax_fwd_kernel<T, decltype(lanes)::value, decltype(packs)::value>;
       },
-      softmax::softmax_fwd_generic_kernel<T>, stream);
+      softmax::softmax_fwd_generic_kernel<T>, softmax::kGenericThreads, stream);
 }
 
 }  // namespace

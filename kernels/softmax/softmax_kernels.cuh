@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "kernels/common/reduce.cuh"
+#include "kernels/common/row_launch.cuh"
 #include "kernels/common/rows.cuh"
 
 namespace kiln::dev::softmax {
@@ -49,12 +50,8 @@ __global__ void __launch_bounds__(row_block_size<kLanes>(), row_min_blocks<kLane
   constexpr int kPack = Vec16<T>::kSize;
   __shared__ float scratch[32];
   const int vec = p.C / kPack;
-  const std::int64_t row =
-      static_cast<std::int64_t>(blockIdx.x) * G::rows_per_block(blockDim.x) + G::slot();
-  const bool active = row < p.N;  // inactive lanes of a warp still join its shuffles
-  const int rank = G::rank(), stride = G::size();
+  const auto [row, offset, active, rank, stride] = RowPlace<kLanes>::here(p.N, p.C);
   const int last = p.causal ? static_cast<int>(row % p.C) : p.C - 1;  // last visible column
-  const std::int64_t offset = row * p.C;
 
   Vec16<T> xv[kPacks];
 #pragma unroll
@@ -109,11 +106,7 @@ __global__ void __launch_bounds__(row_block_size<kLanes>(), (kLanes > 0 && kPack
   constexpr int kPack = Vec16<T>::kSize;
   __shared__ float scratch[32];
   const int vec = p.C / kPack;
-  const std::int64_t row =
-      static_cast<std::int64_t>(blockIdx.x) * G::rows_per_block(blockDim.x) + G::slot();
-  const bool active = row < p.N;
-  const int rank = G::rank(), stride = G::size();
-  const std::int64_t offset = row * p.C;
+  const auto [row, offset, active, rank, stride] = RowPlace<kLanes>::here(p.N, p.C);
 
   Vec16<T> dyv[kPacks], yv[kPacks];
 #pragma unroll

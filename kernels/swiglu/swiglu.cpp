@@ -3,8 +3,8 @@
 
 #include <limits>
 
-#include "kernels/common/capi.hpp"
-#include "kernels/layernorm/row_args.hpp"
+#include "errors/capi.hpp"
+#include "kernels/common/row_args.hpp"
 #include "kernels/swiglu/swiglu.hpp"
 
 namespace kiln::impl {

@@ -12,7 +12,7 @@
 #include <mutex>
 #include <utility>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kernels/common/device.hpp"
 #include "kernels/rope/run.cuh"
 #include "kernels/swiglu/swiglu.hpp"

@@ -8,7 +8,7 @@
 #include <span>
 #include <string>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/communicator.hpp"
 
 namespace kiln::impl {

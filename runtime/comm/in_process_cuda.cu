@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "runtime/comm/in_process_cuda.hpp"
 
 namespace kiln::impl {

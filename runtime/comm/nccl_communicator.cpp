@@ -20,7 +20,7 @@
 #include <mutex>
 #include <thread>
 
-#include "kernels/common/check_libs.hpp"
+#include "errors/check_libs.hpp"
 #include "kiln/launch.hpp"
 #include "runtime/comm/comm_common.hpp"
 

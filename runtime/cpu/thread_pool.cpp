@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <system_error>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 
 namespace kiln::impl {
 

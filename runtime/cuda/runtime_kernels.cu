@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "runtime/cuda/runtime_kernels.hpp"
 
 namespace kiln::impl {

@@ -5,7 +5,7 @@
 #include <cstring>
 #include <utility>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/data.hpp"
 
 namespace kiln {

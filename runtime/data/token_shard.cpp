@@ -7,7 +7,7 @@
 #include <system_error>
 #include <utility>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/data.hpp"
 #include "runtime/data/le.hpp"
 

@@ -20,7 +20,7 @@
 #include <nmmintrin.h>
 #endif
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "runtime/io/io_internal.hpp"
 
 namespace kiln {

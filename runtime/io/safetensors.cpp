@@ -14,7 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "runtime/data/le.hpp"
 
 // Tensor data is little-endian in the format and used in place here.

@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/io.hpp"
 #include "kiln/tokenizer.hpp"
 #include "runtime/tokenizer/byte_level.hpp"

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "runtime/tokenizer/hf_tokenizer_impl.hpp"
 #include "runtime/tokenizer/nfc.hpp"
 #include "runtime/tokenizer/pretokenize.hpp"

@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/io.hpp"
 #include "runtime/tokenizer/hf_tokenizer_impl.hpp"
 

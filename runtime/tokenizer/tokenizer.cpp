@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <array>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "runtime/tokenizer/unicode.hpp"
 
 namespace kiln {

@@ -11,7 +11,7 @@
 #include <cstddef>
 #include <vector>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 
 namespace kiln::test {
 

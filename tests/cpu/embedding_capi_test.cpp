@@ -82,6 +82,12 @@ TEST_CASE("kiln_embedding_fwd rejects bad shapes, dtypes and pointers", "[embedd
   a.B = 0;
   a.out = nullptr;
   CHECK(a.call() == KILN_STATUS_OK);  // no tokens: a no-op that needs no device
+  // No position table: wpe = NULL, and maxT is not read (the next check to fail is out's).
+  a = Fwd{};
+  a.wpe = nullptr;
+  a.maxT = 0;
+  a.out = nullptr;
+  expect(a, invalid, op, "out is null");
 }
 
 TEST_CASE("kiln_embedding_bwd rejects bad arguments before it needs a device", "[embedding]") {
@@ -108,6 +114,12 @@ TEST_CASE("kiln_embedding_bwd rejects bad arguments before it needs a device", "
   a = Bwd{};
   a.dwpe = a.dwte + 768;
   expect(a, invalid, op, "dwte and dwpe must not overlap");
+  // No position table: dwpe = NULL, and maxT is not read (the next check to fail is dout's).
+  a = Bwd{};
+  a.dwpe = nullptr;
+  a.maxT = 0;
+  a.dout = nullptr;
+  expect(a, invalid, op, "dout is null");
   a = Bwd{};
   a.dtype = KILN_DTYPE_F32;
   expect(a, KILN_STATUS_NOT_SUPPORTED, op, "not served");

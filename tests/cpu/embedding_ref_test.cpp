@@ -77,3 +77,23 @@ TEST_CASE("embedding_bwd_ref: float accumulates in double before rounding", "[em
   embedding_bwd_ref(dwte.data(), dwpe.data(), dout.data(), tokens.data(), B, T, C);
   CHECK(dwte[0] == Approx(1.0 + 4096 * double(1e-4f)).epsilon(1e-7));
 }
+
+TEST_CASE("embedding references without a position table: the token rows, no dwpe", "[embedding]") {
+  auto rng = kiln::test::make_rng(202);
+  const std::int64_t B = 2, T = 3, C = 4, V = 5;
+  const std::vector<std::int32_t> tokens{4, 0, 4, 1, 3, 2};
+  const auto wte = kiln::test::random_uniform_double(V * C, -1, 1, rng);
+  std::vector<double> out(B * T * C);
+  embedding_fwd_ref(out.data(), tokens.data(), wte.data(), static_cast<const double*>(nullptr), B,
+                    T, C);
+  for (std::int64_t i = 0; i < B * T; ++i)
+    for (std::int64_t c = 0; c < C; ++c)
+      CHECK(out[i * C + c] == wte[tokens[i] * C + c]);
+  // dwte is the same with and without a dwpe beside it.
+  const auto dout = kiln::test::random_uniform_double(B * T * C, -1, 1, rng);
+  std::vector<double> with(V * C, 0.5), without(V * C, 0.5), dwpe(T * C, 0.0);
+  embedding_bwd_ref(with.data(), dwpe.data(), dout.data(), tokens.data(), B, T, C);
+  embedding_bwd_ref(without.data(), static_cast<double*>(nullptr), dout.data(), tokens.data(), B, T,
+                    C);
+  CHECK(with == without);
+}

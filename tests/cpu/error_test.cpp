@@ -6,8 +6,8 @@
 #include <string>
 #include <thread>
 
-#include "kernels/common/capi.hpp"
-#include "kernels/common/check.hpp"
+#include "errors/capi.hpp"
+#include "errors/check.hpp"
 #include "kiln/kiln.hpp"
 
 using kiln::Error;

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/layernorm/layernorm_ref.hpp"
+#include "kernels/norm/layernorm_ref.hpp"
 #include "kiln/layernorm.h"
 #include "tests/common/compare.hpp"
 #include "tests/common/support.hpp"
@@ -301,6 +301,13 @@ TEST_CASE("kiln_layernorm_fwd rejects bad arguments before launching", "[layerno
   CHECK(kiln_layernorm_fwd(x, mean, rstd, x, g, b, 0, 64, 1e-5, bf16, nullptr) == KILN_STATUS_OK);
   expect_invalid(kiln_layernorm_fwd(y, mean, mean, x, g, b, 4, 64, 1e-5, bf16, nullptr),
                  "mean and rstd overlap");
+  // The statistics are written row by row while other rows' threads still read x (as RMSNorm).
+  expect_invalid(kiln_layernorm_fwd(y, fat(4096 + 64), rstd, x, g, b, 4, 64, 1e-5, bf16, nullptr),
+                 "mean and x overlap");
+  expect_invalid(kiln_layernorm_fwd(y, mean, fat(4096 + 496), x, g, b, 4, 64, 1e-5, bf16, nullptr),
+                 "rstd and x overlap");
+  expect_invalid(kiln_layernorm_fwd(y, fat(496), rstd, x, g, b, 4, 64, 1e-5, bf16, nullptr),
+                 "y and mean overlap");
   // The C++ wrapper throws the same.
   try {
     kiln::layernorm_fwd(y, mean, rstd, x, g, b, 4, 0, 1e-5, bf16, nullptr);
@@ -336,6 +343,19 @@ TEST_CASE("kiln_residual_layernorm_fwd allows residual to be a or b, nothing els
   expect_invalid(kiln_residual_layernorm_fwd(r, y, nullptr, nullptr, a, at(12296), g, be, 4, 64,
                                              1e-5, f32, nullptr),
                  "b (");
+  // mean and rstd overlap no input and not the residual (as in kiln_residual_rmsnorm_fwd).
+  float* stat = fat(20480);
+  CHECK(kiln_residual_layernorm_fwd(r, y, stat, stat + 4, a, b, g, be, 0, 64, 1e-5, f32, nullptr) ==
+        KILN_STATUS_OK);
+  expect_invalid(kiln_residual_layernorm_fwd(r, y, fat(8192 + 256), stat, a, b, g, be, 4, 64, 1e-5,
+                                             f32, nullptr),
+                 "mean and a overlap");
+  expect_invalid(kiln_residual_layernorm_fwd(r, y, stat, fat(12288 + 1008), a, b, g, be, 4, 64,
+                                             1e-5, f32, nullptr),
+                 "rstd and b overlap");
+  expect_invalid(
+      kiln_residual_layernorm_fwd(r, y, fat(16), stat, a, b, g, be, 4, 64, 1e-5, f32, nullptr),
+      "residual and mean overlap");
 }
 
 TEST_CASE("kiln_layernorm_bwd_workspace_size is one fp32 partial row pair per block",

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/rmsnorm/rmsnorm_ref.hpp"
+#include "kernels/norm/rmsnorm_ref.hpp"
 #include "kiln/layernorm.h"
 #include "kiln/rmsnorm.h"
 #include "tests/common/compare.hpp"

@@ -3,7 +3,7 @@
 // makes backends), and the error module names CUDA errors. Each aborts if it is ever called.
 #include <cstdlib>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/backend.hpp"
 #include "runtime/trainer_state.hpp"
 

@@ -263,3 +263,51 @@ TEST_CASE("embedding: NaN and Inf propagate to exactly the elements they feed", 
   CHECK(std::isnan(ref_wte[6 * C + 7]));
   CHECK(std::isnan(ref_wpe[1 * C + 7]));
 }
+
+TEST_CASE("embedding without a position table: the token rows forward, dwte alone backward",
+          "[embedding][smoke]") {
+  auto rng = kiln::test::make_rng(506);
+  for (const Shape& s : kShapes) {
+    if (s.large) continue;
+    INFO("B=" << s.B << " T=" << s.T << " C=" << s.C << " V=" << s.V);
+    const int64_t M = s.B * s.T;
+    auto tokens = make_tokens(M, s.V, rng);
+    tokens[M / 2] = -1;  // a bad id still gives a NaN row
+    const auto wte = kiln::test::round_to_bf16(kiln::test::random_normal(s.V * s.C, 0, 1, rng));
+    const auto wte_bits = kiln::test::to_bf16(wte);
+    DeviceBuffer<bf16> d_wte(wte_bits), out(M * s.C);
+    DeviceBuffer<int32_t> d_tokens(tokens);
+    out.poison();
+    // maxT is not read without a table: 0 would be refused with one.
+    kiln::embedding_fwd(out.get(), d_tokens.get(), d_wte.get(), nullptr, s.B, s.T, s.C, s.V, 0,
+                        nullptr);
+    const auto got = out.download();
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < M; ++i) {
+      for (int64_t c = 0; c < s.C; ++c) {
+        const bf16 g = got[i * s.C + c];
+        if (tokens[i] < 0) {
+          wrong += !std::isnan(__bfloat162float(g));
+        } else {
+          const bf16 w = wte_bits[tokens[i] * s.C + c];
+          wrong += __bfloat16_as_ushort(g) != __bfloat16_as_ushort(w);
+        }
+      }
+    }
+    CHECK(wrong == 0);
+
+    // Backward: dwte bitwise as with a position gradient beside it; no dwpe anywhere.
+    tokens[M / 2] = 0;
+    DeviceBuffer<int32_t> d_tokens2(tokens);
+    const auto dout = kiln::test::round_to_bf16(kiln::test::random_uniform(M * s.C, -1, 1, rng));
+    const auto dwte0 = kiln::test::random_uniform(s.V * s.C, -1.0f, 1.0f, rng);
+    DeviceBuffer<bf16> d_dout(kiln::test::to_bf16(dout));
+    DeviceBuffer<unsigned char> ws(kiln::embedding_bwd_workspace_size(s.B, s.T, s.V));
+    DeviceBuffer<float> with(dwte0), without(dwte0), dwpe(std::vector<float>(s.maxT * s.C, 0.0f));
+    kiln::embedding_bwd(with.get(), dwpe.get(), d_dout.get(), d_tokens2.get(), s.B, s.T, s.C, s.V,
+                        s.maxT, ws.get(), ws.size(), nullptr);
+    kiln::embedding_bwd(without.get(), nullptr, d_dout.get(), d_tokens2.get(), s.B, s.T, s.C, s.V,
+                        0, ws.get(), ws.size(), nullptr);
+    CHECK(kiln::test::bitwise_equal(with.download(), without.download()));
+  }
+}

@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 
 namespace {
 

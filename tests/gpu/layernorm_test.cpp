@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels/layernorm/layernorm_ref.hpp"
+#include "kernels/norm/layernorm_ref.hpp"
 #include "kiln/layernorm.h"
 #include "tests/common/compare.hpp"
 #include "tests/common/device_buffer.hpp"

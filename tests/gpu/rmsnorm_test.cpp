@@ -10,7 +10,7 @@
 #include <tuple>
 #include <vector>
 
-#include "kernels/rmsnorm/rmsnorm_ref.hpp"
+#include "kernels/norm/rmsnorm_ref.hpp"
 #include "kiln/rmsnorm.h"
 #include "tests/common/compare.hpp"
 #include "tests/common/device_buffer.hpp"

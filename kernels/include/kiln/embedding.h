@@ -5,6 +5,8 @@
  *           nearest even)
  * Backward: dwte[v, :] += sum over (b, t) with tokens[b, t] == v of dout[b, t, :]
  *           dwpe[t, :] += sum over b of dout[b, t, :]
+ * Without a position table (rotary models): pass wpe = NULL to the forward (out is the token's
+ * row, bit for bit) and dwpe = NULL to the backward (only dwte is updated); maxT is then not read.
  * The parameter gradients are fp32 and accumulate (+=), as every parameter gradient in kiln: the
  * runtime keeps fp32 gradients for parameters (so that micro-steps accumulate without bf16
  * rounding) and zeroes them once per optimizer step.
@@ -36,9 +38,11 @@ extern "C" {
  *   out      out  dtype  (B, T, C)     16-byte aligned
  *   tokens   in   int32  (B, T)        ids in [0, V) (see above)
  *   wte      in   dtype  (V, C)        16-byte aligned
- *   wpe      in   dtype  (maxT, C)     16-byte aligned; rows 0..T-1 are read
- *   B, T >= 0 with B * T < 2^31; 1 <= T <= maxT when B * T > 0; C > 0 a multiple of 8 (16-byte
- *   vectors); V >= 1; dtype: KILN_DTYPE_BF16 (F32 gives KILN_STATUS_NOT_SUPPORTED). */
+ *   wpe      in   dtype  (maxT, C)     16-byte aligned; rows 0..T-1 are read; or NULL: no
+ *                                      position table, out = wte[tokens], maxT not read
+ *   B, T >= 0 with B * T < 2^31; 1 <= T <= maxT when B * T > 0 and wpe is given; C > 0 a
+ *   multiple of 8 (16-byte vectors); V >= 1; dtype: KILN_DTYPE_BF16 (F32 gives
+ *   KILN_STATUS_NOT_SUPPORTED). */
 KILN_API kiln_status_t kiln_embedding_fwd(void* out, const int32_t* tokens, const void* wte,
                                           const void* wpe, int64_t B, int64_t T, int64_t C,
                                           int64_t V, int64_t maxT, kiln_dtype_t dtype,
@@ -53,7 +57,8 @@ KILN_API kiln_status_t kiln_embedding_bwd_workspace_size(int64_t B, int64_t T, i
 
 /* Backward (accumulates into dwte and dwpe).
  *   dwte       in/out  float  (V, C)       16-byte aligned
- *   dwpe       in/out  float  (maxT, C)    16-byte aligned; rows 0..T-1 are updated
+ *   dwpe       in/out  float  (maxT, C)    16-byte aligned; rows 0..T-1 are updated; or NULL:
+ *                                         no position table (maxT not read)
  *   dout       in      dtype  (B, T, C)    16-byte aligned
  *   tokens     in      int32  (B, T)
  *   workspace          at least kiln_embedding_bwd_workspace_size(B, T, V) bytes, 256-byte

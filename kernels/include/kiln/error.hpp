@@ -32,7 +32,7 @@ inline const char* status_name(Status s) {
 
 // Thrown by kiln's C++ code. what() is the whole message: the problem, then the failed check
 // and its place in kiln's sources when known, e.g.
-//   "layernorm_fwd: C must be > 0 (got 0) [C > 0 at kernels/layernorm/layernorm.cpp:41]"
+//   "layernorm_fwd: C must be > 0 (got 0) [C > 0 at kernels/norm/norm.cpp:41]"
 class KILN_API Error : public std::runtime_error {
  public:
   Error(Status status, const std::string& message, const char* expression = nullptr,

@@ -2,7 +2,7 @@
 // that only the sources using a library include its header.
 #pragma once
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 
 namespace kiln::impl {
 [[noreturn]] KILN_API void throw_library_error(Status status, const char* library, int code,

@@ -1,8 +1,10 @@
 // Host-side dispatch of the LayerNorm / RMSNorm kernels: picks the mapping by row width, sizes
 // the persistent backward grid from the device's occupancy, and launches. Included by the
-// translation units that instantiate the kernels.
+// translation units that instantiate the kernels (layernorm_*.cu, rmsnorm_*.cu), which call
+// run_fwd / run_bwd.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -11,58 +13,27 @@
 #include <mutex>
 #include <tuple>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kernels/common/device.hpp"
+#include "kernels/common/row_launch.cuh"
 #include "kernels/common/rows.cuh"
-#include "kernels/layernorm/layernorm.hpp"
-#include "kernels/layernorm/norm_kernels.cuh"
+#include "kernels/norm/norm.hpp"
+#include "kernels/norm/norm_bwd_kernels.cuh"
+#include "kernels/norm/norm_fwd_kernels.cuh"
 
 namespace kiln::impl::norm {
 
-using dev::IntC;
 using dev::Pack;
 using namespace dev::norm;
 
-// Grid of the generic (block-per-row, grid-stride) kernels.
-inline unsigned generic_grid(std::int64_t N) {
-  return static_cast<unsigned>(std::min<std::int64_t>(N, 1 << 20));
-}
-
 template <typename T, bool kRms, bool kResidual>
 void launch_fwd(const FwdParams<T>& p, cudaStream_t stream) {
-  if (p.N == 0) return;
-  constexpr int kPack = Pack<T>::kSize;
-  const int vec = p.C / kPack;
-  if (p.C % kPack == 0 && vec <= dev::kRowMaxPacks) {
-    dev::with_row_mapping(vec, [&](auto lanes, auto packs) {
-      constexpr int kLanes = decltype(lanes)::value, kPacks = decltype(packs)::value;
-      if constexpr (kLanes > 0) {
-        const std::int64_t rows = kFwdWarpThreads / kLanes;
-        const auto blocks = static_cast<unsigned>((p.N + rows - 1) / rows);
-        norm_fwd_kernel<T, kRms, kResidual, kLanes, kPacks>
-            <<<blocks, kFwdWarpThreads, 0, stream>>>(p);
-      } else {
-        norm_fwd_kernel<T, kRms, kResidual, 0, kPacks>
-            <<<static_cast<unsigned>(p.N), dev::row_block_threads(vec, kPacks), 0, stream>>>(p);
-      }
-    });
-  } else {
-    norm_fwd_generic_kernel<T, kRms, kResidual>
-        <<<generic_grid(p.N), kGenericThreads, 0, stream>>>(p);
-  }
-  KILN_LAUNCH_CHECK(stream);
-}
-
-// Backward warp mode: up to kBwdMaxWarpPacks packs per lane.
-template <typename F>
-void with_bwd_warp_mapping(int vec, F&& f) {
-  if (vec <= 4) return f(IntC<4>{}, IntC<1>{});
-  if (vec <= 8) return f(IntC<8>{}, IntC<1>{});
-  if (vec <= 16) return f(IntC<16>{}, IntC<1>{});
-  if (vec <= 32) return f(IntC<32>{}, IntC<1>{});
-  if (vec <= 64) return f(IntC<32>{}, IntC<2>{});
-  if (vec <= 96) return f(IntC<32>{}, IntC<3>{});
-  return f(IntC<32>{}, IntC<4>{});
+  launch_rows<T>(
+      p,
+      [](auto lanes, auto packs) {
+        return norm_fwd_kernel<T, kRms, kResidual, decltype(lanes)::value, decltype(packs)::value>;
+      },
+      norm_fwd_generic_kernel<T, kRms, kResidual>, kGenericThreads, stream);
 }
 
 // Blocks of `kernel` (with `threads` threads and `smem` bytes of dynamic shared memory) that fit
@@ -140,12 +111,16 @@ void launch_bwd(const BwdParams<T>& p, float* dgamma, float* dbeta, cudaStream_t
   int P = 0;
   if (packed && vec <= 32 * kBwdMaxWarpPacks &&
       bwd_warp_smem<kRms>(32, kBwdMaxWarpPacks, kPack, p.C) <= smem_limit) {
-    with_bwd_warp_mapping(vec, [&](auto lanes, auto packs) {
+    // The forward's mapping, which for up to kBwdMaxWarpPacks packs a lane is a warp mapping;
+    // the wider ones are never taken here, and not instantiated.
+    dev::with_row_mapping(vec, [&](auto lanes, auto packs) {
       constexpr int kLanes = decltype(lanes)::value, kPacks = decltype(packs)::value;
-      auto kernel = norm_bwd_warp_kernel<T, kRms, kLanes, kPacks>;
-      const std::size_t smem = bwd_warp_smem<kRms>(kLanes, kPacks, kPack, p.C);
-      P = persistent_grid(kernel, kBwdWarpThreads, smem, p.N, kBwdWarpThreads / kLanes);
-      kernel<<<P, kBwdWarpThreads, smem, stream>>>(p);
+      if constexpr (kLanes > 0 && kPacks <= kBwdMaxWarpPacks) {
+        auto kernel = norm_bwd_warp_kernel<T, kRms, kLanes, kPacks>;
+        const std::size_t smem = bwd_warp_smem<kRms>(kLanes, kPacks, kPack, p.C);
+        P = persistent_grid(kernel, kBwdWarpThreads, smem, p.N, kBwdWarpThreads / kLanes);
+        kernel<<<P, kBwdWarpThreads, smem, stream>>>(p);
+      }
     });
   } else if (packed && block_threads <= kBwdMaxBlockThreads && block_smem <= smem_limit) {
     auto launch = [&](auto kernel) {
@@ -158,7 +133,7 @@ void launch_bwd(const BwdParams<T>& p, float* dgamma, float* dbeta, cudaStream_t
       launch(norm_bwd_block_kernel<T, kRms, 4>);
     }
   } else {
-    norm_bwd_dx_generic_kernel<T, kRms><<<generic_grid(p.N), kGenericThreads, 0, stream>>>(p);
+    norm_bwd_dx_generic_kernel<T, kRms><<<generic_row_grid(p.N), kGenericThreads, 0, stream>>>(p);
     KILN_LAUNCH_CHECK(stream);
     const std::int64_t cap = norm_partials_cap(p.N);
     const std::int64_t rows_per_chunk = (p.N + cap - 1) / cap;
@@ -172,6 +147,66 @@ void launch_bwd(const BwdParams<T>& p, float* dgamma, float* dbeta, cudaStream_t
   norm_bwd_finalize_kernel<kArrays><<<grid, dim3(kFinalizeCols, kFinalizeRows), 0, stream>>>(
       dgamma, dbeta, p.partials, P, p.C, p.c_pad);
   KILN_LAUNCH_CHECK(stream);
+}
+
+// One forward of either norm, as the C ABI passed it: residual == nullptr selects the plain
+// forward (x = a), else residual = a + b is stored and normalized. mean and beta are LayerNorm's.
+template <bool kRms>
+void run_fwd(kiln_dtype_t dtype, void* residual, void* y, float* mean, float* rstd, const void* a,
+             const void* b, const void* gamma, const void* beta, std::int64_t N, std::int64_t C,
+             float eps, cudaStream_t stream) {
+  auto run = [&](auto type) {
+    using T = decltype(type);
+    FwdParams<T> p{};
+    p.y = static_cast<T*>(y);
+    p.mean = mean;
+    p.rstd = rstd;
+    p.residual = static_cast<T*>(residual);
+    p.x = static_cast<const T*>(a);
+    p.b = static_cast<const T*>(b);
+    p.gamma = static_cast<const T*>(gamma);
+    p.beta = static_cast<const T*>(beta);
+    p.N = N;
+    p.C = static_cast<int>(C);
+    p.eps = eps;
+    if (residual) {
+      launch_fwd<T, kRms, true>(p, stream);
+    } else {
+      launch_fwd<T, kRms, false>(p, stream);
+    }
+  };
+  if (dtype == KILN_DTYPE_BF16) {
+    run(__nv_bfloat16{});
+  } else {
+    run(float{});
+  }
+}
+
+// One backward of either norm; dbeta and mean are LayerNorm's.
+template <bool kRms>
+void run_bwd(kiln_dtype_t dtype, void* dx, float* dgamma, float* dbeta, const void* dy,
+             const void* x, const void* gamma, const float* mean, const float* rstd, std::int64_t N,
+             std::int64_t C, void* workspace, cudaStream_t stream) {
+  auto run = [&](auto type) {
+    using T = decltype(type);
+    BwdParams<T> p{};
+    p.dx = static_cast<T*>(dx);
+    p.partials = static_cast<float*>(workspace);
+    p.dy = static_cast<const T*>(dy);
+    p.x = static_cast<const T*>(x);
+    p.gamma = static_cast<const T*>(gamma);
+    p.mean = mean;
+    p.rstd = rstd;
+    p.N = N;
+    p.C = static_cast<int>(C);
+    p.c_pad = static_cast<int>(norm_partials_stride(C));
+    launch_bwd<T, kRms>(p, dgamma, dbeta, stream);
+  };
+  if (dtype == KILN_DTYPE_BF16) {
+    run(__nv_bfloat16{});
+  } else {
+    run(float{});
+  }
 }
 
 }  // namespace kiln::impl::norm

@@ -1,4 +1,4 @@
-#include "kernels/layernorm/layernorm_ref.hpp"
+#include "kernels/norm/layernorm_ref.hpp"
 
 #include <cmath>
 #include <vector>

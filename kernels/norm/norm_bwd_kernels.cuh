@@ -1,19 +1,15 @@
-// LayerNorm and RMSNorm kernels (one template, kRms selects the variant), included by the
-// layernorm and rmsnorm translation units, which instantiate them.
+// LayerNorm and RMSNorm backward kernels (one template, kRms selects the variant), included by the
+// translation units that instantiate them.
 //
-// Forward: the row is loaded once into registers as 16-byte packs, reduced twice (mean, then the
-// squared deviations, both exact in fp32 because the row is in registers), normalized and stored.
-// One row per thread group; the grid covers the rows.
+// Persistent blocks, each walking a fixed set of rows. dx += rstd * (g - mean(g) - xhat *
+// mean(g * xhat)) is written per row; dgamma / dbeta partial sums stay on chip (registers in warp
+// mode, the owning thread's shared-memory slots in block mode) and each block writes one row of
+// fp32 partials to the workspace. A finalize kernel sums the partials of each column in block
+// order. No atomics anywhere: the result depends only on the grid, which depends only on N, C and
+// the device, so it is bitwise the same run to run.
 //
-// Backward: persistent blocks, each walking a fixed set of rows. dx += rstd * (g - mean(g) -
-// xhat * mean(g * xhat)) is written per row; dgamma / dbeta partial sums stay on chip (registers
-// in warp mode, the owning thread's shared-memory slots in block mode) and each block writes one
-// row of fp32 partials to the workspace. A finalize kernel sums the partials of each column in
-// block order. No atomics anywhere: the result depends only on the grid, which depends only on N,
-// C and the device, so it is bitwise the same run to run.
-//
-// Generic kernels (a block per row, scalar accesses, the row re-read from L1/L2) serve rows whose
-// C is not a multiple of the pack size or too long for registers.
+// Generic kernels (a block per row for dx, column slabs for the partials, scalar accesses) serve
+// rows whose C is not a multiple of the pack size or too long for the on-chip sums.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -23,137 +19,9 @@
 #include "kernels/common/reduce.cuh"
 #include "kernels/common/rows.cuh"
 #include "kernels/common/vec.cuh"
+#include "kernels/norm/norm_params.cuh"
 
 namespace kiln::dev::norm {
-
-constexpr int kFwdWarpThreads = kRowWarpThreads;  // warp mode forward block
-constexpr int kBwdWarpThreads = 256;  // warp mode backward block (8 warps share columns)
-constexpr int kGenericThreads = 256;
-// Backward block mode: fewer packs per thread than the forward, since dx, dy and x are all live.
-constexpr int kBwdMaxWarpPacks = 4;
-constexpr int kBwdMaxBlockThreads = 512;
-// Two warp-mode blocks per SM at least (so at most 128 registers): a block is 8 rows in flight,
-// and one block per SM leaves the memory system idle while it reduces.
-constexpr int kBwdWarpMinBlocks = 2;
-// Finalize: 32 columns x 32 partial-row phases per block.
-constexpr int kFinalizeCols = 32;
-constexpr int kFinalizeRows = 32;
-
-template <typename T>
-struct FwdParams {
-  T* y;            // (N, C) out
-  float* mean;     // (N) out, may be null; LayerNorm only
-  float* rstd;     // (N) out, may be null
-  T* residual;     // (N, C) out: a + b, fused residual variant only (may alias x or b)
-  const T* x;      // (N, C): the input, or `a` of the fused residual variant
-  const T* b;      // (N, C): fused residual variant only
-  const T* gamma;  // (C)
-  const T* beta;   // (C), LayerNorm only
-  std::int64_t N;
-  int C;
-  float eps;
-};
-
-template <typename T>
-struct BwdParams {
-  T* dx;              // (N, C) in/out: accumulates
-  float* partials;    // (P, arrays, c_pad) out: one row of column sums per block
-  const T* dy;        // (N, C)
-  const T* x;         // (N, C)
-  const T* gamma;     // (C)
-  const float* mean;  // (N), LayerNorm only
-  const float* rstd;  // (N)
-  std::int64_t N;
-  int C;
-  int c_pad;  // partials' row stride: C rounded up to 4 floats (16 bytes)
-};
-
-// ---------------------------------------------------------------------------------------------
-// Forward, row in registers.
-template <typename T, bool kRms, bool kResidual, int kLanes, int kPacks>
-__global__ void __launch_bounds__(row_block_size<kLanes>(), row_min_blocks<kLanes, kPacks>())
-    norm_fwd_kernel(const FwdParams<T> p) {
-  using G = RowGroup<kLanes>;
-  constexpr int kPack = Vec16<T>::kSize;
-  __shared__ float scratch[32];
-  const int vec = p.C / kPack;
-  const std::int64_t row =
-      static_cast<std::int64_t>(blockIdx.x) * G::rows_per_block(blockDim.x) + G::slot();
-  const bool active = row < p.N;  // whole groups only; inactive lanes still join the shuffles
-  const int rank = G::rank(), stride = G::size();
-  const std::int64_t offset = row * p.C;
-
-  Vec16<T> xv[kPacks];
-#pragma unroll
-  for (int k = 0; k < kPacks; ++k) {
-    const int j = rank + k * stride;
-    xv[k] = zero16<T>();  // zeros: they add nothing to the sums below
-    if (active && j < vec) {
-      if constexpr (kResidual) {
-        const Vec16<T> a = load16(p.x + offset + j * kPack);
-        const Vec16<T> b = load16(p.b + offset + j * kPack);
-        float s[kPack];
-#pragma unroll
-        for (int e = 0; e < kPack; ++e)
-          s[e] = get(a, e) + get(b, e);
-        // Normalize the rounded sum: the backward reads this stored residual as its x.
-        xv[k] = make16<T>(s);
-        store16(p.residual + offset + j * kPack, xv[k]);
-      } else {
-        xv[k] = load16(p.x + offset + j * kPack);
-      }
-    }
-  }
-
-  float mean = 0.0f;
-  if constexpr (!kRms) {
-    float s = 0.0f;
-#pragma unroll
-    for (int k = 0; k < kPacks; ++k)
-#pragma unroll
-      for (int e = 0; e < kPack; ++e)
-        s += get(xv[k], e);
-    mean = G::sum(s, scratch) / static_cast<float>(p.C);
-  }
-  float sq = 0.0f;
-#pragma unroll
-  for (int k = 0; k < kPacks; ++k) {
-    if (rank + k * stride < vec) {
-#pragma unroll
-      for (int e = 0; e < kPack; ++e) {
-        const float d = get(xv[k], e) - mean;
-        sq = fmaf(d, d, sq);
-      }
-    }
-  }
-  const float rstd = rsqrtf(G::sum(sq, scratch) / static_cast<float>(p.C) + p.eps);
-
-#pragma unroll
-  for (int k = 0; k < kPacks; ++k) {
-    const int j = rank + k * stride;
-    if (active && j < vec) {
-      const Vec16<T> g = load16(p.gamma + j * kPack);
-      float out[kPack];
-      if constexpr (kRms) {
-#pragma unroll
-        for (int e = 0; e < kPack; ++e)
-          out[e] = get(xv[k], e) * rstd * get(g, e);
-      } else {
-        const Vec16<T> bt = load16(p.beta + j * kPack);
-#pragma unroll
-        for (int e = 0; e < kPack; ++e)
-          out[e] = fmaf((get(xv[k], e) - mean) * rstd, get(g, e), get(bt, e));
-      }
-      store16(p.y + offset + j * kPack, make16<T>(out));
-    }
-  }
-  if (active && rank == 0) {
-    if constexpr (!kRms) {
-      if (p.mean) p.mean[row] = mean;
-    }
-    if (p.rstd) p.rstd[row] = rstd;
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Per-thread slots in shared memory: for each of the thread's packs k, its dgamma (a = 0) and
@@ -167,6 +35,32 @@ __host__ __device__ constexpr int acc_stride() {
 template <int kArrays, int kPack>
 __device__ __forceinline__ constexpr int acc_slot(int k, int a, int e) {
   return (k * (kArrays + 1) + a) * kPack + e;
+}
+// Fills the thread's slots for packs first, first + step, ...: zero sums, and gamma (zeros past
+// the row's vec packs, whose slots then only ever add zeros and are never read).
+template <typename T, int kPacks, int kArrays>
+__device__ __forceinline__ void init_slots(float* acc, const T* gamma, int first, int step,
+                                           int vec) {
+  constexpr int kPack = Vec16<T>::kSize;
+#pragma unroll
+  for (int k = 0; k < kPacks; ++k) {
+    const int j = first + k * step;
+    const Vec16<T> g = j < vec ? load16(gamma + j * kPack) : zero16<T>();
+#pragma unroll
+    for (int e = 0; e < kPack; ++e) {
+#pragma unroll
+      for (int a = 0; a < kArrays; ++a)
+        acc[acc_slot<kArrays, kPack>(k, a, e)] = 0.0f;
+      acc[acc_slot<kArrays, kPack>(k, kArrays, e)] = get(g, e);
+    }
+  }
+}
+// dgamma += dy * xhat, and (LayerNorm) dbeta += dy, in the slots of element e of pack k.
+template <bool kRms, int kPack>
+__device__ __forceinline__ void add_to_slots(float* acc, int k, int e, float dyf, float xhat) {
+  constexpr int kArrays = kRms ? 1 : 2;
+  acc[acc_slot<kArrays, kPack>(k, 0, e)] = fmaf(dyf, xhat, acc[acc_slot<kArrays, kPack>(k, 0, e)]);
+  if constexpr (!kRms) acc[acc_slot<kArrays, kPack>(k, 1, e)] += dyf;
 }
 
 // Backward, warp mode: 8 warps per block, a row per kLanes lanes, persistent over rows. Each lane
@@ -195,18 +89,7 @@ __global__ void __launch_bounds__(kBwdWarpThreads, kBwdWarpMinBlocks)
 
   float dg[kPacks][kPack], db[kPacks][kPack];
   if constexpr (kSmemAcc) {
-#pragma unroll
-    for (int k = 0; k < kPacks; ++k) {
-      const int j = rank + k * kLanes;
-      const Vec16<T> g = j < vec ? load16(p.gamma + j * kPack) : zero16<T>();
-#pragma unroll
-      for (int e = 0; e < kPack; ++e) {
-#pragma unroll
-        for (int a = 0; a < kArrays; ++a)
-          acc[acc_slot<kArrays, kPack>(k, a, e)] = 0.0f;
-        acc[acc_slot<kArrays, kPack>(k, kArrays, e)] = get(g, e);
-      }
-    }
+    init_slots<T, kPacks, kArrays>(acc, p.gamma, rank, kLanes, vec);
   } else {
 #pragma unroll
     for (int k = 0; k < kPacks; ++k)
@@ -258,9 +141,7 @@ __global__ void __launch_bounds__(kBwdWarpThreads, kBwdWarpMinBlocks)
         sum_gx = fmaf(g, xhat, sum_gx);
         if constexpr (kSmemAcc) {
           // Slots of absent elements only ever add zeros (dy is zero there); they are not read.
-          acc[acc_slot<kArrays, kPack>(k, 0, e)] =
-              fmaf(dyf, xhat, acc[acc_slot<kArrays, kPack>(k, 0, e)]);
-          if constexpr (!kRms) acc[acc_slot<kArrays, kPack>(k, 1, e)] += dyf;
+          add_to_slots<kRms, kPack>(acc, k, e, dyf, xhat);
         } else {
           dg[k][e] = fmaf(dyf, xhat, dg[k][e]);
           db[k][e] += dyf;
@@ -347,18 +228,7 @@ __global__ void __launch_bounds__(kBwdMaxBlockThreads) norm_bwd_block_kernel(con
   const int tid = threadIdx.x, threads = blockDim.x;
   const float inv_c = 1.0f / static_cast<float>(p.C);
 
-#pragma unroll
-  for (int k = 0; k < kPacks; ++k) {
-    const int j = tid + k * threads;
-    const Vec16<T> g = j < vec ? load16(p.gamma + j * kPack) : zero16<T>();
-#pragma unroll
-    for (int e = 0; e < kPack; ++e) {
-#pragma unroll
-      for (int a = 0; a < kArrays; ++a)
-        acc[acc_slot<kArrays, kPack>(k, a, e)] = 0.0f;
-      acc[acc_slot<kArrays, kPack>(k, kArrays, e)] = get(g, e);
-    }
-  }
+  init_slots<T, kPacks, kArrays>(acc, p.gamma, tid, threads, vec);
 
 #pragma unroll 1
   for (std::int64_t row = blockIdx.x; row < p.N; row += gridDim.x) {
@@ -386,9 +256,7 @@ __global__ void __launch_bounds__(kBwdMaxBlockThreads) norm_bwd_block_kernel(con
         const float g = dyf * acc[acc_slot<kArrays, kPack>(k, kArrays, e)];
         sum_g += g;
         sum_gx = fmaf(g, xhat, sum_gx);
-        acc[acc_slot<kArrays, kPack>(k, 0, e)] =
-            fmaf(dyf, xhat, acc[acc_slot<kArrays, kPack>(k, 0, e)]);
-        if constexpr (!kRms) acc[acc_slot<kArrays, kPack>(k, 1, e)] += dyf;
+        add_to_slots<kRms, kPack>(acc, k, e, dyf, xhat);
       }
     }
     block_sum2_any(sum_g, sum_gx, scratch);
@@ -456,48 +324,6 @@ __global__ void __launch_bounds__(kFinalizeCols* kFinalizeRows)
 }
 
 // ---------------------------------------------------------------------------------------------
-// Generic kernels: any C (including C not a multiple of the pack size), a block per row, scalar
-// accesses, several passes over the row (the repeats come from L1/L2).
-template <typename T, bool kRms, bool kResidual>
-__global__ void __launch_bounds__(kGenericThreads) norm_fwd_generic_kernel(const FwdParams<T> p) {
-  __shared__ float scratch[32];
-  const std::int64_t C = p.C;
-  for (std::int64_t row = blockIdx.x; row < p.N; row += gridDim.x) {
-    const std::int64_t offset = row * C;
-    // x: the input, or the residual this block writes (each thread re-reads only its own writes).
-    const T* x = kResidual ? p.residual + offset : p.x + offset;
-    float s = 0.0f;
-    for (std::int64_t c = threadIdx.x; c < C; c += kGenericThreads) {
-      if constexpr (kResidual) {
-        const T r = from_float<T>(to_float(p.x[offset + c]) + to_float(p.b[offset + c]));
-        p.residual[offset + c] = r;
-        s += to_float(r);
-      } else {
-        s += to_float(x[c]);
-      }
-    }
-    const float mean = kRms ? 0.0f : block_sum<kGenericThreads>(s, scratch) / static_cast<float>(C);
-    float sq = 0.0f;
-    for (std::int64_t c = threadIdx.x; c < C; c += kGenericThreads) {
-      const float d = to_float(x[c]) - mean;
-      sq = fmaf(d, d, sq);
-    }
-    const float rstd =
-        rsqrtf(block_sum<kGenericThreads>(sq, scratch) / static_cast<float>(C) + p.eps);
-    for (std::int64_t c = threadIdx.x; c < C; c += kGenericThreads) {
-      const float xhat = (to_float(x[c]) - mean) * rstd;
-      p.y[offset + c] = from_float<T>(kRms ? xhat * to_float(p.gamma[c])
-                                           : fmaf(xhat, to_float(p.gamma[c]), to_float(p.beta[c])));
-    }
-    if (threadIdx.x == 0) {
-      if constexpr (!kRms) {
-        if (p.mean) p.mean[row] = mean;
-      }
-      if (p.rstd) p.rstd[row] = rstd;
-    }
-  }
-}
-
 // Generic backward, dx: a block per row.
 template <typename T, bool kRms>
 __global__ void __launch_bounds__(kGenericThreads)

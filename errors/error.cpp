@@ -4,9 +4,9 @@
 #include <string>
 #include <string_view>
 
-#include "kernels/common/capi.hpp"
-#include "kernels/common/check.hpp"
-#include "kernels/common/check_libs.hpp"
+#include "errors/capi.hpp"
+#include "errors/check.hpp"
+#include "errors/check_libs.hpp"
 
 namespace kiln {
 namespace {
@@ -17,7 +17,8 @@ namespace {
 std::string project_relative(const char* file) {
   if (!file) return {};
   std::string_view f(file);
-  while (f.starts_with("../") || f.starts_with("./")) f.remove_prefix(f.starts_with("./") ? 2 : 3);
+  while (f.starts_with("../") || f.starts_with("./"))
+    f.remove_prefix(f.starts_with("./") ? 2 : 3);
   return std::string(f);
 }
 

@@ -1,5 +1,6 @@
-// LayerNorm's internal launchers (and the workspace rule shared with RMSNorm). Arguments are
-// checked by the C ABI (layernorm.cpp) before these are called.
+// The internal launchers of LayerNorm and RMSNorm (one set of kernels, norm_kernels.cuh) and the
+// backward's workspace rule. Arguments are checked by the C ABI (norm.cpp) before these are
+// called.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -32,6 +33,7 @@ constexpr std::size_t norm_bwd_workspace_bytes(int arrays, std::int64_t N, std::
          sizeof(float);
 }
 
+// LayerNorm (layernorm_fwd.cu, layernorm_bwd.cu).
 void layernorm_fwd(kiln_dtype_t dtype, void* y, float* mean, float* rstd, const void* x,
                    const void* gamma, const void* beta, std::int64_t N, std::int64_t C, float eps,
                    cudaStream_t stream);
@@ -41,5 +43,16 @@ void residual_layernorm_fwd(kiln_dtype_t dtype, void* residual, void* y, float* 
 void layernorm_bwd(kiln_dtype_t dtype, void* dx, float* dgamma, float* dbeta, const void* dy,
                    const void* x, const void* gamma, const float* mean, const float* rstd,
                    std::int64_t N, std::int64_t C, void* workspace, cudaStream_t stream);
+
+// RMSNorm (rmsnorm_fwd.cu, rmsnorm_bwd.cu): the same kernels with the centring and beta compiled
+// out; its backward's workspace is norm_bwd_workspace_bytes(1, N, C).
+void rmsnorm_fwd(kiln_dtype_t dtype, void* y, float* rstd, const void* x, const void* gamma,
+                 std::int64_t N, std::int64_t C, float eps, cudaStream_t stream);
+void residual_rmsnorm_fwd(kiln_dtype_t dtype, void* residual, void* y, float* rstd, const void* a,
+                          const void* b, const void* gamma, std::int64_t N, std::int64_t C,
+                          float eps, cudaStream_t stream);
+void rmsnorm_bwd(kiln_dtype_t dtype, void* dx, float* dgamma, const void* dy, const void* x,
+                 const void* gamma, const float* rstd, std::int64_t N, std::int64_t C,
+                 void* workspace, cudaStream_t stream);
 
 }  // namespace kiln::impl

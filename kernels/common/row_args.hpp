@@ -1,6 +1,6 @@
-// Argument checks shared by the row-wise ops (LayerNorm, RMSNorm, softmax, GELU). Each throws
-// kiln::Error(invalid_argument) naming the op and the argument; the C entries run them all
-// before anything is launched.
+// Argument checks shared by the element- and row-wise ops (LayerNorm, RMSNorm, softmax, GELU,
+// SwiGLU, rotary). Each throws kiln::Error(invalid_argument) naming the op and the argument; the
+// C entries run them all before anything is launched.
 #pragma once
 
 #include <cmath>
@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/core.h"
 
 namespace kiln::impl::args {

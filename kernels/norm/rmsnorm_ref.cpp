@@ -1,4 +1,4 @@
-#include "kernels/rmsnorm/rmsnorm_ref.hpp"
+#include "kernels/norm/rmsnorm_ref.hpp"
 
 #include <cmath>
 #include <vector>
