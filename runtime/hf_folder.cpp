@@ -4,7 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/hf_llama.hpp"
 #include "kiln/io.hpp"
 #include "runtime/hf_llama_config.hpp"

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <string>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/limits.hpp"
 #include "runtime/hf_llama_config.hpp"
 #include "runtime/json_strict.hpp"

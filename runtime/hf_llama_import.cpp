@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "kernels/common/check.hpp"
+#include "errors/check.hpp"
 #include "kiln/hf_llama.hpp"
 #include "kiln/io.hpp"
 #include "kiln/safetensors.hpp"
