@@ -2,13 +2,16 @@
 // (--model smollm2-135m, llama-tiny, ... or a preset with other parts: --norm rmsnorm
 // --positions rotary --mlp swiglu --kv-heads 2 ...), on token shards.
 //
-//   kiln_tokenize --tokenizer byte --val-fraction 0.05 --out data/fortunes
-//   /usr/share/games/fortunes train_gpt --data data/fortunes --model tiny --batch 8 --seq-len 64
-//   --steps 300 train_gpt --data data/owt --model gpt2 --batch 16 --seq-len 1024 --grad-accum 4
+// clang-format off
+//   kiln_tokenize --tokenizer byte --val-fraction 0.05 --out data/fortunes /usr/share/games/fortunes
+//   train_gpt --data data/fortunes --model tiny --batch 8 --seq-len 64 --steps 300
+//   train_gpt --data data/owt --model gpt2 --batch 16 --seq-len 1024 --grad-accum 4
 //             --steps 5000 --lr 6e-4 --warmup 700 --checkpoint-dir ckpt --checkpoint-every 500
 //   train_gpt --data data/owt --resume ckpt/latest.ckpt ...       (continues bit-exactly)
 //   mpirun -np 8 train_gpt --data data/owt --model gpt2 ...         (8 GPUs; also srun, torchrun)
 //   train_gpt --ranks 4 --backend cpu ...                          (4 in-process ranks, threads)
+//   train_gpt --hf SmolLM2-135M --data ... --export-hf out   (a Hugging Face folder in and out)
+// clang-format on
 //
 // Prints the memory plan, then one progress line per step (loss, learning rate, gradient norm,
 // tokens/s, MFU by bench/README.md's convention against the device's datasheet peak, n/a where that
@@ -175,11 +178,16 @@ int run_rank(const Options& o, const kiln::LaunchInfo& launch, kiln::Communicato
   std::optional<kiln::CheckpointInfo> resume_info;
   const std::string resume_path = kiln::resume_path(o.resume, o.checkpoint_dir).string();
   kiln::ModelConfig model;
+  std::optional<kiln::HfFolder> hf;  // --hf: the folder's model, weights and tokenizer
+  if (!o.hf.empty()) hf = kiln::load_hf_folder(o.hf, o.max_seq_len);
   if (!resume_path.empty()) {
     resume_info = kiln::read_checkpoint(resume_path, nullptr);
     model = resume_info->model;
     say("resuming from %s (step %" PRId64 "); the model comes from the checkpoint\n",
         resume_path.c_str(), resume_info->step);
+  } else if (hf) {
+    model = hf->model;
+    say("model: from the Hugging Face folder %s\n", o.hf.c_str());
   } else {
     model = kiln::training_model(o.model, data_vocab, o.seq_len, train_gpt::model_overrides(o));
   }
@@ -190,6 +198,8 @@ int run_rank(const Options& o, const kiln::LaunchInfo& launch, kiln::Communicato
                           std::to_string(model.vocab_size));
   }
   const kiln::TrainConfig tc = train_gpt::train_config(o, model);
+  // Refused now rather than after training.
+  if (!o.export_hf.empty()) kiln::check_hf_llama_export(model, o.export_hf, o.hf);
 
   say("model: %s, %.2fM parameters\n", model.describe().c_str(),
       static_cast<double>(model.num_parameters()) / 1e6);
@@ -217,6 +227,8 @@ int run_rank(const Options& o, const kiln::LaunchInfo& launch, kiln::Communicato
   if (resume_info) {
     trainer.load_checkpoint(resume_path);
     restore_loader(loader, resume_info->data_state, resume_path, o.batch, world);
+  } else if (hf) {
+    trainer.set_parameters(hf->params);
   }
 
   // ---- evaluation, sampling, checkpoints ------------------------------------------------------
@@ -234,8 +246,12 @@ int run_rank(const Options& o, const kiln::LaunchInfo& launch, kiln::Communicato
   std::unique_ptr<kiln::Tokenizer> tokenizer;
   std::unique_ptr<kiln::Generator> generator;
   if (o.sample_every > 0 && model.kind == kiln::ModelKind::decoder && comm.rank() == 0) {
-    tokenizer =
-        kiln::make_tokenizer(demo_cli::tokenizer_kind(o.tokenizer, data_vocab), o.vocab_dir);
+    if (hf && hf->tokenizer) {
+      tokenizer = std::move(hf->tokenizer);
+    } else {
+      tokenizer =
+          kiln::make_tokenizer(demo_cli::tokenizer_kind(o.tokenizer, data_vocab), o.vocab_dir);
+    }
     generator = std::make_unique<kiln::Generator>(trainer);
   }
   std::ofstream metrics;
@@ -262,7 +278,8 @@ int run_rank(const Options& o, const kiln::LaunchInfo& launch, kiln::Communicato
                             [&](int32_t t) { return t != tokenizer->eot_token(); });
     std::vector<int32_t> text_ids;
     for (int32_t t : ids) {
-      if (!tokenizer->is_special(t)) text_ids.push_back(t);
+      // A model's vocabulary may outgrow its tokenizer's (Qwen2.5: 151936 rows, 151665 tokens).
+      if (t < tokenizer->vocab_size() && !tokenizer->is_special(t)) text_ids.push_back(t);
     }
     const std::string text = tokenizer->decode(text_ids);
     say("---- sample at step %" PRId64 " ----\n%s%s\n--------\n", trainer.step_count(),
@@ -342,6 +359,15 @@ int run_rank(const Options& o, const kiln::LaunchInfo& launch, kiln::Communicato
     }
   }
   if (o.sample_every > 0 && trainer.step_count() % o.sample_every != 0) sample();
+  if (!o.export_hf.empty()) {
+    const std::vector<float> params = trainer.parameters();  // collective under ZeRO-1
+    if (comm.rank() == 0) {
+      kiln::HfExportOptions eo;
+      eo.dtype = o.export_hf_dtype == "bf16" ? kiln::SafeDtype::BF16 : kiln::SafeDtype::F32;
+      kiln::export_hf_folder(o.export_hf, model, params, o.hf, eo);
+      say("exported: %s (Hugging Face, %s)\n", o.export_hf.c_str(), o.export_hf_dtype.c_str());
+    }
+  }
   say("done: %" PRId64 " steps in %s\n", trainer.step_count(),
       format_duration(std::chrono::duration<double>(clock::now() - start).count()).c_str());
   return stopping ? 130 : plot_failed ? 1 : 0;

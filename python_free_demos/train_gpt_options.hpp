@@ -54,6 +54,8 @@ struct Options {
   bool zero1 = false;
   double bucket_mb = 25;
   double comm_timeout = 600;
+  // Hugging Face folders: the model to start from, and where to write the result.
+  std::string hf, export_hf, export_hf_dtype = "f32";
 };
 
 // Adds every option to `app`, bound to `o`.
@@ -222,6 +224,15 @@ inline void add_options(CLI::App& app, Options& o) {
                  "Seconds a collective (or the start-up rendezvous) may take before the job fails")
       ->capture_default_str()
       ->check(demo_cli::number(0, 1e6, true));
+  app.add_option("--hf", o.hf,
+                 "Start from a Hugging Face Llama / Qwen2 folder: its config.json picks the model, "
+                 "its weights initialise it, its tokenizer.json (if any) decodes the samples");
+  app.add_option("--export-hf", o.export_hf,
+                 "At the end, write the model as a Hugging Face folder here (with the --hf "
+                 "folder's tokenizer.json and tokenizer_config.json)");
+  app.add_option("--export-hf-dtype", o.export_hf_dtype, "Weights of --export-hf: f32 or bf16")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
   app.final_callback([&] {
     using demo_cli::refuse_given;
     refuse_given(app, "--device", o.backend == "cpu", "with --backend cpu");
@@ -230,6 +241,17 @@ inline void add_options(CLI::App& app, Options& o) {
     refuse_given(app, "--threads", o.backend == "cuda", "with --backend cuda");
     refuse_given(app, "--mask-fraction", !o.encoder, "without --encoder");
     refuse_given(app, "--checkpoint-every", o.checkpoint_dir.empty(), "without --checkpoint-dir");
+    refuse_given(app, "--export-hf-dtype", o.export_hf.empty(), "without --export-hf");
+    // The folder's config is the model.
+    for (const char* part :
+         {"--model", "--layers", "--heads", "--channels", "--vocab", "--encoder", "--kv-heads",
+          "--norm", "--positions", "--mlp", "--intermediate", "--bias", "--head", "--rope-theta",
+          "--rope-scaling", "--rope-factor", "--rope-low-freq-factor", "--rope-high-freq-factor",
+          "--rope-original-max-position"}) {
+      refuse_given(app, part, !o.hf.empty(), "with --hf (the folder's config.json is the model)");
+    }
+    refuse_given(app, "--hf", !o.resume.empty() && o.resume != "auto",
+                 "with --resume (the model comes from the checkpoint)");
     // An explicit checkpoint brings its own model.
     for (const char* shape : {"--model", "--layers", "--heads", "--channels", "--max-seq-len",
                               "--vocab", "--encoder"}) {

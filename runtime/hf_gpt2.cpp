@@ -1,6 +1,7 @@
 #include "kiln/hf_gpt2.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <regex>
 #include <set>
@@ -79,6 +80,19 @@ ModelConfig import_hf_gpt2(const std::filesystem::path& path, int64_t n_head,
              " are not (V, C) and (maxT, C)");
   }
   ModelConfig model;
+  // An lm_head.weight is the tied head only when it holds the embedding's values; another head
+  // is a model of its own (untied), never silently replaced by the embedding.
+  if (lm_head) {
+    if (lm_head->shape != wte.shape) {
+      fail(Status::data_error, path,
+           "lm_head.weight " + shape_string(lm_head->shape) + " is not shaped as wte.weight " +
+               shape_string(wte.shape));
+    }
+    const std::vector<float> head = file.read_float(lm_head->name);
+    const std::vector<float> embedding = file.read_float(wte.name);
+    model.tied_embeddings =
+        std::memcmp(head.data(), embedding.data(), head.size() * sizeof(float)) == 0;
+  }
   model.vocab_size = wte.shape[0];
   model.n_embd = wte.shape[1];
   model.max_seq_len = wpe.shape[0];
@@ -120,10 +134,11 @@ ModelConfig import_hf_gpt2(const std::filesystem::path& path, int64_t n_head,
   std::set<std::string> used;
   std::vector<float> buf;
   for (const ParamTensor& t : layout.tensors()) {
-    const auto& info = need(t.name);
+    const auto& info = t.kind == ParamKind::lm_head ? *lm_head : need(t.name);
     used.insert(t.name);
     const bool conv = is_conv1d(t.kind);
-    const int64_t rows = t.kind == ParamKind::wte ? model.vocab_size : t.rows;
+    const int64_t rows =
+        t.kind == ParamKind::wte || t.kind == ParamKind::lm_head ? model.vocab_size : t.rows;
     const std::vector<int64_t> expect = t.rows == 1 ? std::vector<int64_t>{t.cols}
                                                     : (conv ? std::vector<int64_t>{t.cols, rows}
                                                             : std::vector<int64_t>{rows, t.cols});
@@ -154,11 +169,6 @@ ModelConfig import_hf_gpt2(const std::filesystem::path& path, int64_t n_head,
   for (const auto& [name, info] : by_name) {
     if (!used.count(name)) fail(Status::data_error, path, "unexpected tensor '" + info->name + "'");
   }
-  if (lm_head && lm_head->shape != wte.shape) {
-    fail(Status::data_error, path,
-         "lm_head.weight " + shape_string(lm_head->shape) + " is not tied to wte.weight " +
-             shape_string(wte.shape));
-  }
   return model;
 }
 
@@ -179,6 +189,7 @@ void export_hf_gpt2(const std::filesystem::path& path, const ModelConfig& config
     g.max_seq_len = model.max_seq_len;
     g.layernorm_eps = model.layernorm_eps;
     g.init_std = model.init_std;
+    g.tied_embeddings = model.tied_embeddings;
     return g.resolved();
   }();
   KILN_CHECK_ARG(model == gpt2_parts, "export_hf_gpt2: only GPT-2's parts have GPT-2's file (got ",
@@ -194,7 +205,7 @@ void export_hf_gpt2(const std::filesystem::path& path, const ModelConfig& config
     SafetensorsEntry e;
     e.name = t.name;
     e.dtype = SafeDtype::F32;
-    if (t.kind == ParamKind::wte) {
+    if (t.kind == ParamKind::wte || t.kind == ParamKind::lm_head) {
       // The real rows only: padding is kiln's business.
       e.shape = {model.vocab_size, t.cols};
       e.data = {src, static_cast<std::size_t>(model.vocab_size * t.cols)};
@@ -225,7 +236,7 @@ void export_hf_gpt2(const std::filesystem::path& path, const ModelConfig& config
                            {"vocab_size", model.vocab_size},
                            {"layer_norm_epsilon", model.layernorm_eps},
                            {"initializer_range", model.init_std},
-                           {"tie_word_embeddings", true}};
+                           {"tie_word_embeddings", model.tied_embeddings}};
     write_file_atomically(path.parent_path() / "config.json", j.dump(2) + "\n");
   }
 }

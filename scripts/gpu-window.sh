@@ -11,6 +11,9 @@
 #   smoke      the [smoke] cases of every GPU test area, areas in parallel             (cap 60)
 #   tests      every GPU test area, in parallel, heaviest first                        (cap 200)
 #   trainer    GPT-2 124M on the cuda backend: loss starts near ln V and falls; tok/s, MFU (cap 60)
+#   hfcheck    optional, on the CPU, only where python3 imports transformers: two tiny models
+#              trained and exported as Hugging Face folders by the bundle's train_gpt, their logits
+#              from generate against transformers' (scripts/hf_crosscheck.py)           (cap 45)
 #   memcheck   compute-sanitizer memcheck on [smoke]~[api_error], kiln's kernels only    (cap 60)
 #   racecheck  the same under racecheck                                                (cap 45)
 #   bench      every bench_* with --quick, one at a time, then the PyTorch peers, slow ones last
@@ -136,19 +139,19 @@ mapfile -t peers < <(for p in "$peers_dir"/*.py; do
   [ -e "$p" ] && [ "$(basename "$p")" != common.py ] && { grep -q 'torch.compile' "$p" && echo "1 $p" || echo "0 $p"; }
 done | sort | awk '{print $2}')
 
-stages=(preflight smoke tests trainer memcheck racecheck bench)
+stages=(preflight smoke tests trainer hfcheck memcheck racecheck bench)
 [ -z "${KILN_STAGES:-}" ] || read -r -a stages <<<"$(echo "$KILN_STAGES" | tr ',' ' ')"
 rerun_specs=()  # "stage<TAB>name<TAB>spec" rows from the previous summary
 if [ -n "${KILN_RERUN:-}" ]; then
   mapfile -t rerun_specs < <(python3 "$report" rerun "$KILN_RERUN")
   export KILN_SYNC_AFTER_LAUNCH=1
-  stages=(preflight tests trainer memcheck bench)
+  stages=(preflight tests trainer hfcheck memcheck bench)
   say "rerun of $KILN_RERUN: ${#rerun_specs[@]} jobs, KILN_SYNC_AFTER_LAUNCH=1"
 fi
 cap() {
   local v="KILN_CAP_${1^^}"
   case $1 in preflight) echo "${!v:-15}" ;; smoke) echo "${!v:-60}" ;; tests) echo "${!v:-200}" ;;
-    trainer) echo "${!v:-60}" ;; memcheck) echo "${!v:-60}" ;; racecheck) echo "${!v:-45}" ;; *) echo "${!v:-100000}" ;; esac
+    trainer) echo "${!v:-60}" ;; hfcheck) echo "${!v:-45}" ;; memcheck) echo "${!v:-60}" ;; racecheck) echo "${!v:-45}" ;; *) echo "${!v:-100000}" ;; esac
 }
 
 # ---- jobs -------------------------------------------------------------------------------------
@@ -176,6 +179,9 @@ start_job() {
       cmd=(python3 "$report" trainer "$work/trainer" "$bin/train_gpt" --data "$bin/data" --model gpt2
            --backend cuda --batch 8 --seq-len 1024 --steps 20 --log-every 1 --eval-every 0
            --sample-every 0 --lr 6e-4 --warmup 2) ;;
+    hfcheck) kind=hfcheck
+      # The folders (tens of MB) stay out of results.tgz.
+      cmd=(python3 "$root/scripts/hf_crosscheck.py" --make "$bin" "$bin/data" "$work.hf") ;;
     bench) kind=bench
       if [[ $name == peer-* ]]; then
         cmd=(env "PYTHONPATH=$peers_dir${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 python3
@@ -228,6 +234,7 @@ stage_jobs() {
     tests) for a in "${areas[@]}"; do printf '%s\t[%s]%s\n' "$a" "$a" "${KILN_TEST_SPEC:-}"; done ;;
     memcheck | racecheck) for a in "${areas[@]}"; do printf '%s\t[%s][smoke]~[api_error]\n' "$a" "$a"; done ;;
     trainer) printf 'gpt2-124m\t\n' ;;
+    hfcheck) printf 'llama-qwen2\t\n' ;;
     bench) for b in "${benches[@]}"; do printf '%s\t\n' "$b"; done
       for p in "${peers[@]}"; do b=$(basename "$p" .py); printf 'peer-%s\t\n' "$b"; done ;;
   esac
@@ -280,6 +287,15 @@ for stage in "${stages[@]}"; do
       else
         run_pool "$stage" "$stage_deadline" "$([ "$stage" = trainer ] && echo 1 || echo "$jobs")" "${todo[@]}"
       fi ;;
+    hfcheck)
+      # Optional: recorded as skipped ("optional: ...") where it cannot run.
+      if [ ! -x "$bin/train_gpt" ] || [ ! -x "$bin/generate" ]; then
+        for j in "${todo[@]}"; do record hfcheck "${j%%$'\t'*}" - 0 skip "optional: the bundle has no train_gpt / generate"; done
+      elif ! timeout 60 python3 -c 'import transformers' 2>/dev/null; then
+        for j in "${todo[@]}"; do record hfcheck "${j%%$'\t'*}" - 0 skip "optional: python3 cannot import transformers"; done
+      else
+        run_pool hfcheck "$stage_deadline" 1 "${todo[@]}"
+      fi ;;
     bench)
       # One at a time: concurrent programs would time each other. Peers need a GPU and torch.
       mapfile -t own < <(printf '%s\n' "${todo[@]}" | grep -v '^peer-' || true)
@@ -300,5 +316,5 @@ echo "finished=$(date -u +%FT%TZ)" >>"$work/env.txt"
 echo "elapsed_s=$(($(now) - t0))" >>"$work/env.txt"
 pack
 python3 "$report" print "$out/summary.json" || status=1
-rm -rf "$work" "$work.tgz" "${unpacked:-/nonexistent}"
+rm -rf "$work" "$work.tgz" "$work.hf" "${unpacked:-/nonexistent}"
 exit $status

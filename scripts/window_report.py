@@ -21,7 +21,7 @@ import subprocess
 import sys
 
 NO_DEVICE_MARKER = "[kiln-no-device]"
-STAGES = ["preflight", "smoke", "tests", "trainer", "memcheck", "racecheck", "bench"]
+STAGES = ["preflight", "smoke", "tests", "trainer", "hfcheck", "memcheck", "racecheck", "bench"]
 # compute-sanitizer's words when it cannot work on this device or system (gVisor, old driver).
 SANITIZER_REFUSED = re.compile(
     r"Device not supported|not supported on this (device|platform)|Unable to (connect|initialize)"
@@ -96,7 +96,8 @@ def classify(row, work, gpu_present):
     if os.path.exists(os.path.join(work, log_name)):
         job["log"] = log_name
     if rc == "-":
-        job["status"] = "skipped" if note.startswith("no-device") else "not_run"
+        # An optional stage that cannot run here (hfcheck without transformers) is skipped too.
+        job["status"] = "skipped" if note.startswith(("no-device", "optional")) else "not_run"
         job["note"] = note.replace("no-device: ", "")
         return job
     rc = int(rc)
@@ -262,7 +263,7 @@ def rerun(path):
                 areas[j["name"]] = None
             elif j["name"] not in areas or areas[j["name"]] is not None:
                 areas.setdefault(j["name"], set()).update(names)
-        elif j["stage"] in ("bench", "trainer"):
+        elif j["stage"] in ("bench", "trainer", "hfcheck"):
             plans.append((j["stage"], j["name"], ""))
     for area, names in sorted(areas.items()):
         alternatives = [f"[{area}]"] if names is None else [catch_quote(n) for n in sorted(names)]

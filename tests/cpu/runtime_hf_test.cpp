@@ -1,5 +1,6 @@
 // Hugging Face GPT-2 safetensors: export / import round trip, the Conv1D transposition against an
-// independently built file in HF's layout, and refusal of wrong names, shapes and dtypes.
+// independently built file in HF's layout, an lm_head of its own importing untied, and refusal of
+// wrong names, shapes and dtypes.
 #include <catch2/catch.hpp>
 
 #include <filesystem>
@@ -7,8 +8,11 @@
 #include <functional>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "kiln/generate.hpp"
 #include "kiln/hf_gpt2.hpp"
+#include "kiln/io.hpp"
 #include "kiln/safetensors.hpp"
 #include "kiln/trainer.hpp"
 #include "tests/common/support.hpp"
@@ -101,10 +105,10 @@ HfFile hf_from_kiln(const kiln::ModelConfig& m, const std::vector<float>& p) {
     f.add("transformer.h." + std::to_string(l) + ".attn.bias", {1, 1, m.max_seq_len, m.max_seq_len},
           std::vector<float>(static_cast<std::size_t>(m.max_seq_len * m.max_seq_len), 1.0f));
   }
+  // GPT2LMHeadModel saves the tied head as a copy of the embedding.
   const auto& wte = layout.get(kiln::ParamKind::wte);
   f.add("lm_head.weight", {m.vocab_size, m.n_embd},
-        std::vector<float>(p.data() + wte.offset, p.data() + wte.offset + m.vocab_size * m.n_embd),
-        kiln::SafeDtype::BF16);
+        std::vector<float>(p.data() + wte.offset, p.data() + wte.offset + m.vocab_size * m.n_embd));
   return f;
 }
 
@@ -239,4 +243,56 @@ TEST_CASE("bad HF files are refused naming the file and the tensor", "[runtime]"
   }
   fs::remove(path);
   CHECK(import().first == kiln::Status::io_error);
+}
+
+TEST_CASE("an HF GPT-2 lm_head.weight that differs from wte.weight imports untied",
+          "[runtime][hf]") {
+  TempDir dir;
+  const kiln::ModelConfig m = model();
+  const std::vector<float> p = random_params(m);
+  const fs::path path = dir.path / "model.safetensors";
+  write_config(dir.path, 2, 2);
+  // A head of its own: other values (here the embedding's, reversed).
+  HfFile f = hf_from_kiln(m, p);
+  std::vector<float> head;
+  for (auto& e : f.entries) {
+    if (e.name == "lm_head.weight") {
+      head.assign(e.data.rbegin(), e.data.rend());
+      e.data = head;
+    }
+  }
+  kiln::write_safetensors(path, f.entries);
+  std::vector<float> back;
+  const kiln::ModelConfig untied = kiln::import_hf_gpt2(path, 0, &back);
+  CHECK_FALSE(untied.tied_embeddings);
+  const kiln::ParamLayout layout(untied);
+  const auto& t = layout.get(kiln::ParamKind::lm_head);
+  CHECK(std::vector<float>(back.begin() + t.offset,
+                           back.begin() + t.offset + static_cast<int64_t>(head.size())) == head);
+  const kiln::ParamLayout tied_layout(m);
+  for (const auto& w : tied_layout.tensors()) {
+    const auto& u = layout.get(w.kind, w.layer);
+    for (int64_t i = 0; i < w.numel(); ++i)
+      REQUIRE(back[static_cast<std::size_t>(u.offset + i)] ==
+              p[static_cast<std::size_t>(w.offset + i)]);
+  }
+  // The untied model goes back out with its head, and comes in again the same.
+  kiln::export_hf_gpt2(dir.path / "out.safetensors", untied, back);
+  CHECK_FALSE(
+      nlohmann::json::parse(kiln::read_file(dir.path / "config.json"))["tie_word_embeddings"]);
+  std::vector<float> again;
+  CHECK(kiln::import_hf_gpt2(dir.path / "out.safetensors", 0, &again) == untied);
+  CHECK(again == back);
+  // A head that only rounds the embedding (bf16) is not the embedding either: untied, never tied
+  // to values it does not hold.
+  for (auto& e : f.entries) {
+    if (e.name == "lm_head.weight") {
+      e.data =
+          std::span<const float>(p.data() + kiln::ParamLayout(m).get(kiln::ParamKind::wte).offset,
+                                 static_cast<std::size_t>(m.vocab_size * m.n_embd));
+      e.dtype = kiln::SafeDtype::BF16;
+    }
+  }
+  kiln::write_safetensors(path, f.entries);
+  CHECK_FALSE(kiln::import_hf_gpt2(path, 0, &back).tied_embeddings);
 }

@@ -11,6 +11,7 @@
 #include "kiln/io.hpp"
 #include "kiln/safetensors.hpp"
 #include "kiln/trainer.hpp"
+#include "runtime/hf_llama_config.hpp"
 #include "runtime/model_json.hpp"
 #include "tests/common/hf_tokenizer_json.hpp"
 #include "tests/fuzz/fuzz_common.hpp"
@@ -132,6 +133,14 @@ int main(int argc, char** argv) {
       const nlohmann::json j{{"model", kiln::impl::model_to_json(small(kind))},
                              {"train", kiln::impl::train_to_json(train())}};
       seed("fuzz_model_json", kiln::model_kind_name(kind), j.dump());
+    }
+    // Hugging Face configs as the exporter writes them: Llama with Llama 3 scaling, Qwen2.
+    for (const char* preset : {"llama-tiny", "qwen2.5-0.5b"}) {
+      kiln::HfExportOptions hf_options;
+      hf_options.bos_token_id = 1;
+      hf_options.eos_token_id = 2;
+      seed("fuzz_hf_llama_config", preset,
+           kiln::impl::hf_llama_config_to_json(kiln::model_preset(preset, 11), hf_options).dump(1));
     }
     fs::remove_all(tmp);
   } catch (const std::exception& e) {

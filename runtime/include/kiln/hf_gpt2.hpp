@@ -4,9 +4,12 @@
 // Names: wte.weight (V, C), wpe.weight (maxT, C), h.{i}.ln_1.{weight,bias},
 // h.{i}.attn.c_attn.{weight,bias}, h.{i}.attn.c_proj.{weight,bias}, h.{i}.ln_2.{weight,bias},
 // h.{i}.mlp.c_fc.{weight,bias}, h.{i}.mlp.c_proj.{weight,bias}, ln_f.{weight,bias}; optionally
-// prefixed "transformer." (GPT2LMHeadModel), with a tied lm_head.weight and the attention-mask
-// buffers h.{i}.attn.bias / masked_bias, which carry no parameters. GPT-2's Conv1D stores its
-// weights (in, out); kiln (as torch.nn.Linear) keeps (out, in): import and export transpose them.
+// prefixed "transformer." (GPT2LMHeadModel), with an lm_head.weight and the attention-mask
+// buffers h.{i}.attn.bias / masked_bias, which carry no parameters. An lm_head.weight holding
+// wte.weight's values is the tied head; one whose values differ imports as an untied head
+// (ModelConfig::tied_embeddings false), never silently replaced by the embedding. GPT-2's Conv1D
+// stores its weights (in, out); kiln (as torch.nn.Linear) keeps (out, in): import and export
+// transpose them.
 #pragma once
 
 #include <cstdint>
@@ -30,7 +33,8 @@ KILN_API ModelConfig import_hf_gpt2(const std::filesystem::path& path, int64_t n
                                     std::vector<float>* params);
 
 // Writes a decoder's parameters (ParamLayout(model).total() floats) as `path` in Hugging Face's
-// GPT-2 names and layout (F32), atomically, plus config.json beside it when `write_config`.
+// GPT-2 names and layout (F32), atomically, plus config.json beside it when `write_config`; an
+// untied head is written as lm_head.weight with tie_word_embeddings false.
 // invalid_argument for an encoder, a model with other parts than GPT-2's (RMSNorm, rotary, ...)
 // or a wrong parameter count; io_error when it cannot write.
 KILN_API void export_hf_gpt2(const std::filesystem::path& path, const ModelConfig& model,

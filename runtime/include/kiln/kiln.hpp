@@ -8,6 +8,7 @@
 #include "kiln/error.hpp"
 #include "kiln/generate.hpp"
 #include "kiln/hf_gpt2.hpp"
+#include "kiln/hf_llama.hpp"
 #include "kiln/io.hpp"
 #include "kiln/kiln.h"
 #include "kiln/limits.hpp"
