@@ -1,6 +1,7 @@
 #include "tests/common/files.hpp"
 
 #include <stdlib.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -51,6 +52,14 @@ std::string quoted(const std::filesystem::path& path) {
   s.append(path.string());
   s.push_back('\'');
   return s;
+}
+
+CommandResult run_command(const TempDir& dir, const std::string& command) {
+  const auto log = dir / "log.txt";
+  const int rc = std::system((command + " > '" + log.string() + "' 2>&1").c_str());
+  std::string out = read_bytes(log);
+  std::filesystem::remove(log);
+  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
 }
 
 void report_skip(const std::string& why) {

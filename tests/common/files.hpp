@@ -31,6 +31,16 @@ std::string read_bytes(const std::filesystem::path& path);
 // The path in single quotes, as kiln's messages name files.
 std::string quoted(const std::filesystem::path& path);
 
+// What a command run through the shell did: its exit status (-1 when it did not exit, e.g. it was
+// killed) and its stdout and stderr together.
+struct CommandResult {
+  int status;
+  std::string output;
+};
+// Runs `command` (already quoted for the shell), its output captured in a file in `dir` that is
+// removed afterwards. The demo tests run kiln's programs through this.
+CommandResult run_command(const TempDir& dir, const std::string& command);
+
 // Prints "[kiln-skip] <why>", which ctest's SKIP_REGULAR_EXPRESSION for the CPU tests turns into
 // "Skipped". Return from the test case right after it (KILN_SKIP does).
 void report_skip(const std::string& why);

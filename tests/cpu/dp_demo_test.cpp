@@ -23,25 +23,14 @@ using kiln::test::TempDir;
 
 namespace {
 
-struct Result {
-  int status;
-  std::string output;
-};
+using Result = kiln::test::CommandResult;
 
 Result shell(const TempDir& dir, const std::string& cmd) {
-  const auto log = dir / "log.txt";
-  const int rc = std::system((cmd + " > '" + log.string() + "' 2>&1").c_str());
-  std::string out = kiln::test::read_bytes(log);
-  std::filesystem::remove(log);
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
+  return kiln::test::run_command(dir, cmd);
 }
 
 std::string quote(const std::filesystem::path& p) {
-  // Appended piece by piece: g++ 12 warns (-Wrestrict, falsely) about "'" + std::string.
-  std::string q(1, '\'');
-  q += p.string();
-  q += '\'';
-  return q;
+  return kiln::test::quoted(p);
 }
 
 // A byte-level corpus of short sentences, tokenized into <dir>/data.

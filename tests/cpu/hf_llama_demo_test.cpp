@@ -28,26 +28,14 @@ using namespace kiln::test::hf;
 
 namespace {
 
-struct Result {
-  int status;
-  std::string output;
-};
+using Result = kiln::test::CommandResult;
 
 Result run(const TempDir& dir, const std::string& exe, const std::string& args) {
-  const auto log = dir / "log.txt";
-  const std::string cmd = "'" + exe + "' " + args + " > '" + log.string() + "' 2>&1";
-  const int rc = std::system(cmd.c_str());
-  std::string out = kiln::test::read_bytes(log);
-  fs::remove(log);
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
+  return kiln::test::run_command(dir, "'" + exe + "' " + args);
 }
 
-// Quoted for the shell (appended, not chained: GCC 12's -Wrestrict misfires on "'" + string).
 std::string q(const fs::path& p) {
-  std::string s = "'";
-  s += p.string();
-  s += "'";
-  return s;
+  return kiln::test::quoted(p);
 }
 
 fs::path llama3_json() {

@@ -16,21 +16,12 @@ using kiln::test::TempDir;
 
 namespace {
 
-struct Result {
-  int status;
-  std::string output;
-};
+using Result = kiln::test::CommandResult;
 
 // Runs kiln_tokenize with `args` (already shell-quoted), capturing stdout and stderr.
 Result run_tokenize(const TempDir& dir, const std::string& args) {
 #ifdef KILN_TOKENIZE_EXE
-  const auto log = dir / "log.txt";
-  const std::string cmd =
-      std::string("'") + KILN_TOKENIZE_EXE + "' " + args + " > '" + log.string() + "' 2>&1";
-  const int rc = std::system(cmd.c_str());
-  std::string out = kiln::test::read_bytes(log);
-  std::filesystem::remove(log);
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
+  return kiln::test::run_command(dir, std::string("'") + KILN_TOKENIZE_EXE + "' " + args);
 #else
   (void)dir;
   (void)args;

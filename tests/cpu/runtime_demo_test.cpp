@@ -20,18 +20,10 @@ using kiln::test::TempDir;
 
 namespace {
 
-struct Result {
-  int status;
-  std::string output;
-};
+using Result = kiln::test::CommandResult;
 
 Result run(const TempDir& dir, const std::string& exe, const std::string& args) {
-  const auto log = dir / "log.txt";
-  const std::string cmd = "'" + exe + "' " + args + " > '" + log.string() + "' 2>&1";
-  const int rc = std::system(cmd.c_str());
-  std::string out = kiln::test::read_bytes(log);
-  std::filesystem::remove(log);
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
+  return kiln::test::run_command(dir, "'" + exe + "' " + args);
 }
 
 // A small corpus of %-separated documents: short sentences from a few templates.
