@@ -280,4 +280,34 @@ nlohmann::json hf_generation_config_json(const HfExportOptions& options) {
   return j;
 }
 
+std::vector<HfTensorRows> hf_llama_tensors(const ModelConfig& m) {
+  const int64_t C = m.n_embd, HD = m.head_dim(), Q = m.n_head * HD, KV = m.kv_heads() * HD;
+  const int64_t I = m.intermediate_size;
+  std::vector<HfTensorRows> out;
+  auto add = [&](std::string name, ParamKind kind, int64_t layer, int64_t row, int64_t rows) {
+    out.push_back({std::move(name), kind, layer, row, rows});
+  };
+  // The real vocabulary only: the padded rows are kiln's business.
+  add("model.embed_tokens.weight", ParamKind::wte, -1, 0, m.vocab_size);
+  for (int64_t l = 0; l < m.n_layer; ++l) {
+    const std::string h = "model.layers." + std::to_string(l) + ".";
+    add(h + "input_layernorm.weight", ParamKind::ln1_w, l, 0, C);
+    add(h + "self_attn.q_proj.weight", ParamKind::qkv_w, l, 0, Q);
+    add(h + "self_attn.k_proj.weight", ParamKind::qkv_w, l, Q, KV);
+    add(h + "self_attn.v_proj.weight", ParamKind::qkv_w, l, Q + KV, KV);
+    if (m.qkv_bias()) {
+      add(h + "self_attn.q_proj.bias", ParamKind::qkv_b, l, 0, Q);
+      add(h + "self_attn.k_proj.bias", ParamKind::qkv_b, l, Q, KV);
+      add(h + "self_attn.v_proj.bias", ParamKind::qkv_b, l, Q + KV, KV);
+    }
+    add(h + "self_attn.o_proj.weight", ParamKind::attproj_w, l, 0, C);
+    add(h + "post_attention_layernorm.weight", ParamKind::ln2_w, l, 0, C);
+    add(h + "mlp.gate_proj.weight", ParamKind::fc_w, l, 0, I);
+    add(h + "mlp.up_proj.weight", ParamKind::fc_w, l, I, I);
+    add(h + "mlp.down_proj.weight", ParamKind::fcproj_w, l, 0, C);
+  }
+  add("model.norm.weight", ParamKind::lnf_w, -1, 0, C);
+  return out;
+}
+
 }  // namespace kiln::impl

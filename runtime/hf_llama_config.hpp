@@ -3,7 +3,10 @@
 // target fuzz_hf_llama_config reaches the parser alone.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -26,5 +29,19 @@ nlohmann::json hf_llama_config_to_json(const ModelConfig& model, const HfExportO
 
 // generation_config.json: the token ids when known.
 nlohmann::json hf_generation_config_json(const HfExportOptions& options);
+
+// One Hugging Face tensor: rows [row, row + rows) of kiln's parameter (kind, layer), layer -1
+// for the ones outside the layers. A 1-D parameter (a norm's weight, a bias) counts elements.
+struct HfTensorRows {
+  std::string name;
+  ParamKind kind;
+  int64_t layer;
+  int64_t row;
+  int64_t rows;
+};
+// HF's Llama / Qwen2 tensors in HF's order (embedding, layers, final norm), the one name map that
+// import and export share. The untied head (lm_head.weight) is not listed: the importer checks it
+// against the config, the exporter writes it when the model has one.
+std::vector<HfTensorRows> hf_llama_tensors(const ModelConfig& m);
 
 }  // namespace kiln::impl

@@ -35,28 +35,8 @@ std::vector<SafetensorsEntry> hf_entries(const ModelConfig& m, const ParamLayout
                             static_cast<std::size_t>(n * width));
     out.push_back(std::move(e));
   };
-  const int64_t C = m.n_embd, HD = m.head_dim(), Q = m.n_head * HD, KV = m.kv_heads() * HD;
-  const int64_t I = m.intermediate_size;
-  // The real vocabulary only: the padded rows are kiln's business.
-  rows("model.embed_tokens.weight", ParamKind::wte, -1, 0, m.vocab_size);
-  for (int64_t l = 0; l < m.n_layer; ++l) {
-    const std::string h = "model.layers." + std::to_string(l) + ".";
-    rows(h + "input_layernorm.weight", ParamKind::ln1_w, l, 0, C);
-    rows(h + "self_attn.q_proj.weight", ParamKind::qkv_w, l, 0, Q);
-    rows(h + "self_attn.k_proj.weight", ParamKind::qkv_w, l, Q, KV);
-    rows(h + "self_attn.v_proj.weight", ParamKind::qkv_w, l, Q + KV, KV);
-    if (m.qkv_bias()) {
-      rows(h + "self_attn.q_proj.bias", ParamKind::qkv_b, l, 0, Q);
-      rows(h + "self_attn.k_proj.bias", ParamKind::qkv_b, l, Q, KV);
-      rows(h + "self_attn.v_proj.bias", ParamKind::qkv_b, l, Q + KV, KV);
-    }
-    rows(h + "self_attn.o_proj.weight", ParamKind::attproj_w, l, 0, C);
-    rows(h + "post_attention_layernorm.weight", ParamKind::ln2_w, l, 0, C);
-    rows(h + "mlp.gate_proj.weight", ParamKind::fc_w, l, 0, I);
-    rows(h + "mlp.up_proj.weight", ParamKind::fc_w, l, I, I);
-    rows(h + "mlp.down_proj.weight", ParamKind::fcproj_w, l, 0, C);
-  }
-  rows("model.norm.weight", ParamKind::lnf_w, -1, 0, C);
+  for (auto& t : impl::hf_llama_tensors(m))
+    rows(std::move(t.name), t.kind, t.layer, t.row, t.rows);
   if (!m.tied_embeddings) rows("lm_head.weight", ParamKind::lm_head, -1, 0, m.vocab_size);
   return out;
 }

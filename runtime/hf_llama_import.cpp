@@ -157,28 +157,10 @@ class Loader {
   }
 
   void load() {
-    const int64_t C = m_.n_embd, HD = m_.head_dim(), Q = m_.n_head * HD, KV = m_.kv_heads() * HD;
-    const int64_t I = m_.intermediate_size;
+    const int64_t C = m_.n_embd;
     params_->assign(static_cast<std::size_t>(layout_.total()), 0.0f);
-    take_rows("model.embed_tokens.weight", ParamKind::wte, -1, 0, m_.vocab_size);
-    for (int64_t l = 0; l < m_.n_layer; ++l) {
-      const std::string h = "model.layers." + std::to_string(l) + ".";
-      take_rows(h + "input_layernorm.weight", ParamKind::ln1_w, l, 0, C);
-      take_rows(h + "self_attn.q_proj.weight", ParamKind::qkv_w, l, 0, Q);
-      take_rows(h + "self_attn.k_proj.weight", ParamKind::qkv_w, l, Q, KV);
-      take_rows(h + "self_attn.v_proj.weight", ParamKind::qkv_w, l, Q + KV, KV);
-      if (m_.qkv_bias()) {
-        take_rows(h + "self_attn.q_proj.bias", ParamKind::qkv_b, l, 0, Q);
-        take_rows(h + "self_attn.k_proj.bias", ParamKind::qkv_b, l, Q, KV);
-        take_rows(h + "self_attn.v_proj.bias", ParamKind::qkv_b, l, Q + KV, KV);
-      }
-      take_rows(h + "self_attn.o_proj.weight", ParamKind::attproj_w, l, 0, C);
-      take_rows(h + "post_attention_layernorm.weight", ParamKind::ln2_w, l, 0, C);
-      take_rows(h + "mlp.gate_proj.weight", ParamKind::fc_w, l, 0, I);
-      take_rows(h + "mlp.up_proj.weight", ParamKind::fc_w, l, I, I);
-      take_rows(h + "mlp.down_proj.weight", ParamKind::fcproj_w, l, 0, C);
-    }
-    take_rows("model.norm.weight", ParamKind::lnf_w, -1, 0, C);
+    for (const auto& t : impl::hf_llama_tensors(m_))
+      take_rows(t.name, t.kind, t.layer, t.row, t.rows);
     const bool has_head = w_.tensors.count("lm_head.weight") > 0;
     if (!m_.tied_embeddings) {
       if (!has_head) {
